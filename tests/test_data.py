@@ -1,0 +1,278 @@
+"""Corpus building, CodeSearchNet loading, filtering, file-level splits and the preprocess pipeline."""
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import json
+import sysconfig
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from utils.data import (build_python_corpus, file_bucket, filter_by_length, load_codesearchnet, load_split,
+                        load_vocabs, preprocess, split_by_file)
+from utils.tokenizer import tokenize_code
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+MODULE = '''
+import functools
+
+
+class Store:
+    """A store."""
+
+    def __init__(self):
+        """Make the store ready for use."""
+        self.items = []
+
+    @functools.lru_cache(maxsize=None)
+    def lookup(self, key):
+        """Find the value stored under key.
+
+        More detail that is not part of the summary.
+        """
+
+        return self.items[key]
+
+    def test_lookup(self):
+        """Check that lookup works fine."""
+        assert self.lookup(0)
+
+    def short(self): return 1
+
+    def no_doc(self, x):
+        y = x + 1
+        return y
+
+    def tiny_doc(self, x):
+        """Tiny."""
+        return x
+
+    def only_doc(self):
+        """Only a docstring and nothing else.
+        """
+
+
+def copy_one(a, b):
+    """Add a to b and return it."""
+    return a + b
+
+
+class Other:
+    def copy_one(a, b):
+        """Add the numbers and return them."""
+        # same code as copy_one once comments are gone
+        return a + b
+'''
+
+
+def _write_package(root: Path) -> Path:
+    pkg = root / "pkg"
+    (pkg / "tests").mkdir(parents=True)
+    (pkg / "mod.py").write_text(MODULE)
+    (pkg / "tests" / "helpers.py").write_text(MODULE)  # test folder: skipped
+    (pkg / "test_mod.py").write_text(MODULE)  # test file: skipped
+    (pkg / "broken.py").write_text("def f(:\n")
+    (pkg / "latin.py").write_bytes(b"x = '\xff'\n")  # not UTF-8 and no coding cookie
+    return pkg
+
+
+def test_build_python_corpus_applies_codesearchnet_filters(tmp_path: Path) -> None:
+    stats: Counter = Counter()
+    rows = build_python_corpus(roots=[_write_package(tmp_path)], stats=stats)
+    assert [r["func_name"] for r in rows] == ["Store.lookup", "copy_one"]
+    assert stats["files_seen"] == 5 and stats["files_test_skipped"] == 2
+    assert stats["files_unparseable"] == 1 and stats["files_undecodable"] == 1
+    assert stats["functions_seen"] == 9
+    for key in ("dropped_test_name", "dropped_dunder", "dropped_short", "dropped_no_docstring",
+                "dropped_short_docstring", "dropped_docstring_only", "dropped_duplicate"):
+        assert stats[key] == 1, key
+    lookup = rows[0]
+    assert lookup["code"] == ("@functools.lru_cache(maxsize=None)\ndef lookup(self, key):\n"
+                              "    return self.items[key]\n")
+    assert '"""Find the value' in lookup["original_string"]
+    assert lookup["summary"] == "Find the value stored under key."
+    assert lookup["docstring_tokens"] == ["Find", "the", "value", "stored", "under", "key", "."]
+    assert lookup["code_tokens"] == tokenize_code(lookup["code"])
+    assert (lookup["repo"], lookup["path"], lookup["lineno"]) == ("pkg", "mod.py", 12)  # the decorator line
+
+
+def test_keep_docstring_keeps_it_in_the_target(tmp_path: Path) -> None:
+    rows = build_python_corpus(roots=[_write_package(tmp_path)], keep_docstring=True)
+    assert rows[0]["code"] == rows[0]["original_string"]
+    assert '"""Find the value' in rows[0]["code"]
+
+
+def test_stdlib_rows_parse_and_are_deterministic() -> None:
+    roots = [STDLIB / "json", STDLIB / "textwrap.py"]
+    rows = build_python_corpus(roots=roots)
+    assert rows and all(r["repo"] == "stdlib" for r in rows)
+    assert {r["path"] for r in rows} <= {"json/__init__.py", "json/decoder.py", "json/encoder.py",
+                                         "json/scanner.py", "json/tool.py", "textwrap.py"}
+    for r in rows:
+        ast.parse(r["code"])
+        assert r["summary"] not in r["code"]
+    assert build_python_corpus(roots=roots) == rows
+
+
+def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_python_corpus(roots=[tmp_path / "nowhere"])
+
+
+# ----------------------------------------------------------------------------------------------- codesearchnet
+
+GOOD_CODE = 'def add(a, b):\n    """Add two numbers together."""\n    return a + b\n'
+METHOD_CODE = 'def scale(self, k):\n        """Scale all values by k."""\n        self.v = [x * k for x in self.v]\n'
+CSN_ROWS = [
+    {"repo": "r/a", "path": "a.py", "func_name": "add", "code": GOOD_CODE,
+     "docstring": "Add two numbers together.", "partition": "train"},
+    {"repo": "r/a", "path": "b.py", "func_name": "V.scale", "code": METHOD_CODE,
+     "docstring": "Scale all values by k.\n\nDetails.", "partition": "test"},
+    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": None, "docstring": "Has no code at all.", "partition": "train"},
+    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": "", "docstring": "Has empty code here.", "partition": "train"},
+    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": 42, "docstring": "Has int code here.", "partition": "train"},
+    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": GOOD_CODE, "docstring": None, "partition": "train"},
+    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": GOOD_CODE, "docstring": 7, "partition": "train"},
+    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": 'def p(x):\n    """Print it out now."""\n    print x\n',
+     "docstring": "Print it out now.", "partition": "train"},
+]
+
+
+def _check_csn(rows: list[dict], stats: Counter) -> None:
+    assert [r["func_name"] for r in rows] == ["add", "V.scale"]
+    assert rows[0]["code"] == "def add(a, b):\n    return a + b\n"
+    assert rows[1]["docstring_tokens"] == ["Scale", "all", "values", "by", "k", "."]
+    assert "Scale all" not in rows[1]["code"] and ast.parse(rows[1]["code"])
+    assert stats["rows_seen"] == len(CSN_ROWS)
+    assert (stats["rows_missing_code"], stats["rows_missing_docstring"], stats["rows_unparseable"]) == (3, 2, 1)
+
+
+def test_load_codesearchnet_jsonl_skips_and_counts_bad_rows(tmp_path: Path) -> None:
+    path = tmp_path / "csn.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in CSN_ROWS)
+    stats: Counter = Counter()
+    _check_csn(load_codesearchnet([path], stats=stats), stats)
+    train_only = load_codesearchnet([path], split="train")
+    assert [r["func_name"] for r in train_only] == ["add"]
+
+
+def test_load_codesearchnet_parquet_skips_and_counts_bad_rows(tmp_path: Path) -> None:
+    # A parquet column has one type, so the int-valued rows become nulls here (ints are covered by the jsonl test).
+    table = pa.table({k: [r[k] if not isinstance(r[k], int) else None for r in CSN_ROWS] for k in CSN_ROWS[0]})
+    path = tmp_path / "csn.parquet"
+    pq.write_table(table, path)
+    stats: Counter = Counter()
+    rows = load_codesearchnet([path], stats=stats)
+    assert [r["func_name"] for r in rows] == ["add", "V.scale"]
+    assert stats["rows_missing_code"] == 3 and stats["rows_missing_docstring"] == 2
+    pq.write_table(pa.table({"code": [GOOD_CODE]}), tmp_path / "nodoc.parquet")
+    with pytest.raises(ValueError, match="has no docstring column"):
+        load_codesearchnet([tmp_path / "nodoc.parquet"])
+
+
+def test_load_codesearchnet_bad_paths_and_offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist; check the path in codesearchnet_files"):
+        load_codesearchnet([tmp_path / "missing.parquet"])
+    (tmp_path / "data.csv").write_text("code\n")
+    with pytest.raises(ValueError, match="must end in .parquet"):
+        load_codesearchnet([tmp_path / "data.csv"])
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConnectionError, match=r"codesearchnet_files=\[\.\.\.\].*source='python'"):
+        load_codesearchnet()
+
+
+# ----------------------------------------------------------------------------------------------- filter and split
+
+def _row(repo: str, path: str, code_tokens: list[str], n_doc: int = 3) -> dict:
+    return {"repo": repo, "path": path, "code_tokens": code_tokens, "docstring_tokens": ["w"] * n_doc,
+            "code": " ".join(code_tokens)}
+
+
+def test_filter_by_length_drops_and_never_truncates() -> None:
+    rows = [_row("r", "a", ["x"] * 5), _row("r", "b", ["x"] * 6), _row("r", "c", ["x"], n_doc=4)]
+    stats: Counter = Counter()
+    kept = filter_by_length(rows, max_doc_tokens=3, max_code_tokens=5, stats=stats)
+    assert kept == [rows[0]] and len(kept[0]["code_tokens"]) == 5
+    assert (stats["dropped_long_code"], stats["dropped_long_docstring"]) == (1, 1)
+
+
+def test_split_by_file_keeps_files_and_identical_code_in_one_split() -> None:
+    rows = [_row(f"repo{i % 7}", f"f{i % 50}.py", ["def", f"f{i % 120}"]) for i in range(600)]
+    stats: Counter = Counter()
+    splits = split_by_file(rows, sizes=None, stats=stats)
+    files = {name: {(r["repo"], r["path"]) for r in rs} for name, rs in splits.items()}
+    codes = {name: {r["code"] for r in rs} for name, rs in splits.items()}
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        assert not files[a] & files[b] and not codes[a] & codes[b]
+    assert stats["dropped_cross_split_duplicate"] > 0  # the data was built to collide
+    assert sum(map(len, splits.values())) + stats["dropped_cross_split_duplicate"] == len(rows)
+    assert all(r["partition"] == name and file_bucket(r) == name for name, rs in splits.items() for r in rs)
+    small = split_by_file(rows, sizes=(10, 2, None))
+    assert (len(small["train"]), len(small["valid"])) == (10, 2)
+    assert small == split_by_file(rows, sizes=(10, 2, None))
+    with pytest.raises(ValueError, match="three non-negative ints"):
+        split_by_file(rows, sizes=(10, 2))
+
+
+# ----------------------------------------------------------------------------------------------- pipeline
+
+@pytest.fixture(scope="module")
+def csn_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Real stdlib functions written out as a CodeSearchNet jsonl file (code with docstring)."""
+    rows = build_python_corpus(roots=[STDLIB / name for name in ("email", "asyncio", "json", "argparse.py")],
+                               keep_docstring=True)
+    path = tmp_path_factory.mktemp("csn") / "python_train_0.jsonl"
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps({k: r[k] for k in ("repo", "path", "func_name", "code", "docstring")}) + "\n")
+    return [path]
+
+
+def test_preprocess_writes_splits_vocabs_and_manifest(tmp_path: Path, csn_files: list[Path]) -> None:
+    out = tmp_path / "processed"
+    manifest = preprocess(source="codesearchnet", codesearchnet_files=csn_files, out_dir=out,
+                          split_sizes=(200, 30, 30), min_freq=2)
+    train, valid = load_split(out, "train"), load_split(out, "valid")
+    src_vocab, trg_vocab = load_vocabs(out)
+    assert manifest["split_sizes"]["train"] == len(train) == 200
+    assert all(len(r["code_tokens"]) <= 80 and len(r["docstring_tokens"]) <= 50 for r in train + valid)
+    assert manifest["vocab_sizes"] == {"src": len(src_vocab), "trg": len(trg_vocab)}
+    train_counts = Counter(t for r in train for t in r["code_tokens"])
+    assert set(trg_vocab.itos[4:]) == {t for t, c in train_counts.items() if c >= 2}  # train only
+    assert manifest["unk_rate"]["train"]["trg"] < manifest["unk_rate"]["test"]["trg"]
+    for name, digest in manifest["sha256"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    assert json.loads((out / "manifest.json").read_text())["pairs_within_limits"] == manifest["pairs_within_limits"]
+    steps, counts = manifest["filter_steps"], manifest["counts"]
+    assert steps[0] == {"step": "rows_seen", "dropped": 0, "remaining": counts["rows_seen"]}
+    assert steps[-1]["step"] == "dropped_cross_split_duplicate"
+    assert steps[-1]["remaining"] == sum(counts[f"available_{s}"] for s in ("train", "valid", "test"))
+
+
+def test_preprocess_default_python_source_small(tmp_path: Path) -> None:
+    manifest = preprocess(out_dir=tmp_path, max_files=40, split_sizes=(50, 10, 10), min_freq=1)
+    assert manifest["source"] == "python" and manifest["counts"]["files_parsed"] == 40
+    assert load_split(tmp_path, "train")[0]["repo"] == "stdlib"
+
+
+def test_preprocess_bad_input_gives_one_clear_sentence(tmp_path: Path, csn_files: list[Path]) -> None:
+    with pytest.raises(ValueError, match="Unknown source 'github'; use one of 'python', 'codesearchnet'"):
+        preprocess(source="github", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="No docstring/code pairs left after filtering"):
+        preprocess(source="codesearchnet", codesearchnet_files=csn_files, out_dir=tmp_path, max_code_tokens=3)
+    with pytest.raises(FileNotFoundError, match="run notebooks/01_preprocess.ipynb or `make main`"):
+        load_split(tmp_path / "empty", "train")
+    with pytest.raises(FileNotFoundError, match="01_preprocess"):
+        load_vocabs(tmp_path / "empty")

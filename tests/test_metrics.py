@@ -1,0 +1,229 @@
+"""Hand-checked cases for utils.metrics: every expected number can be worked out on paper."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from utils.metrics import (
+    LENGTH_BUCKETS,
+    attention_copy_alignment,
+    attention_entropy,
+    bucket_label,
+    corpus_bleu_score,
+    evaluate_outputs,
+    exact_match,
+    identifier_recall,
+    is_valid_syntax,
+    length_bucket_table,
+    perplexity,
+    strip_special,
+    study_bleu_score,
+    token_accuracy,
+    token_accuracy_micro,
+    unk_rate,
+)
+from utils.tokenizer import INDENT, tokenize_code
+
+SNIPPET = "def add_one(x):\n    return x + 1\n"
+# Eight tokens: a hypothesis that only gets the last one wrong has n-gram precisions
+# 7/8, 6/7, 5/6, 4/5 and no brevity penalty, so BLEU-4 = (4/8) ** (1/4).
+REF8 = ["def", "f", "(", "a", ")", ":", "return", "foo_bar"]
+ONE_WRONG_BLEU = 100 * 0.5**0.25
+
+
+def test_strip_special_keeps_unk():
+    assert strip_special(["<SOS>", "a", "<UNK>", "<PAD>", "<EOS>"]) == ["a", "<UNK>"]
+    assert strip_special(["a", "<EOS>", "b", "<EOS>"]) == ["a"]  # nothing after <EOS> was output
+
+
+def test_bleu_identical_corpus_is_100():
+    refs = [tokenize_code(SNIPPET), REF8]
+    assert corpus_bleu_score(refs, refs) == pytest.approx(100.0)
+
+
+def test_bleu_ignores_special_tokens():
+    hyps = [["<SOS>"] + REF8 + ["<EOS>", "<PAD>"]]
+    assert corpus_bleu_score(hyps, [REF8]) == pytest.approx(100.0)
+
+
+def test_bleu_one_wrong_token_worked_example():
+    hyp = REF8[:-1] + ["baz"]
+    assert corpus_bleu_score([hyp], [REF8]) == pytest.approx(ONE_WRONG_BLEU)
+
+
+def test_bleu_no_overlap_and_empty_hypotheses_score_zero():
+    assert corpus_bleu_score([["x", "y", "z", "w"]], [REF8]) == 0.0
+    assert corpus_bleu_score([[], []], [REF8, REF8]) == 0.0
+    # One empty hypothesis among good ones must not crash and must cost something.
+    assert 0.0 < corpus_bleu_score([REF8, []], [REF8, REF8]) < 100.0
+
+
+def test_bleu_empty_corpus_is_nan_and_mismatch_raises():
+    assert math.isnan(corpus_bleu_score([], []))
+    with pytest.raises(ValueError, match="parallel"):
+        corpus_bleu_score([REF8], [REF8, REF8])
+
+
+def test_unk_never_matches_but_study_bleu_rewards_it():
+    vocab = set(REF8) - {"foo_bar"}  # foo_bar is out of vocabulary
+    hyp = REF8[:-1] + ["<UNK>"]
+    assert study_bleu_score([hyp], [REF8], vocab) == pytest.approx(100.0)
+    assert corpus_bleu_score([hyp], [REF8]) == pytest.approx(ONE_WRONG_BLEU)
+    # Even a reference that literally holds "<UNK>" gives the hypothesis no credit for it.
+    assert corpus_bleu_score([hyp], [REF8[:-1] + ["<UNK>"]]) == pytest.approx(ONE_WRONG_BLEU)
+
+
+def test_bleu_smoothing_rescues_zero_higher_order_matches():
+    hyp, ref = ["a", "b", "x", "c", "y", "d"], ["a", "b", "c", "d", "e", "f"]
+    # no 4-gram matches: BLEU is 0 up to NLTK's float floor for an empty precision
+    assert corpus_bleu_score([hyp], [ref]) == pytest.approx(0.0, abs=1e-9)
+    assert 0.0 < corpus_bleu_score([hyp], [ref], smoothing=True) < 100.0
+
+
+def test_token_accuracy_worked_example():
+    # matches at positions 0, 1, 3 out of a 4-token reference; the 5th hypothesis token is ignored
+    assert token_accuracy(["a", "b", "X", "d", "e"], ["a", "b", "c", "d"]) == pytest.approx(0.75)
+    assert token_accuracy(["<SOS>", "a", "<EOS>"], ["a", "<EOS>"]) == 1.0
+    assert token_accuracy(["<UNK>", "b"], ["<UNK>", "b"]) == 0.5
+    assert token_accuracy([], ["a"]) == 0.0
+    assert token_accuracy([], []) == 1.0
+
+
+def test_token_accuracy_micro_pools_tokens():
+    hyps, refs = [["a", "x", "c", "y"], ["z"]], [["a", "b", "c", "d"], ["z"]]
+    # per example 2/4 and 1/1 -> mean 0.75; pooled 3/5
+    assert token_accuracy_micro(hyps, refs) == pytest.approx(0.6)
+    assert np.mean([token_accuracy(h, r) for h, r in zip(hyps, refs)]) == pytest.approx(0.75)
+
+
+def test_exact_match():
+    assert exact_match(["<SOS>", "a", "b", "<EOS>"], ["a", "b"])
+    assert not exact_match(["a", "b", "c"], ["a", "b"])
+    assert not exact_match(["a", "<UNK>"], ["a", "<UNK>"])
+
+
+def test_syntax_validity_on_real_snippets():
+    good = tokenize_code(SNIPPET)
+    assert is_valid_syntax(good)
+    assert is_valid_syntax(["<SOS>", *good, "<EOS>"])
+    missing_paren = list(good)
+    missing_paren.remove(")")
+    assert not is_valid_syntax(missing_paren)
+    no_indent = [t for t in good if t != INDENT]
+    assert not is_valid_syntax(no_indent)
+
+
+def test_syntax_validity_rejects_empty_and_unk():
+    assert not is_valid_syntax([])
+    assert not is_valid_syntax(["<SOS>", "<EOS>"])
+    # "x = a <UNK> b" would parse as the chained comparison "a < UNK > b"
+    assert not is_valid_syntax(tokenize_code("x = a < b\n")[:-2] + ["<UNK>", "b"])
+    assert not is_valid_syntax(["def", "(", "(", "("])
+
+
+def test_unk_rate():
+    assert unk_rate([["a", "<UNK>"], ["<UNK>", "b", "<EOS>"]]) == pytest.approx(0.5)
+    assert unk_rate([[], ["<EOS>"]]) == 0.0
+
+
+def test_identifier_recall_counts_docstring_mentioned_reference_names():
+    ref = tokenize_code("def get_name(user):\n    return user.name\n")
+    doc = ["return", "the", "name", "of", "user"]
+    # reference names also in the docstring: {name, user}; "return" is a keyword, get_name is not mentioned
+    assert identifier_recall(["return", "user", ".", "title"], ref, doc) == (1, 2)
+    assert identifier_recall(ref, ref, doc) == (2, 2)
+    assert identifier_recall(ref, ref, ["nothing", "relevant"]) == (0, 0)
+
+
+def test_perplexity():
+    assert perplexity(0.0) == 1.0
+    assert perplexity(math.log(5.0)) == pytest.approx(5.0)
+    assert perplexity(1e6) == math.inf
+    assert math.isnan(perplexity(float("nan")))
+
+
+def test_evaluate_outputs_worked_example():
+    ref = tokenize_code(SNIPPET)
+    refs = [ref, ref]
+    docs = [["add", "one", "to", "x"], ["add", "one", "to", "x"]]
+    hyps = [list(ref), ["<UNK>"] + ref[1:]]
+    m = evaluate_outputs(hyps, refs, docs)
+    assert m["n"] == 2
+    assert "bleu_study" not in m
+    assert m["exact_match"] == pytest.approx(50.0)
+    assert m["syntax_valid"] == pytest.approx(50.0)
+    assert m["token_accuracy"] == pytest.approx(100 * (1 + (len(ref) - 1) / len(ref)) / 2)
+    assert m["unk_rate"] == pytest.approx(100 * 1 / (2 * len(ref)))
+    assert m["copied_identifiers"] == pytest.approx(100.0)  # "x" is mentioned and present in both outputs
+    assert 0 < m["bleu"] < 100
+    m2 = evaluate_outputs(hyps, refs, docs, trg_vocab=set(ref))
+    assert m2["bleu_study"] >= m2["bleu"]
+
+
+def test_evaluate_outputs_empty_corpus_gives_nan():
+    m = evaluate_outputs([], [], [])
+    assert m["n"] == 0
+    ratios = ("bleu", "token_accuracy", "exact_match", "syntax_valid", "copied_identifiers")
+    assert all(math.isnan(m[k]) for k in ratios)
+
+
+@pytest.mark.parametrize(
+    "n, label", [(0, "0-10"), (10, "0-10"), (11, "11-20"), (20, "11-20"), (21, "21-30"), (30, "21-30"), (31, ">30")]
+)
+def test_bucket_boundaries(n, label):
+    assert bucket_label(n) == label
+
+
+def test_length_bucket_table_counts():
+    lengths = [10, 11, 20, 21, 30, 31, 3]
+    # specials around the docstring must not move it to a longer bucket
+    docs = [["<SOS>"] + ["w"] * n + ["<EOS>"] for n in lengths]
+    refs = [["t"] * (i + 1) for i in range(len(lengths))]  # 1..7 target tokens
+    table = length_bucket_table(refs, refs, docs)
+    assert list(table.columns) == [
+        "bucket", "n_examples", "n_target_tokens", "bleu", "token_accuracy", "exact_match", "syntax_valid"
+    ]
+    assert list(table["bucket"]) == [label for _, _, label in LENGTH_BUCKETS]
+    assert list(table["n_examples"]) == [2, 2, 2, 1]
+    # 0-10 holds examples 0 and 6 (1 + 7 tokens), 11-20 examples 1, 2 (2 + 3), 21-30 examples 3, 4 (4 + 5)
+    assert list(table["n_target_tokens"]) == [8, 5, 9, 6]
+    assert list(table["exact_match"]) == [100.0, 100.0, 100.0, 100.0]
+
+
+def test_length_bucket_table_empty_bucket_is_nan():
+    table = length_bucket_table([["a"]], [["a"]], [["w"] * 5]).set_index("bucket")
+    assert table.loc[">30", "n_examples"] == 0
+    assert table.loc[">30", "n_target_tokens"] == 0
+    assert table.loc[">30", ["bleu", "token_accuracy", "exact_match", "syntax_valid"]].isna().all()
+
+
+def test_attention_entropy_uniform_and_one_hot():
+    s = 7
+    assert attention_entropy(np.full((3, s), 1 / s)) == pytest.approx(math.log(s))
+    assert attention_entropy(torch.eye(4)) == pytest.approx(0.0)
+    # mean of one uniform-over-2 row (log 2) and one one-hot row (0)
+    assert attention_entropy([[0.5, 0.5], [1.0, 0.0]]) == pytest.approx(math.log(2) / 2)
+
+
+def test_attention_entropy_rejects_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        attention_entropy(np.ones(3) / 3)
+    with pytest.raises(ValueError, match="distributions"):
+        attention_entropy(np.ones((2, 3)))
+
+
+def test_attention_copy_alignment_counts():
+    src = ["<SOS>", "return", "user", "name", "<EOS>"]
+    out = ["return", "user", ".", "name", "<EOS>"]
+    attn = np.zeros((5, 5))
+    for row, col in enumerate([1, 2, 0, 2, 4]):
+        attn[row, col] = 1.0
+    # counted steps: "user" (argmax -> user, hit) and "name" (argmax -> user, miss);
+    # "return" is a keyword and "." is not a name.
+    assert attention_copy_alignment(attn, src, out) == (1, 2)
+    assert attention_copy_alignment(torch.tensor(attn), src, out) == (1, 2)
+    with pytest.raises(ValueError, match="does not match"):
+        attention_copy_alignment(attn, src[:-1], out)

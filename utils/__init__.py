@@ -1,0 +1,5 @@
+"""Seq2seq code generation: corpus, tokenizers, models, training, decoding, metrics, plots.
+
+Modules import downward only: ``paths``/``tokenizer``/``vocabulary`` at the bottom, ``data`` and
+``models`` above them, ``training`` and ``decoding`` above those, ``metrics`` and ``plotting`` on top.
+"""

@@ -1,0 +1,161 @@
+"""Turning token-id pairs into padded batches: the bookkeeping done once, in one place.
+
+A ``Batch`` shifts the target into decoder input and loss target, builds the source mask and
+counts real target tokens. ``bucketed_batches`` sorts examples by length inside large shuffled
+pools so that a batch carries little padding (the main speed lever on a CPU).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
+
+
+@dataclass
+class Example:
+    """One docstring/code pair as token ids, without <SOS>/<EOS>; ``index`` is its place in the split."""
+
+    src: list[int]
+    trg: list[int]
+    index: int = 0
+    src_oov: list[str] | None = None  # source words outside the target vocabulary (copy model)
+    src_ext: list[int] | None = None  # source ids in the copy model's extended target vocabulary
+    trg_ext: list[int] | None = None  # target ids with copyable OOV words mapped to extended ids
+
+
+@dataclass
+class Batch:
+    """A padded batch. ``src`` = [B, S] with <SOS>/<EOS>; ``trg_in``/``trg_out`` = [B, T]."""
+
+    src: torch.Tensor          # [B, S]
+    src_lengths: torch.Tensor  # [B] on CPU (pack_padded_sequence wants it there)
+    trg_in: torch.Tensor       # [B, T]  <SOS> y1 .. yn
+    trg_out: torch.Tensor      # [B, T]  y1 .. yn <EOS>
+    indices: list[int]
+    src_ext: torch.Tensor | None = None  # [B, S] extended ids (copy model)
+    trg_out_ext: torch.Tensor | None = None  # [B, T]
+    n_oov: int = 0
+
+    @property
+    def src_mask(self) -> torch.Tensor:
+        return self.src != PAD  # [B, S]
+
+    @property
+    def n_tokens(self) -> int:
+        return int((self.trg_out != PAD).sum())
+
+    def to(self, device: torch.device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.src), self.src_lengths, move(self.trg_in), move(self.trg_out),
+                     self.indices, move(self.src_ext), move(self.trg_out_ext), self.n_oov)
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], pad: int = PAD) -> torch.Tensor:
+    """Right-pad integer sequences into a [len(seqs), max_len] LongTensor."""
+    width = max((len(s) for s in seqs), default=0)
+    out = torch.full((len(seqs), max(width, 1)), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def make_batch(examples: Sequence[Example]) -> Batch:
+    """Collate examples: wrap the source in <SOS>/<EOS>, shift the target by one."""
+    src = [[SOS] + e.src + [EOS] for e in examples]
+    trg = [[SOS] + e.trg + [EOS] for e in examples]
+    src_t = pad_sequences(src)
+    trg_t = pad_sequences(trg)
+    batch = Batch(
+        src=src_t,
+        src_lengths=torch.tensor([len(s) for s in src], dtype=torch.long),
+        trg_in=trg_t[:, :-1].clone(),  # [B, T]
+        trg_out=trg_t[:, 1:].clone(),  # [B, T]
+        indices=[e.index for e in examples],
+    )
+    if examples and examples[0].src_ext is not None:
+        batch.src_ext = pad_sequences([[SOS] + e.src_ext + [EOS] for e in examples])
+        batch.trg_out_ext = pad_sequences([e.trg_ext + [EOS] for e in examples])
+        batch.n_oov = max(len(e.src_oov or []) for e in examples)
+    return batch
+
+
+def bucketed_batches(
+    examples: Sequence[Example],
+    batch_size: int,
+    shuffle: bool = True,
+    pool_batches: int = 50,
+    seed: int = 0,
+) -> Iterator[Batch]:
+    """Yield batches of similar lengths: shuffle, cut into pools of ``pool_batches`` batches,
+    sort each pool by (target, source) length, cut into batches, shuffle the batch order.
+
+    Without ``shuffle`` the order is a plain length sort of the whole split (evaluation).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    idx = list(range(len(examples)))
+    rng = random.Random(seed)
+    key = lambda i: (len(examples[i].trg), len(examples[i].src))  # noqa: E731
+    if shuffle:
+        rng.shuffle(idx)
+        pool = batch_size * pool_batches
+        chunks: list[list[int]] = []
+        for p in range(0, len(idx), pool):
+            part = sorted(idx[p : p + pool], key=key)
+            chunks.extend(part[b : b + batch_size] for b in range(0, len(part), batch_size))
+        rng.shuffle(chunks)
+    else:
+        idx.sort(key=key)
+        chunks = [idx[b : b + batch_size] for b in range(0, len(idx), batch_size)]
+    for chunk in chunks:
+        yield make_batch([examples[i] for i in chunk])
+
+
+def extend_with_source_oov(
+    src_tokens: Sequence[str], trg_tokens: Sequence[str] | None, trg_vocab: Vocabulary
+) -> tuple[list[int], list[int] | None, list[str]]:
+    """Map source words into the target vocabulary extended by this source's OOV words.
+
+    Returns (source ids, target ids, OOV list); OOV word k gets id ``len(trg_vocab) + k``.
+    A target word outside the vocabulary that the source contains becomes copyable.
+    """
+    oov: list[str] = []
+    src_ext = []
+    for tok in src_tokens:
+        i = trg_vocab.stoi.get(tok)
+        if i is None:
+            if tok not in oov:
+                oov.append(tok)
+            i = len(trg_vocab) + oov.index(tok)
+        src_ext.append(i)
+    trg_ext = None
+    if trg_tokens is not None:
+        trg_ext = []
+        for tok in trg_tokens:
+            i = trg_vocab.stoi.get(tok)
+            if i is None:
+                i = len(trg_vocab) + oov.index(tok) if tok in oov else UNK
+            trg_ext.append(i)
+    return src_ext, trg_ext, oov
+
+
+def encode_pairs(
+    rows: Sequence[dict],
+    src_vocab: Vocabulary,
+    trg_vocab: Vocabulary,
+    with_copy: bool = False,
+) -> list[Example]:
+    """Turn processed rows (``docstring_tokens``/``code_tokens``) into ``Example``s."""
+    out = []
+    for i, row in enumerate(rows):
+        doc, code = row["docstring_tokens"], row["code_tokens"]
+        ex = Example(src=src_vocab.encode(doc), trg=trg_vocab.encode(code), index=i)
+        if with_copy:
+            ex.src_ext, ex.trg_ext, ex.src_oov = extend_with_source_oov(doc, code, trg_vocab)
+        out.append(ex)
+    return out

@@ -1,0 +1,190 @@
+"""Time training steps (and decoding) and print one JSON object per model.
+
+    python -m utils.benchmark --synthetic --model attention --batches 20
+    python -m utils.benchmark --data-dir data/processed --model lstm --decode
+
+Training throughput is measured side by side, in one run, for the fast path (length-bucketed
+batches, packed encoder, keys projected once, vocabulary projection over real tokens only) and for
+the straightforward reference in ``utils.naive`` on the same model, the same examples and the same
+teacher-forcing draws. Figures vary with machine load: compare ratios from one run only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from utils.batch import Batch, Example, bucketed_batches, make_batch
+from utils.config import MODEL_NAMES, Seq2SeqConfig, resolve_device
+from utils.models import Seq2SeqModel, build_model
+
+
+def synthetic_examples(n: int, src_vocab: int, trg_vocab: int, seed: int = 0) -> list[Example]:
+    """Source lengths uniform in 5..52 and target lengths in 10..82, <SOS>/<EOS> included."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        s, t = rng.randint(5, 52) - 2, rng.randint(10, 82) - 2
+        out.append(Example(src=[rng.randrange(4, src_vocab) for _ in range(s)],
+                           trg=[rng.randrange(4, trg_vocab) for _ in range(t)], index=i))
+    return out
+
+
+def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
+    """Measured float32 matrix-multiply rate of this machine (GFLOP/s), the yardstick for 'peak'."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def train_macs(config: Seq2SeqConfig, src_tokens: int, trg_tokens: int, mean_src_len: float) -> float:
+    """Approximate forward multiply-accumulates of one batch (weight products and attention)."""
+    c = config
+    E, H, L, V = c.embed_dim, c.hidden_dim, c.num_layers, c.trg_vocab_size
+    if c.model in ("rnn", "lstm"):
+        g = 1 if c.model == "rnn" else 4
+        per_layer = lambda inp: g * (inp + H) * H  # noqa: E731
+        rec = per_layer(E) + (L - 1) * per_layer(H)
+        return src_tokens * rec + trg_tokens * (rec + H * V)
+    if c.model in ("attention", "copy"):
+        enc = 2 * (4 * (E + H) * H + (L - 1) * 4 * (2 * H + H) * H) + 2 * H * H  # + keys
+        dec = 4 * (E + 3 * H) * H + (L - 1) * 8 * H * H + H * H + mean_src_len * (H + 2 * H)
+        return src_tokens * enc + trg_tokens * (dec + (3 * H + E) * V)
+    d, ff = E, c.ff_dim
+    enc = L * (4 * d * d + 2 * d * ff)
+    dec = L * (8 * d * d + 2 * d * ff) + d * V
+    return src_tokens * enc + trg_tokens * dec
+
+
+def time_training(model: Seq2SeqModel, batches: Sequence[Batch], loss_fn: Callable,
+                  teacher_forcing: float, device: torch.device, seed: int = 0) -> dict:
+    """Run one optimizer step per batch; return seconds and real target tokens."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    # one warm-up step so allocator and thread-pool start-up are not timed
+    loss, n = loss_fn(model, batches[0].to(device), teacher_forcing, gen)
+    (loss / n).backward()
+    opt.zero_grad(set_to_none=True)
+    tokens = 0
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for batch in batches:
+        batch = batch.to(device)
+        loss, n = loss_fn(model, batch, teacher_forcing, gen)
+        (loss / n).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += n
+    sync()
+    return {"seconds": time.perf_counter() - start, "tokens": tokens}
+
+
+def benchmark_training(model_name: str, examples: list[Example], batch_size: int, n_batches: int,
+                       config: Seq2SeqConfig, device: torch.device, compare: bool = True,
+                       peak_gflops: float | None = None) -> dict:
+    """Fast path vs the straightforward reference on the same examples, in one run."""
+    from utils.naive import naive_loss
+
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(device)
+    pool = examples[: batch_size * n_batches]
+    fast_batches = list(bucketed_batches(pool, batch_size, shuffle=True, pool_batches=n_batches, seed=1))
+    fast = time_training(model, fast_batches, lambda m, b, tf, g: m.loss(b, tf, g), config.teacher_forcing, device)
+    src_tokens = sum(len(e.src) + 2 for e in pool)
+    mean_src = src_tokens / max(len(pool), 1)
+    macs = train_macs(config, src_tokens, fast["tokens"], mean_src)
+    result = {
+        "model": model_name,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "batches": len(fast_batches),
+        "teacher_forcing": config.teacher_forcing,
+        "parameters": model.n_parameters(),
+        "train_target_tokens_per_s": round(fast["tokens"] / fast["seconds"], 1),
+        "seconds_per_batch": round(fast["seconds"] / len(fast_batches), 4),
+        "approx_train_gflops": round(6 * macs / fast["seconds"] / 1e9, 2),
+    }
+    if peak_gflops:
+        result["matmul_peak_gflops"] = round(peak_gflops, 1)
+        result["share_of_matmul_peak"] = round(6 * macs / fast["seconds"] / 1e9 / peak_gflops, 3)
+    if compare and model_name in ("rnn", "lstm", "attention"):
+        torch.manual_seed(config.seed)
+        ref_model = build_model(config).to(device)
+        plain = [make_batch(pool[i : i + batch_size]) for i in range(0, len(pool), batch_size)]
+        ref = time_training(ref_model, plain, naive_loss, config.teacher_forcing, device)
+        result["reference_train_target_tokens_per_s"] = round(ref["tokens"] / ref["seconds"], 1)
+        result["reference_seconds_per_batch"] = round(ref["seconds"] / len(plain), 4)
+        result["speedup_vs_reference"] = round(
+            (fast["tokens"] / fast["seconds"]) / (ref["tokens"] / ref["seconds"]), 2)
+    return result
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=MODEL_NAMES, action="append",
+                   help="model to time (repeatable; default: rnn, lstm, attention)")
+    p.add_argument("--batches", type=int, default=20, help="timed training batches per model")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--src-vocab", type=int, default=2300, help="source vocabulary size (synthetic)")
+    p.add_argument("--trg-vocab", type=int, default=4700, help="target vocabulary size (synthetic)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="random batches: source 5-52, target 10-82 tokens with <SOS>/<EOS> (default if no --data-dir)")
+    p.add_argument("--data-dir", default=None, help="processed data folder (real training split)")
+    p.add_argument("--teacher-forcing", type=float, default=0.5)
+    p.add_argument("--no-compare", action="store_true", help="skip the straightforward reference")
+    p.add_argument("--decode", action="store_true",
+                   help="also time decoding the test split: batched vs one sequence at a time")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    if args.batches < 1 or args.batch_size < 1:
+        p.error("--batches and --batch-size must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    models = args.model or ["rnn", "lstm", "attention"]
+    peak = matmul_peak_gflops() if device.type == "cpu" else None
+
+    if args.data_dir:
+        from utils.data import load_split, load_vocabs
+        from utils.batch import encode_pairs
+
+        src_vocab, trg_vocab = load_vocabs(args.data_dir)
+        n_src, n_trg = len(src_vocab), len(trg_vocab)
+        train_rows = load_split(args.data_dir, "train")
+        base_examples = encode_pairs(train_rows, src_vocab, trg_vocab)
+        random.Random(0).shuffle(base_examples)
+    else:
+        n_src, n_trg = args.src_vocab, args.trg_vocab
+        base_examples = synthetic_examples(args.batches * args.batch_size, n_src, n_trg)
+
+    for name in models:
+        cfg = Seq2SeqConfig(model=name, src_vocab_size=n_src, trg_vocab_size=n_trg,
+                            teacher_forcing=args.teacher_forcing if name != "transformer" else 1.0)
+        res = benchmark_training(name, base_examples, args.batch_size, args.batches, cfg, device,
+                                 compare=not args.no_compare, peak_gflops=peak)
+        res["data"] = "synthetic" if not args.data_dir else args.data_dir
+        if args.decode:
+            from utils.decoding import benchmark_decoding
+
+            if not args.data_dir:
+                p.error("--decode needs --data-dir (it decodes the real test split)")
+            res.update(benchmark_decoding(cfg, args.data_dir, device))
+        print(json.dumps(res), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

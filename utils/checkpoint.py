@@ -1,0 +1,101 @@
+"""Self-contained checkpoints: weights, configuration, both vocabularies and the training history.
+
+Saved atomically (temporary file, then rename) so an interrupted save never leaves a broken file;
+loaded with ``torch.load(..., weights_only=True)``, so a checkpoint can never run code.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.config import Seq2SeqConfig
+from utils.models import Seq2SeqModel, build_model
+from utils.vocabulary import Vocabulary
+
+FORMAT = "seq2seq-checkpoint-v1"
+REQUIRED_KEYS = ("format", "config", "model_state", "src_vocab", "trg_vocab")
+TRAIN_HINT = "train one with notebooks/02_train.ipynb or `make main`"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or does not fit what it is used with."""
+
+
+def save_checkpoint(path: str | Path, model: Seq2SeqModel, src_vocab: Vocabulary, trg_vocab: Vocabulary,
+                    history: list[dict] | None = None, **extra: Any) -> Path:
+    """Write a checkpoint atomically; ``extra`` holds e.g. optimizer state and epoch for resuming."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "model_state": model.state_dict(),
+        "src_vocab": src_vocab.itos,
+        "trg_vocab": trg_vocab.itos,
+        "history": history or [],
+        **extra,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """Read and validate a checkpoint; one clear ``CheckpointError`` says what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist; {TRAIN_HINT}.")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be read (truncated, or not a checkpoint of this project): "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (no '{FORMAT}' marker).")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"Checkpoint {path} lacks {', '.join(missing)}; it is incomplete.")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint",
+                          device: str | torch.device = "cpu",
+                          expected_model: str | None = None) -> tuple[Seq2SeqModel, Vocabulary, Vocabulary]:
+    """Rebuild the model (in eval mode) and both vocabularies from a loaded checkpoint."""
+    config = Seq2SeqConfig.from_dict(ckpt["config"])
+    if expected_model is not None and config.model != expected_model:
+        raise CheckpointError(f"Checkpoint {path} holds a '{config.model}' model, not '{expected_model}'.")
+    src_vocab, trg_vocab = Vocabulary(ckpt["src_vocab"]), Vocabulary(ckpt["trg_vocab"])
+    if (len(src_vocab), len(trg_vocab)) != (config.src_vocab_size, config.trg_vocab_size):
+        raise CheckpointError(f"Checkpoint {path}: its vocabularies do not match its configuration.")
+    model = build_model(config)
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as e:
+        raise CheckpointError(f"Checkpoint {path}: weights do not fit a '{config.model}' model "
+                              f"({str(e).splitlines()[0]}).") from None
+    return model.to(device).eval(), src_vocab, trg_vocab
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", expected_model: str | None = None,
+               src_vocab: Vocabulary | None = None, trg_vocab: Vocabulary | None = None):
+    """Load a checkpoint and rebuild its model; given vocabularies must equal the checkpoint's.
+
+    Returns (model, src_vocab, trg_vocab, checkpoint dict).
+    """
+    ckpt = load_checkpoint(path, device)
+    model, sv, tv = model_from_checkpoint(ckpt, path, device, expected_model)
+    for name, given, own in (("source", src_vocab, sv), ("target", trg_vocab, tv)):
+        if given is not None and given != own:
+            raise CheckpointError(
+                f"Checkpoint {path} was trained with a different {name} vocabulary "
+                f"({len(own)} tokens) than the one given ({len(given)} tokens); "
+                "use the vocabulary saved with the checkpoint or retrain.")
+    return model, sv, tv, ckpt

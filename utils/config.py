@@ -1,0 +1,65 @@
+"""The one configuration object: every hyperparameter and model choice, saved in each checkpoint."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Hyperparameters shared by all models (defaults: the original study's settings)."""
+
+    model: str = "attention"
+    src_vocab_size: int = 0
+    trg_vocab_size: int = 0
+    embed_dim: int = 128
+    hidden_dim: int = 256
+    num_layers: int = 2
+    dropout: float = 0.5
+    # Transformer only
+    n_heads: int = 4
+    ff_dim: int = 512
+    max_positions: int = 128
+    # Length limits (tokens, without <SOS>/<EOS>)
+    max_src_len: int = 50
+    max_trg_len: int = 80
+    # Training
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    clip: float = 1.0
+    batch_size: int = 64
+    teacher_forcing: float = 0.5
+    epochs: int = 25
+    patience: int = 3
+    warmup_steps: int = 0
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"Unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Seq2SeqConfig":
+        """Rebuild from a dict, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """``None``/"auto" picks CUDA when available, else CPU; anything else is used as given."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"Unknown device {device!r}: use 'cpu', 'cuda' or 'auto'.") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'.")
+    return dev

@@ -1,0 +1,661 @@
+"""The docstring -> code corpus: build it (installed Python or CodeSearchNet), filter, split by file, save, load.
+
+Rows follow the CodeSearchNet schema (repo, path, func_name, original_string, language, code, code_tokens,
+docstring, docstring_tokens, partition) plus ``summary``, ``url``, ``lineno``. ``code`` is the generation target:
+the function without its docstring statement; ``docstring_tokens`` tokenize the docstring's first paragraph.
+"""
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import importlib.metadata
+import inspect
+import json
+import multiprocessing
+import os
+import platform
+import random
+import re
+import site
+import sysconfig
+import textwrap
+import time
+import tokenize
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from utils.paths import project_path
+from utils.tokenizer import tokenize_code, tokenize_docstring
+from utils.vocabulary import UNK, Vocabulary
+
+SOURCES = ("python", "codesearchnet")
+SPLITS = ("train", "valid", "test")
+HUB_DATASET = "Nan-Do/code-search-net-python"
+CODESEARCHNET_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json")
+MISSING_DATA_HINT = "run notebooks/01_preprocess.ipynb or `make main`"
+
+_TEST_DIRS = frozenset({"test", "tests", "testing"})
+_SKIPPED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
+_MIN_FUNCTION_LINES = 3
+_MIN_DOC_TOKENS = 3
+# File hash bucket (0..99) below which a file goes to train, then valid; the rest is test.
+_TRAIN_BUCKETS, _VALID_BUCKETS = 80, 90
+_CSN_COLUMNS = ("repo", "path", "func_name", "code", "docstring", "partition", "url")
+_PARALLEL_MIN_JOBS = 200
+
+# Every counter key in the order the filters run, so reports can show what each step removed.
+FILTER_STEPS = (
+    "dropped_test_name", "dropped_dunder", "dropped_short", "dropped_no_docstring",
+    "rows_other_partition", "rows_bad_json", "rows_missing_code", "rows_missing_docstring", "rows_unparseable",
+    "rows_not_a_function",
+    "dropped_short_docstring", "dropped_docstring_only", "dropped_irregular_layout", "dropped_untokenizable",
+    "dropped_duplicate", "dropped_long_docstring", "dropped_long_code", "dropped_cross_split_duplicate",
+)
+
+_SHARED_DROPS = ("dropped_short_docstring", "dropped_docstring_only", "dropped_irregular_layout",
+                 "dropped_untokenizable", "dropped_duplicate")
+_PYTHON_DROPS = ("dropped_test_name", "dropped_dunder", "dropped_short", "dropped_no_docstring", *_SHARED_DROPS)
+_CODESEARCHNET_DROPS = ("rows_bad_json", "rows_missing_code", "rows_missing_docstring", "rows_unparseable",
+                        "rows_not_a_function", *_SHARED_DROPS)
+
+_FunctionNode = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+# ----------------------------------------------------------------------------------------------- extraction
+
+def docstring_summary(docstring: str) -> str:
+    """First paragraph of a docstring (up to the first blank line), whitespace collapsed."""
+    paragraph = re.split(r"\n\s*\n", inspect.cleandoc(docstring).strip(), maxsplit=1)[0]
+    return " ".join(paragraph.split())
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _function_target(lines: list[str], node: ast.AST, keep_docstring: bool) -> tuple[str, str] | str:
+    """(original_string, code) of a function at column 0, code without its docstring; else a drop reason."""
+    start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+    seg = lines[start - 1:node.end_lineno]
+    indent = seg[0][:len(seg[0]) - len(seg[0].lstrip())]
+    if not seg[0].lstrip().startswith(("@", "def", "async")):
+        return "dropped_irregular_layout"
+    # Strip the def line's indentation; lines lacking it are blank or inside a string literal and stay as they are.
+    seg = [line[len(indent):] if line.startswith(indent) else line for line in seg]
+    original = "\n".join(seg).rstrip() + "\n"
+    code = original
+    ds = node.body[0]
+    if not keep_docstring and _is_docstring(ds):
+        first, last = lines[ds.lineno - 1].encode("utf-8"), lines[ds.end_lineno - 1].encode("utf-8")
+        after = last[ds.end_col_offset:].strip()
+        if first[:ds.col_offset].strip() or (after and not after.startswith(b"#")):
+            return "dropped_irregular_layout"  # docstring shares a line with other code
+        lo, hi = ds.lineno - start, ds.end_lineno - start + 1
+        while hi < len(seg) and not seg[hi].strip():
+            hi += 1  # blank lines after the docstring go with it
+        code = "\n".join(seg[:lo] + seg[hi:]).rstrip() + "\n"
+    return original, code
+
+
+def _tokenize_target(code: str) -> list[str] | None:
+    """Code tokens of a standalone function, or None if it does not parse or tokenize."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarning for invalid escapes in old code
+            ast.parse(code)
+        return tokenize_code(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+def _iter_functions(tree: ast.Module) -> list[tuple[str, ast.AST]]:
+    """(qualified name, node) of every function, methods as ``Class.method``, in source order."""
+    found: list[tuple[str, ast.AST]] = []
+    stack: list[tuple[ast.AST, str]] = [(tree, "")]
+    while stack:  # iterative: deeply nested files must not hit the recursion limit
+        node, prefix = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, _FunctionNode):
+                found.append((prefix + child.name, child))
+                stack.append((child, f"{prefix}{child.name}."))
+            elif isinstance(child, ast.ClassDef):
+                stack.append((child, f"{prefix}{child.name}."))
+            elif isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
+                stack.append((child, prefix))  # functions can sit inside if/try/with blocks
+    found.sort(key=lambda item: (item[1].lineno, item[1].col_offset))
+    return found
+
+
+def _functions_in_file(job: tuple[str, str, str, str, bool]) -> tuple[list[dict], Counter]:
+    """Rows for one source file, with per-file counts (runs in worker processes)."""
+    file_path, repo, rel_path, url_base, keep_docstring = job
+    stats: Counter = Counter()
+    try:
+        with open(file_path, "rb") as f:
+            raw = f.read()
+        encoding, _ = tokenize.detect_encoding(iter(raw.splitlines(keepends=True)).__next__)
+        source = raw.decode(encoding)
+    except (OSError, SyntaxError, UnicodeDecodeError, LookupError):
+        stats["files_undecodable"] += 1
+        return [], stats
+    source = source.replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        stats["files_unparseable"] += 1
+        return [], stats
+    stats["files_parsed"] += 1
+    lines = source.split("\n")
+    rows = []
+    for qualname, node in _iter_functions(tree):
+        stats["functions_seen"] += 1
+        start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+        docstring = ast.get_docstring(node)
+        if "test" in qualname.lower():
+            stats["dropped_test_name"] += 1
+        elif node.name.startswith("__") and node.name.endswith("__"):
+            stats["dropped_dunder"] += 1
+        elif node.end_lineno - start + 1 < _MIN_FUNCTION_LINES:
+            stats["dropped_short"] += 1
+        elif docstring is None:
+            stats["dropped_no_docstring"] += 1
+        else:
+            row = _make_row(lines, node, docstring, keep_docstring, stats)
+            if row is not None:
+                row.update(repo=repo, path=rel_path, func_name=qualname, lineno=start,
+                           url=f"{url_base}#L{start}-L{node.end_lineno}")
+                rows.append(row)
+    return rows, stats
+
+
+def _make_row(lines: list[str], node: ast.AST, docstring: str, keep_docstring: bool, stats: Counter) -> dict | None:
+    """Schema row for one function (repo/path/name left for the caller), or None with the reason counted."""
+    summary = docstring_summary(docstring)
+    doc_tokens = tokenize_docstring(summary)
+    if len(doc_tokens) < _MIN_DOC_TOKENS:
+        stats["dropped_short_docstring"] += 1
+        return None
+    if len(node.body) == 1 and _is_docstring(node.body[0]):
+        stats["dropped_docstring_only"] += 1  # nothing but the docstring to generate
+        return None
+    target = _function_target(lines, node, keep_docstring)
+    if isinstance(target, str):
+        stats[target] += 1
+        return None
+    original, code = target
+    code_tokens = _tokenize_target(code)
+    if code_tokens is None:
+        stats["dropped_untokenizable"] += 1
+        return None
+    return {"repo": "", "path": "", "func_name": "", "original_string": original, "language": "python",
+            "code": code, "code_tokens": code_tokens, "docstring": docstring, "docstring_tokens": doc_tokens,
+            "partition": "", "summary": summary, "url": "", "lineno": None}
+
+
+def _code_key(row: dict) -> str:
+    """Identity of a function for deduplication: its code tokens (comments and layout do not count)."""
+    return hashlib.sha1("\n".join(row["code_tokens"]).encode("utf-8")).hexdigest()
+
+
+def _dedupe(rows: Iterable[dict], stats: Counter) -> list[dict]:
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        key = _code_key(row)
+        if key in seen:
+            stats["dropped_duplicate"] += 1
+        else:
+            seen.add(key)
+            kept.append(row)
+    return kept
+
+
+def _parallel_map(func: Callable[[Any], tuple[list[dict], Counter]], jobs: Sequence[Any],
+                  stats: Counter) -> Iterator[dict]:
+    """Run ``func`` over ``jobs`` (in worker processes when there are many), yielding rows in job order."""
+    workers = min(4, os.cpu_count() or 1)
+    if workers < 2 or len(jobs) < _PARALLEL_MIN_JOBS:
+        results: Iterable = map(func, jobs)
+        pool = None
+    else:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = multiprocessing.get_context(method).Pool(workers)
+        results = pool.imap(func, jobs, chunksize=8)  # imap keeps job order, so the corpus is deterministic
+    try:
+        for rows, counts in results:
+            stats.update(counts)
+            yield from rows
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+
+# ----------------------------------------------------------------------------------------------- python corpus
+
+def _distribution_files() -> dict[str, tuple[str, str]]:
+    """Normalized absolute path of each installed .py file -> (distribution name, version)."""
+    owners: dict[str, tuple[str, str]] = {}
+    # Reading metadata parses a file each time: once per distribution, not per file.
+    dists = sorted(((d.metadata["Name"] or "", d.version, d) for d in importlib.metadata.distributions()),
+                   key=lambda item: item[0].lower())
+    for name, version, dist in dists:
+        for f in dist.files or ():
+            if f.suffix == ".py":
+                owners.setdefault(os.path.normpath(str(dist.locate_file(f))), (name, version))
+    return owners
+
+
+def _is_test_path(rel_parts: Sequence[str]) -> bool:
+    name = rel_parts[-1]
+    return (any(p.lower() in _TEST_DIRS for p in rel_parts[:-1]) or name.startswith("test_")
+            or name.endswith("_test.py") or name == "conftest.py")
+
+
+def _python_files(root: Path) -> Iterator[tuple[Path, tuple[str, ...]]]:
+    """(file, path parts relative to root) of every .py file under ``root``, sorted."""
+    if root.is_file():
+        yield root, (root.name,)
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Nested site-packages would mix installed packages into the stdlib.
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS and not d.startswith("."))
+        rel = Path(dirpath).relative_to(root).parts
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                yield Path(dirpath) / name, (*rel, name)
+
+
+def default_roots() -> list[Path]:
+    """The standard library, then the running interpreter's site-packages."""
+    roots = [Path(sysconfig.get_paths()["stdlib"])] + [Path(p) for p in site.getsitepackages()]
+    unique = []
+    for r in roots:
+        if r.is_dir() and r not in unique:
+            unique.append(r)
+    return unique
+
+
+def build_python_corpus(roots: list[Path] | None = None, keep_docstring: bool = False,
+                        max_files: int | None = None, stats: Counter | None = None) -> list[dict]:
+    """Docstring/code rows from the .py files under ``roots`` (default: stdlib and installed packages).
+
+    Filters follow CodeSearchNet: no test names/files, no dunders, >= 3 lines, >= 3 docstring tokens,
+    exact duplicates dropped (first kept). Deterministic: files sorted, results in file order.
+    """
+    stats = Counter() if stats is None else stats
+    for key in ("files_seen", "files_test_skipped", "files_undecodable", "files_unparseable", "functions_seen",
+                *_PYTHON_DROPS):
+        stats[key] += 0
+    roots = default_roots() if roots is None else [Path(r) for r in roots]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"Corpus root {root} does not exist; pass existing folders or files as roots.")
+    # Mapping files to distributions costs a second or two; the stdlib never needs it.
+    owners = {} if all(r.is_relative_to(stdlib) for r in roots) else _distribution_files()
+    py_version = platform.python_version()
+    jobs = []
+    for root in roots:
+        for file_path, parts in _python_files(root):
+            stats["files_seen"] += 1
+            if _is_test_path(parts):
+                stats["files_test_skipped"] += 1
+                continue
+            if max_files and len(jobs) >= max_files:
+                stats["files_over_max_files"] += 1
+                continue
+            rel = "/".join(parts)
+            owner = owners.get(os.path.normpath(str(file_path)))
+            in_stdlib = file_path.is_relative_to(stdlib) and not _SKIPPED_DIRS & set(file_path.relative_to(stdlib).parts)
+            if in_stdlib:
+                # Named relative to the stdlib even under a narrower root, so rows match the full corpus.
+                rel = file_path.relative_to(stdlib).as_posix()
+                repo, url = "stdlib", f"https://github.com/python/cpython/blob/v{py_version}/Lib/{rel}"
+            elif owner is not None:
+                repo, url = owner[0], f"{owner[0]}=={owner[1]}:{rel}"
+            else:
+                repo = parts[0] if root.name in _SKIPPED_DIRS and len(parts) > 1 else root.stem
+                url = f"{repo}:{rel}"
+            jobs.append((str(file_path), repo, rel, url, keep_docstring))
+    return _dedupe(_parallel_map(_functions_in_file, jobs, stats), stats)
+
+
+# ----------------------------------------------------------------------------------------------- codesearchnet
+
+def _codesearchnet_chunk(job: tuple[list[dict], bool]) -> tuple[list[dict], Counter]:
+    """Re-derive target and tokens for a chunk of CodeSearchNet rows (runs in worker processes)."""
+    raw_rows, keep_docstring = job
+    stats: Counter = Counter()
+    rows = []
+    for raw in raw_rows:
+        code, docstring = raw.get("code"), raw.get("docstring")
+        if not isinstance(code, str) or not code.strip():
+            stats["rows_missing_code"] += 1
+            continue
+        if not isinstance(docstring, str) or not docstring.strip():
+            stats["rows_missing_docstring"] += 1
+            continue
+        code = code.replace("\r\n", "\n").replace("\r", "\n")
+        tree = None
+        for candidate in (code, textwrap.dedent(code)):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    tree = ast.parse(candidate)
+                code = candidate
+                break
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
+        if tree is None:
+            stats["rows_unparseable"] += 1  # mostly Python 2 code
+            continue
+        node = next((n for n in tree.body if isinstance(n, _FunctionNode)), None)
+        if node is None:
+            stats["rows_not_a_function"] += 1
+            continue
+        row = _make_row(code.split("\n"), node, docstring, keep_docstring, stats)
+        if row is None:
+            continue
+        row["docstring"] = docstring
+        for col in ("repo", "path", "func_name", "url", "partition"):
+            value = raw.get(col)
+            row[col] = value if isinstance(value, str) else ""
+        rows.append(row)
+    return rows, stats
+
+
+def _read_codesearchnet_file(path: Path, stats: Counter) -> Iterator[dict]:
+    """Raw rows of one local CodeSearchNet file; malformed JSON lines are counted and skipped."""
+    name = path.name.lower()
+    if not path.is_file():
+        raise FileNotFoundError(f"CodeSearchNet file {path} does not exist; check the path in codesearchnet_files.")
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        columns = [c for c in _CSN_COLUMNS if c in pf.schema_arrow.names]
+        missing = {"code", "docstring"} - set(columns)
+        if missing:
+            raise ValueError(f"{path} has no {', '.join(sorted(missing))} column; "
+                             f"expected CodeSearchNet columns ({', '.join(_CSN_COLUMNS)}).")
+        for batch in pf.iter_batches(batch_size=10_000, columns=columns):
+            yield from batch.to_pylist()
+    elif name.endswith((".jsonl", ".jsonl.gz")):
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if isinstance(row, dict):
+                    yield row
+                else:
+                    stats["rows_seen"] += 1
+                    stats["rows_bad_json"] += 1
+    elif name.endswith(".json"):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); use a JSON list of row objects or a .jsonl file.") from None
+        if not isinstance(data, list):
+            raise ValueError(f"{path} must hold a JSON list of row objects; got {type(data).__name__}.")
+        for row in data:
+            if isinstance(row, dict):
+                yield row
+            else:
+                stats["rows_seen"] += 1
+                stats["rows_bad_json"] += 1
+    else:
+        raise ValueError(f"Cannot read {path}: CodeSearchNet files must end in {', '.join(CODESEARCHNET_SUFFIXES)}.")
+
+
+def _hub_rows() -> Iterator[dict]:
+    """Raw rows of the CodeSearchNet Python dataset on the Hugging Face hub."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(HUB_DATASET, split="train")
+    except Exception as e:  # offline, missing dataset, auth: all mean the same thing to the user
+        raise ConnectionError(
+            f"Could not load {HUB_DATASET} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "
+            "Pass downloaded parquet/jsonl files via codesearchnet_files=[...], "
+            "or use the default source='python' corpus.") from None
+    ds = ds.select_columns([c for c in _CSN_COLUMNS if c in ds.column_names])
+    for batch in ds.iter(batch_size=10_000):
+        columns = list(batch)
+        yield from (dict(zip(columns, values)) for values in zip(*batch.values()))
+
+
+def load_codesearchnet(files: list[str | Path] | None = None, split: str | None = None,
+                       stats: Counter | None = None, keep_docstring: bool = False) -> list[dict]:
+    """CodeSearchNet Python rows from local files or (without ``files``) the hub, re-tokenized our way.
+
+    ``split`` keeps one original partition (train/valid/test); bad rows are skipped and counted in ``stats``.
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)} or None for all.")
+    stats = Counter() if stats is None else stats
+    for key in ("rows_seen", *_CODESEARCHNET_DROPS):
+        stats[key] += 0
+    if files:
+        paths = [project_path(f) for f in files]
+        for p in paths:  # fail before reading anything if one path is wrong
+            if not p.is_file():
+                raise FileNotFoundError(f"CodeSearchNet file {p} does not exist; check the path in codesearchnet_files.")
+            if not p.name.lower().endswith(CODESEARCHNET_SUFFIXES):
+                raise ValueError(f"Cannot read {p}: CodeSearchNet files must end in {', '.join(CODESEARCHNET_SUFFIXES)}.")
+        raw: Iterable[dict] = (row for p in paths for row in _read_codesearchnet_file(p, stats))
+    else:
+        raw = _hub_rows()
+
+    def chunks() -> Iterator[tuple[list[dict], bool]]:
+        chunk: list[dict] = []
+        for row in raw:
+            stats["rows_seen"] += 1
+            if split is not None and row.get("partition") != split:
+                stats["rows_other_partition"] += 1
+                continue
+            chunk.append(row)
+            if len(chunk) == 1000:
+                yield chunk, keep_docstring
+                chunk = []
+        if chunk:
+            yield chunk, keep_docstring
+
+    # Chunks are built lazily in the parent, but _parallel_map needs a sequence to size its pool.
+    return _dedupe(_parallel_map(_codesearchnet_chunk, list(chunks()), stats), stats)
+
+
+# ----------------------------------------------------------------------------------------------- filter and split
+
+def filter_by_length(rows: Iterable[dict], max_doc_tokens: int | None = 50, max_code_tokens: int | None = 80,
+                     stats: Counter | None = None) -> list[dict]:
+    """Keep rows within both token limits (None = no limit); rows are dropped, never truncated."""
+    stats = Counter() if stats is None else stats
+    stats["dropped_long_docstring"] += 0
+    stats["dropped_long_code"] += 0
+    kept = []
+    for row in rows:
+        if max_doc_tokens is not None and len(row["docstring_tokens"]) > max_doc_tokens:
+            stats["dropped_long_docstring"] += 1
+        elif max_code_tokens is not None and len(row["code_tokens"]) > max_code_tokens:
+            stats["dropped_long_code"] += 1
+        else:
+            kept.append(row)
+    return kept
+
+
+def file_bucket(row: dict) -> str:
+    """The split a row's FILE belongs to, from a hash of ``repo/path`` (so files never straddle splits)."""
+    digest = hashlib.sha1(f"{row.get('repo', '')}/{row.get('path', '')}".encode("utf-8")).hexdigest()
+    bucket = int(digest, 16) % 100
+    return "train" if bucket < _TRAIN_BUCKETS else "valid" if bucket < _VALID_BUCKETS else "test"
+
+
+def split_by_file(rows: Iterable[dict], sizes: Sequence[int | None] | None = (10000, 1000, 1000),
+                  seed: int = 42, stats: Counter | None = None) -> dict[str, list[dict]]:
+    """Split into train/valid/test by file hash, keep identical code in one split, take the first N after a
+    seeded shuffle (a size of None takes everything)."""
+    sizes = (None, None, None) if sizes is None else tuple(sizes)
+    if len(sizes) != 3 or any(s is not None and (not isinstance(s, int) or s < 0) for s in sizes):
+        raise ValueError(f"split sizes must be three non-negative ints or None (train, valid, test); got {sizes}.")
+    stats = Counter() if stats is None else stats
+    stats["dropped_cross_split_duplicate"] += 0
+    owner: dict[str, str] = {}
+    splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
+    for row in rows:
+        name, key = file_bucket(row), _code_key(row)
+        if owner.setdefault(key, name) != name:
+            stats["dropped_cross_split_duplicate"] += 1  # the same function already lives in another split
+            continue
+        splits[name].append(row)
+    for i, (name, size) in enumerate(zip(SPLITS, sizes)):
+        chosen = splits[name]
+        random.Random(seed + i).shuffle(chosen)
+        stats[f"available_{name}"] = len(chosen)
+        splits[name] = [{**row, "partition": name} for row in chosen[:size]]
+    return splits
+
+
+# ----------------------------------------------------------------------------------------------- pipeline
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unk_rate(token_lists: Iterable[list[str]], vocab: Vocabulary) -> float:
+    """Share of tokens that ``vocab`` maps to <UNK>."""
+    total = unknown = 0
+    for tokens in token_lists:
+        ids = vocab.encode(tokens)
+        total += len(ids)
+        unknown += sum(i == UNK for i in ids)
+    return unknown / total if total else 0.0
+
+
+def _package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in ("torch", "datasets", "nltk", "numpy", "pandas", "pyarrow"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def filter_table(counts: dict[str, int]) -> list[dict]:
+    """(step, dropped, remaining) for each filter that ran, starting from all functions/rows seen."""
+    start_key = "functions_seen" if "functions_seen" in counts else "rows_seen"
+    remaining = counts.get(start_key, 0)
+    table = [{"step": start_key, "dropped": 0, "remaining": remaining}]
+    for key in FILTER_STEPS:
+        if key in counts:
+            remaining -= counts[key]
+            table.append({"step": key, "dropped": counts[key], "remaining": remaining})
+    return table
+
+
+def preprocess(source: str = "python", out_dir: str | Path = "data/processed", max_doc_tokens: int = 50,
+               max_code_tokens: int = 80, split_sizes: Sequence[int | None] | None = (10000, 1000, 1000),
+               min_freq: int = 10, keep_docstring: bool = False, codesearchnet_files: list[str | Path] | None = None,
+               max_files: int | None = None, seed: int = 42) -> dict:
+    """Build, filter, split and save the corpus with train-only vocabularies; returns the manifest."""
+    if source not in SOURCES:
+        raise ValueError(f"Unknown source {source!r}; use one of {', '.join(map(repr, SOURCES))}.")
+    if codesearchnet_files and source != "codesearchnet":
+        raise ValueError("codesearchnet_files were given but source is 'python'; set source='codesearchnet'.")
+    started = time.perf_counter()
+    params = {"source": source, "max_doc_tokens": max_doc_tokens, "max_code_tokens": max_code_tokens,
+              "split_sizes": list(split_sizes) if split_sizes is not None else None, "min_freq": min_freq,
+              "keep_docstring": keep_docstring, "codesearchnet_files": [str(f) for f in codesearchnet_files or []],
+              "max_files": max_files or None, "seed": seed}
+    stats: Counter = Counter()
+    if source == "python":
+        rows = build_python_corpus(keep_docstring=keep_docstring, max_files=max_files or None, stats=stats)
+    else:
+        rows = load_codesearchnet(codesearchnet_files or None, stats=stats, keep_docstring=keep_docstring)
+    stats["corpus_pairs"] = len(rows)
+    rows = filter_by_length(rows, max_doc_tokens, max_code_tokens, stats)
+    stats["pairs_within_limits"] = len(rows)
+    if not rows:
+        raise ValueError(f"No docstring/code pairs left after filtering (source={source!r}, max_files={max_files}, "
+                         f"max_doc_tokens={max_doc_tokens}, max_code_tokens={max_code_tokens}); "
+                         "raise the token limits or max_files, or check the input files.")
+    splits = split_by_file(rows, split_sizes, seed=seed, stats=stats)
+    if not splits["train"]:
+        raise ValueError("The train split is empty; raise train_size or max_files so that some files land in train.")
+    src_vocab = Vocabulary.build((r["docstring_tokens"] for r in splits["train"]), min_freq=min_freq)
+    trg_vocab = Vocabulary.build((r["code_tokens"] for r in splits["train"]), min_freq=min_freq)
+
+    out = project_path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, split_rows in splits.items():
+        path = out / f"{name}.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for row in split_rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        files[path.name] = path
+    for name, vocab in (("src_vocab.json", src_vocab), ("trg_vocab.json", trg_vocab)):
+        vocab.save(out / name)
+        files[name] = out / name
+
+    counts = dict(stats)
+    manifest = {
+        "source": source,
+        "python_version": platform.python_version(),
+        "packages": _package_versions(),
+        "params": params,
+        "counts": counts,
+        "filter_steps": filter_table(counts),
+        "pairs_within_limits": stats["pairs_within_limits"],
+        "split_sizes": {name: len(r) for name, r in splits.items()},
+        "vocab_sizes": {"src": len(src_vocab), "trg": len(trg_vocab)},
+        "unk_rate": {name: {"src": unk_rate((r["docstring_tokens"] for r in split_rows), src_vocab),
+                            "trg": unk_rate((r["code_tokens"] for r in split_rows), trg_vocab)}
+                     for name, split_rows in splits.items()},
+        "sha256": {name: _sha256(path) for name, path in files.items()},
+        "elapsed_seconds": round(time.perf_counter() - started, 2),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return manifest
+
+
+def _missing(path: Path) -> FileNotFoundError:
+    return FileNotFoundError(f"No processed data at {path}; {MISSING_DATA_HINT} first.")
+
+
+def load_split(data_dir: str | Path, split: str) -> list[dict]:
+    """Rows of one processed split (train/valid/test)."""
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    path = project_path(data_dir) / f"{split}.jsonl"
+    if not path.is_file():
+        raise _missing(path)
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_vocabs(data_dir: str | Path) -> tuple[Vocabulary, Vocabulary]:
+    """(src_vocab, trg_vocab) saved by ``preprocess``."""
+    paths = [project_path(data_dir) / name for name in ("src_vocab.json", "trg_vocab.json")]
+    for path in paths:
+        if not path.is_file():
+            raise _missing(path)
+    return Vocabulary.load(paths[0]), Vocabulary.load(paths[1])
+
+
+def load_manifest(data_dir: str | Path) -> dict:
+    """The manifest ``preprocess`` wrote next to the splits."""
+    path = project_path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise _missing(path)
+    return json.loads(path.read_text(encoding="utf-8"))

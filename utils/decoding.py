@@ -1,0 +1,234 @@
+"""Batched greedy decoding and batched beam search for every model.
+
+Both return, per input, the generated token ids (without <SOS>/<EOS>) and, for attention models,
+the attention weights of each generated step over the source positions [steps, S] (columns are the
+source tokens exactly as the encoder saw them, <SOS> and <EOS> included). Finished rows leave the
+batch, so no work is spent on them. <PAD> and <SOS> are never generated.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from utils.batch import Batch, Example, bucketed_batches, make_batch
+from utils.models import DecoderState, Seq2SeqModel
+from utils.vocabulary import EOS, PAD, SOS, UNK
+
+
+@dataclass
+class Hypotheses:
+    """Decoder output for a batch, in the batch's row order."""
+
+    tokens: list[list[int]]
+    attention: list[Tensor | None] = field(default_factory=list)  # each [steps, S]
+    scores: list[float] = field(default_factory=list)
+
+
+def _forbid_specials(log_probs: Tensor) -> Tensor:
+    log_probs[:, PAD] = float("-inf")
+    log_probs[:, SOS] = float("-inf")
+    return log_probs
+
+
+def _step(model: Seq2SeqModel, y: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor | None]:
+    """Log-probabilities [n, V(+OOV)] of the next token; extended (copied) ids are fed back as <UNK>."""
+    y_in = y.masked_fill(y >= model.config.trg_vocab_size, UNK)
+    logits, state, attn = model.decode_step(y_in, state)
+    return _forbid_specials(torch.log_softmax(logits.float(), -1)), state, attn
+
+
+def _encode(model: Seq2SeqModel, batch: Batch) -> DecoderState:
+    state = model.encode(batch.src, batch.src_lengths)
+    state.src_ext, state.n_oov = batch.src_ext, batch.n_oov
+    return state
+
+
+@torch.no_grad()
+def greedy_decode(model: Seq2SeqModel, batch: Batch, max_len: int = 80) -> Hypotheses:
+    """Pick the most probable token at every step, for all rows at once, up to ``max_len`` tokens."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}.")
+    model.eval()
+    B = batch.src.size(0)
+    device = batch.src.device
+    state = _encode(model, batch)
+    rows = torch.arange(B, device=device)  # which batch rows are still decoding
+    y = torch.full((B,), SOS, dtype=torch.long, device=device)
+    out = [[] for _ in range(B)]
+    attn_out: list[list[Tensor]] = [[] for _ in range(B)]
+    scores = [0.0] * B
+    for _ in range(max_len):
+        log_probs, state, attn = _step(model, y, state)
+        best, y = log_probs.max(-1)  # [n]
+        ended = y == EOS
+        for k, r in enumerate(rows.tolist()):
+            scores[r] += float(best[k])
+            if not ended[k]:
+                out[r].append(int(y[k]))
+                if attn is not None:
+                    attn_out[r].append(attn[k].cpu())
+        keep = (~ended).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            break
+        if keep.numel() < rows.numel():
+            rows, y, state = rows[keep], y[keep], state.select(keep)
+    attention = [torch.stack(a) if a else None for a in attn_out] if model.has_attention else [None] * B
+    return Hypotheses(out, attention, scores)
+
+
+def _length_penalty(length: int, alpha: float) -> float:
+    """GNMT length normalisation ((5 + len) / 6) ** alpha; alpha = 0 ranks by raw log-probability."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: int = 80,
+                length_penalty: float = 1.0) -> Hypotheses:
+    """Batched beam search. Hypotheses that emit <EOS> are set aside; a source is done once it has
+    ``beam_size`` finished hypotheses (beams still open at ``max_len`` count as finished).
+    With ``beam_size=1`` this is exactly greedy decoding.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be at least 1, got {beam_size}.")
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}.")
+    model.eval()
+    B, K = batch.src.size(0), beam_size
+    device = batch.src.device
+    state = _encode(model, batch).select(torch.arange(B, device=device).repeat_interleave(K))
+    srcs = list(range(B))                  # original index of each still-open source
+    # the K beams of source i are rows i*K .. i*K+K-1; at the start only the first beam is live
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    tokens = torch.full((B * K, 0), SOS, dtype=torch.long, device=device)  # [B*K, t]
+    attns: Tensor | None = None                                             # [B*K, t, S]
+    y = torch.full((B * K,), SOS, dtype=torch.long, device=device)
+    finished: list[list[tuple[float, list[int], Tensor | None, float]]] = [[] for _ in range(B)]
+
+    for t in range(max_len):
+        n = len(srcs)
+        log_probs, state, attn = _step(model, y, state)      # [n*K, V]
+        V = log_probs.size(1)
+        cand = (scores.view(-1, 1) + log_probs).view(n, K * V)  # [n, K*V]
+        top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # [n, 2K]
+        origin, token = top_idx // V, top_idx % V
+        is_eos = (token == EOS) | (t == max_len - 1)
+        # finished: EOS among the K best candidates (or anything still open at the last step)
+        rank = torch.arange(top_idx.size(1), device=device).expand_as(top_idx)
+        done_mask = is_eos & (rank < K) & torch.isfinite(top_scores)
+        for i, j in done_mask.nonzero().tolist():
+            row = i * K + int(origin[i, j])
+            seq = tokens[row].tolist()
+            a = attns[row] if attns is not None else None
+            if token[i, j] != EOS:  # cut off at max_len: the last token is part of the output
+                seq = seq + [int(token[i, j])]
+                a = torch.cat([a, attn[row : row + 1]]) if attn is not None and a is not None else (
+                    attn[row : row + 1] if attn is not None else None)
+            s = float(top_scores[i, j])
+            finished[srcs[i]].append((s / _length_penalty(len(seq), length_penalty), seq,
+                                      None if a is None else a.cpu(), s))
+        # continue with the K best candidates that did not end
+        order = torch.argsort(is_eos.long() * 4 * K + rank, dim=1, stable=True)[:, :K]  # [n, K]
+        cont_scores = top_scores.gather(1, order)
+        cont_scores = cont_scores.masked_fill(is_eos.gather(1, order), float("-inf"))
+        rows = (torch.arange(n, device=device).unsqueeze(1) * K + origin.gather(1, order)).view(-1)  # [n*K]
+        y = token.gather(1, order).view(-1)
+        tokens = torch.cat([tokens[rows], y.unsqueeze(1)], 1)
+        if attn is not None:
+            step_attn = attn[rows].unsqueeze(1)  # [n*K, 1, S]
+            attns = step_attn if attns is None else torch.cat([attns[rows], step_attn], 1)
+        state = state.select(rows)
+        scores = cont_scores
+        open_src = [i for i in range(n) if len(finished[srcs[i]]) < K]
+        if not open_src:
+            break
+        if len(open_src) < n:
+            keep = torch.tensor(open_src, device=device)
+            keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
+            srcs = [srcs[i] for i in open_src]
+            scores, y, tokens = scores[keep], y[keep_rows], tokens[keep_rows]
+            attns = attns[keep_rows] if attns is not None else None
+            state = state.select(keep_rows)
+
+    out, att, sc = [], [], []
+    for fin in finished:
+        best = max(fin, key=lambda h: h[0])
+        out.append(best[1])
+        att.append(best[2] if model.has_attention else None)
+        sc.append(best[3])
+    return Hypotheses(out, att, sc)
+
+
+def decode_batch(model: Seq2SeqModel, batch: Batch, beam_size: int = 1, max_len: int = 80,
+                 length_penalty: float = 1.0) -> Hypotheses:
+    """Greedy when ``beam_size`` is 1, beam search otherwise."""
+    if beam_size == 1:
+        return greedy_decode(model, batch, max_len)
+    return beam_search(model, batch, beam_size, max_len, length_penalty)
+
+
+def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size: int = 128,
+                    beam_size: int = 1, max_len: int = 80, length_penalty: float = 1.0,
+                    device: torch.device | None = None) -> Hypotheses:
+    """Decode a whole split in length-sorted batches; results come back in the examples' order."""
+    device = device or next(model.parameters()).device
+    n = len(examples)
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    attention: list[Tensor | None] = [None] * n
+    scores = [0.0] * n
+    position = {id(e): i for i, e in enumerate(examples)}
+    indexed = [Example(e.src, e.trg, position[id(e)], e.src_oov, e.src_ext, e.trg_ext) for e in examples]
+    for batch in bucketed_batches(indexed, batch_size, shuffle=False):
+        hyp = decode_batch(model, batch.to(device), beam_size, max_len, length_penalty)
+        for k, i in enumerate(batch.indices):
+            tokens[i], attention[i], scores[i] = hyp.tokens[k], hyp.attention[k], hyp.scores[k]
+    return Hypotheses(tokens, attention, scores)
+
+
+def ids_to_tokens(ids: Sequence[int], trg_vocab, src_oov: Sequence[str] | None = None) -> list[str]:
+    """Target ids -> tokens; extended ids (copy model) become the copied source words."""
+    base = len(trg_vocab)
+    out = []
+    for i in ids:
+        if i >= base and src_oov is not None and i - base < len(src_oov):
+            out.append(src_oov[i - base])
+        else:
+            out.extend(trg_vocab.decode([i]) if i >= base else [trg_vocab.itos[i]])
+    return out
+
+
+def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 1000,
+                       batch_size: int = 128) -> dict:
+    """Sequences per second decoding the test split: batched vs one at a time (greedy).
+
+    The model is freshly initialised from ``config`` (decoding cost does not depend on training,
+    except through output length, which ``max_len`` bounds: untrained models rarely stop early, so
+    this is the slow case).
+    """
+    from utils.batch import encode_pairs
+    from utils.data import load_split, load_vocabs
+    from utils.models import build_model
+
+    src_vocab, trg_vocab = load_vocabs(data_dir)
+    rows = load_split(data_dir, "test")[:n]
+    examples = encode_pairs(rows, src_vocab, trg_vocab, with_copy=config.model == "copy")
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(device).eval()
+    start = time.perf_counter()
+    decode_examples(model, examples, batch_size=batch_size, device=device)
+    batched = time.perf_counter() - start
+    k = min(len(examples), 100)  # one at a time is slow; time a prefix and report the rate
+    start = time.perf_counter()
+    for e in examples[:k]:
+        greedy_decode(model, make_batch([e]).to(device))
+    single = time.perf_counter() - start
+    return {
+        "decode_sequences": len(examples),
+        "decode_batched_seq_per_s": round(len(examples) / batched, 1),
+        "decode_single_seq_per_s": round(k / single, 1),
+        "decode_speedup": round((len(examples) / batched) / (k / single), 1),
+    }

@@ -1,0 +1,385 @@
+"""The sequence-to-sequence models, one interface for all.
+
+Every model offers
+- ``encode(src, src_lengths) -> DecoderState``: run the encoder once per batch;
+- ``decode_step(y_prev, state) -> (logits [B, V], state, attention [B, S] | None)``: one decoder
+  step, used by greedy and beam search and by inference;
+- ``forward(src, src_lengths, trg_in, teacher_forcing) -> (logits [B, T, V], attention)``;
+- ``loss(batch, teacher_forcing, generator) -> (summed NLL, number of target tokens)``: the fast
+  training path, which projects to the vocabulary only where it must.
+
+Teacher forcing is decided once per decoder step for the whole batch (the classic tutorial rule),
+from a generator the trainer seeds. Steps whose input is known in advance are processed together;
+the vocabulary projection, the most expensive layer, runs in one large matrix product over the real
+(non-pad) target positions, except at the steps whose argmax feeds the next input.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from utils.batch import Batch
+from utils.config import Seq2SeqConfig
+from utils.vocabulary import PAD, SOS
+
+Hidden = Tensor | tuple[Tensor, Tensor]
+
+
+@dataclass
+class DecoderState:
+    """What a decoder step needs: recurrent state plus the encoder's outputs (batch-first)."""
+
+    hidden: Hidden | None            # [L, B, H] (tuple of two for LSTMs)
+    enc_out: Tensor | None = None    # [B, S, D]
+    keys: Tensor | None = None       # [B, S, A]  attention keys, projected once per batch
+    src_mask: Tensor | None = None   # [B, S] True on real tokens
+    src_ext: Tensor | None = None    # [B, S] extended ids (copy model)
+    n_oov: int = 0
+    prev: Tensor | None = None       # [B, t] tokens so far (Transformer)
+
+    def select(self, idx: Tensor) -> "DecoderState":
+        """Keep (and reorder / repeat) batch rows ``idx`` — beam search and shrinking batches."""
+        def sel_h(h: Hidden | None) -> Hidden | None:
+            if h is None:
+                return None
+            if isinstance(h, tuple):
+                return tuple(x.index_select(1, idx) for x in h)  # type: ignore[return-value]
+            return h.index_select(1, idx)
+
+        sel = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
+        return DecoderState(sel_h(self.hidden), sel(self.enc_out), sel(self.keys),
+                            sel(self.src_mask), sel(self.src_ext), self.n_oov, sel(self.prev))
+
+
+def teacher_forcing_mask(steps: int, ratio: float, generator: torch.Generator | None) -> list[bool]:
+    """Per-step decisions: True where step t reads the reference token (step 0 always reads <SOS>)."""
+    if ratio >= 1.0:
+        return [True] * steps
+    if ratio <= 0.0:
+        draws = [False] * steps
+    else:
+        draws = (torch.rand(steps, generator=generator) < ratio).tolist()
+    draws[0] = True
+    return draws
+
+
+def _rnn_class(cell: str) -> type[nn.RNNBase]:
+    return {"rnn": nn.RNN, "lstm": nn.LSTM}[cell]
+
+
+def _target_lengths(trg_in: Tensor) -> Tensor:
+    return (trg_in != PAD).sum(1)  # [B]
+
+
+class Seq2SeqModel(nn.Module):
+    """Shared machinery: the teacher-forcing loop, loss and full-logits forward."""
+
+    config: Seq2SeqConfig
+    has_attention: bool = False
+    uses_copy: bool = False
+
+    # -- to be provided by subclasses ------------------------------------------------------
+    def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        raise NotImplementedError
+
+    def decode_step(self, y_prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor | None]:
+        raise NotImplementedError
+
+    def project(self, features: Tensor) -> Tensor:
+        """Decoder features [..., F] -> vocabulary logits [..., V]."""
+        return self.out(features)
+
+    def _run_decoder(self, state: DecoderState, trg_in: Tensor, tf: list[bool],
+                     predict: Callable[[Tensor, int], Tensor]):
+        """Return (features [B, T, F], attention [B, T, S] | None) for rows sorted by length.
+
+        ``predict(features_t [n, F], t)`` returns the argmax tokens fed to step t + 1 when that
+        step is not teacher-forced.
+        """
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------
+    def _decode_sorted(self, src, src_lengths, trg_in, teacher_forcing, generator, src_ext=None, n_oov=0):
+        """Encode, then run the decoder over rows sorted by target length (descending).
+
+        Returns (order, features, attention, early) in sorted order, where ``early`` maps the
+        steps whose logits were needed for the next input to those logits [n_t, V].
+        """
+        lengths = _target_lengths(trg_in)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        src, trg_in = src[order], trg_in[order]
+        src_lengths = src_lengths[order.cpu()]
+        if src_ext is not None:
+            src_ext = src_ext[order]
+        state = self.encode(src, src_lengths)
+        state.src_ext, state.n_oov = src_ext, n_oov
+        tf = teacher_forcing_mask(trg_in.size(1), teacher_forcing, generator)
+        early: dict[int, Tensor] = {}
+
+        def predict(feat_t: Tensor, t: int) -> Tensor:
+            logits = self.project_step(feat_t, state, t)  # [n, V]
+            early[t] = logits
+            pred = logits.argmax(-1)
+            if self.uses_copy:  # extended ids read as <UNK> by the embedding
+                pred = pred.masked_fill(pred >= self.config.trg_vocab_size, 3)
+            return pred
+
+        features, attn = self._run_decoder(state, trg_in, tf, predict)
+        return order, features, attn, early, state
+
+    def project_step(self, feat_t: Tensor, state: DecoderState, t: int) -> Tensor:
+        return self.project(feat_t)
+
+    def forward(self, src: Tensor, src_lengths: Tensor, trg_in: Tensor, teacher_forcing: float = 1.0,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        """Logits [B, T, V] (and attention [B, T, S]) in the caller's row order."""
+        order, features, attn, _, state = self._decode_sorted(src, src_lengths, trg_in, teacher_forcing, generator)
+        logits = self.project_all(features, state)  # [B, T, V]
+        inv = torch.argsort(order)
+        return logits[inv], (attn[inv] if attn is not None else None)
+
+    def project_all(self, features: Tensor, state: DecoderState) -> Tensor:
+        return self.project(features)
+
+    def loss(self, batch: Batch, teacher_forcing: float = 1.0,
+             generator: torch.Generator | None = None) -> tuple[Tensor, int]:
+        """Summed cross-entropy over real target tokens, and their number."""
+        order, features, _, early, _ = self._decode_sorted(
+            batch.src, batch.src_lengths, batch.trg_in, teacher_forcing, generator)
+        trg_out = batch.trg_out[order]  # [B, T]
+        mask = trg_out != PAD           # [B, T]
+        total = features.new_zeros(())
+        rest = mask.clone()
+        for t, logits in early.items():
+            n = logits.size(0)
+            tgt = trg_out[:n, t]
+            total = total + F.cross_entropy(logits, tgt, ignore_index=PAD, reduction="sum")
+            rest[:n, t] = False
+        logits = self.project(features[rest])  # [N, V]: real, not yet projected positions only
+        total = total + F.cross_entropy(logits, trg_out[rest], reduction="sum")
+        return total, int(mask.sum())
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+class RecurrentSeq2Seq(Seq2SeqModel):
+    """Encoder RNN -> final hidden state -> decoder RNN (no attention). ``cell`` is rnn or lstm."""
+
+    cell = "rnn"
+
+    def __init__(self, config: Seq2SeqConfig):
+        super().__init__()
+        c = self.config = config
+        rnn = _rnn_class(self.cell)
+        drop = c.dropout if c.num_layers > 1 else 0.0
+        self.src_embedding = nn.Embedding(c.src_vocab_size, c.embed_dim, padding_idx=PAD)
+        self.trg_embedding = nn.Embedding(c.trg_vocab_size, c.embed_dim, padding_idx=PAD)
+        self.encoder = rnn(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True, dropout=drop)
+        self.decoder = rnn(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True, dropout=drop)
+        self.dropout = nn.Dropout(c.dropout)
+        self.out = nn.Linear(c.hidden_dim, c.trg_vocab_size)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        emb = self.dropout(self.src_embedding(src))  # [B, S, E]
+        packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, hidden = self.encoder(packed)  # [L, B, H] (x2 for LSTM), already in input order
+        return DecoderState(hidden=hidden, src_mask=src != PAD)
+
+    def decode_step(self, y_prev: Tensor, state: DecoderState):
+        emb = self.dropout(self.trg_embedding(y_prev)).unsqueeze(1)  # [B, 1, E]
+        out, hidden = self.decoder(emb, state.hidden)                 # [B, 1, H]
+        return self.out(out[:, 0]), replace(state, hidden=hidden), None
+
+    def _run_decoder(self, state, trg_in, tf, predict):
+        B, T = trg_in.shape
+        active = (_target_lengths(trg_in).unsqueeze(1) > torch.arange(T, device=trg_in.device)).sum(0).tolist()
+        emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
+        # A segment runs from a step whose input is a prediction up to the next such step, so the
+        # whole segment goes through the (C++) multi-step RNN in one call.
+        starts = [t for t in range(T) if t == 0 or not tf[t]] + [T]
+        hidden = state.hidden
+        pieces = []
+        pred: Tensor | None = None
+        for a, b in zip(starts[:-1], starts[1:]):
+            n = active[a]
+            if n == 0:
+                pieces.append(emb_all.new_zeros(B, b - a, self.config.hidden_dim))
+                continue
+            hidden = _slice_hidden(hidden, n)
+            emb = emb_all[:n, a:b]  # [n, L, E]
+            if pred is not None:  # first input of the segment is the previous prediction
+                emb = torch.cat([self.dropout(self.trg_embedding(pred[:n])).unsqueeze(1), emb[:, 1:]], 1)
+            out, hidden = self.decoder(emb, hidden)  # [n, L, H]
+            pieces.append(F.pad(out, (0, 0, 0, 0, 0, B - n)))  # [B, L, H]
+            if b < T and active[b] > 0:
+                pred = predict(out[: active[b - 1], -1], b - 1)  # [n_{b-1}]
+        return torch.cat(pieces, 1), None  # [B, T, H]
+
+
+def _slice_hidden(h: Hidden, n: int) -> Hidden:
+    if isinstance(h, tuple):
+        return tuple(x[:, :n] for x in h)  # type: ignore[return-value]
+    return h[:, :n]
+
+
+class VanillaRNNSeq2Seq(RecurrentSeq2Seq):
+    """``nn.RNN`` encoder and decoder; the decoder starts from the encoder's final hidden state."""
+
+    cell = "rnn"
+
+
+class LSTMSeq2Seq(RecurrentSeq2Seq):
+    """``nn.LSTM`` encoder and decoder; hidden and cell state passed on."""
+
+    cell = "lstm"
+
+
+class BahdanauAttention(nn.Module):
+    """Additive attention ``v^T tanh(W_q s + W_k h_j)``, masked over padding."""
+
+    def __init__(self, query_dim: int, key_dim: int, attn_dim: int):
+        super().__init__()
+        self.key_proj = nn.Linear(key_dim, attn_dim, bias=False)
+        self.query_proj = nn.Linear(query_dim, attn_dim, bias=False)
+        self.v = nn.Linear(attn_dim, 1, bias=False)
+
+    def compute_keys(self, enc_out: Tensor) -> Tensor:
+        """Project the encoder states once per batch: [B, S, D] -> [B, S, A]."""
+        return self.key_proj(enc_out)
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """query [n, Hq], keys [n, S, A], values [n, S, D], mask [n, S] -> (context [n, D], weights [n, S])."""
+        energy = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # [n, S, A]
+        scores = self.v(energy).squeeze(2).masked_fill(~mask, float("-inf"))  # [n, S]
+        weights = torch.softmax(scores, dim=1)                               # [n, S]
+        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)         # [n, D]
+        return context, weights
+
+
+class AttentionSeq2Seq(Seq2SeqModel):
+    """Bidirectional LSTM encoder, Bahdanau attention, LSTM decoder reading [embedding; context].
+
+    The output layer reads [decoder state; context; embedding]; the decoder's initial state is a
+    learned bridge (tanh of a linear map) from the encoder's final forward and backward states.
+    """
+
+    has_attention = True
+
+    def __init__(self, config: Seq2SeqConfig):
+        super().__init__()
+        c = self.config = config
+        E, H, L = c.embed_dim, c.hidden_dim, c.num_layers
+        self.src_embedding = nn.Embedding(c.src_vocab_size, E, padding_idx=PAD)
+        self.trg_embedding = nn.Embedding(c.trg_vocab_size, E, padding_idx=PAD)
+        self.encoder = nn.LSTM(E, H, L, batch_first=True, bidirectional=True,
+                               dropout=c.dropout if L > 1 else 0.0)
+        self.bridge_h = nn.Linear(2 * H, H)
+        self.bridge_c = nn.Linear(2 * H, H)
+        self.attention = BahdanauAttention(H, 2 * H, H)
+        # Decoder LSTM written out per layer: layer 0 reads [embedding; context]. Its input weight
+        # is kept in two parts so the embedding part is applied to all teacher-forced steps at once.
+        self.dec_cells = nn.ModuleList(
+            [nn.LSTMCell(E + 2 * H if layer == 0 else H, H) for layer in range(L)])
+        self.dropout = nn.Dropout(c.dropout)
+        self.out_dim = H + 2 * H + E
+        self.out = nn.Linear(self.out_dim, c.trg_vocab_size)
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        B, S = src.shape
+        emb = self.dropout(self.src_embedding(src))  # [B, S, E]
+        packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h, c) = self.encoder(packed)
+        enc_out, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # [B, S, 2H]
+        L = self.config.num_layers
+        h = h.view(L, 2, B, -1)  # [L, dir, B, H]
+        c = c.view(L, 2, B, -1)
+        h0 = torch.tanh(self.bridge_h(torch.cat([h[:, 0], h[:, 1]], -1)))  # [L, B, H]
+        c0 = torch.tanh(self.bridge_c(torch.cat([c[:, 0], c[:, 1]], -1)))  # [L, B, H]
+        keys = self.attention.compute_keys(enc_out)  # [B, S, A]
+        return DecoderState(hidden=(h0, c0), enc_out=enc_out, keys=keys, src_mask=src != PAD)
+
+    def _cell_step(self, emb_gates: Tensor, emb: Tensor, hidden: tuple[Tensor, Tensor],
+                   state: DecoderState, n: int):
+        """One decoder step for the first ``n`` rows. ``emb_gates`` = W_ih[:, :E] @ emb  [n, 4H]."""
+        h, c = hidden  # [L, n, H]
+        context, weights = self.attention(h[-1], state.keys[:n], state.enc_out[:n], state.src_mask[:n])
+        cell0 = self.dec_cells[0]
+        E = self.config.embed_dim
+        w_ctx = cell0.weight_ih[:, E:]  # [4H, 2H]
+        gates = emb_gates + F.linear(context, w_ctx, cell0.bias_ih) + F.linear(h[0], cell0.weight_hh, cell0.bias_hh)
+        i, f, g, o = gates.chunk(4, 1)  # each [n, H]
+        c0 = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
+        h0 = torch.sigmoid(o) * torch.tanh(c0)
+        hs, cs = [h0], [c0]
+        x = h0
+        for layer in range(1, len(self.dec_cells)):
+            hl, cl = self.dec_cells[layer](self.dropout(x), (h[layer], c[layer]))
+            hs.append(hl)
+            cs.append(cl)
+            x = hl
+        features = torch.cat([x, context, emb], -1)  # [n, H + 2H + E]
+        return features, (torch.stack(hs), torch.stack(cs)), weights
+
+    def _emb_gates(self, emb: Tensor) -> Tensor:
+        return F.linear(emb, self.dec_cells[0].weight_ih[:, : self.config.embed_dim])  # [..., 4H]
+
+    def decode_step(self, y_prev: Tensor, state: DecoderState):
+        emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
+        feats, hidden, weights = self._cell_step(self._emb_gates(emb), emb, state.hidden, state, y_prev.size(0))
+        return self.project_step(feats, state, -1), replace(state, hidden=hidden), weights
+
+    def _run_decoder(self, state, trg_in, tf, predict):
+        B, T = trg_in.shape
+        active = (_target_lengths(trg_in).unsqueeze(1) > torch.arange(T, device=trg_in.device)).sum(0).tolist()
+        emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
+        gates_all = self._emb_gates(emb_all)                # [B, T, 4H]: one product for all steps
+        hidden = state.hidden
+        feats, attns = [], []
+        pred = None
+        for t in range(T):
+            n = active[t]
+            if n == 0:
+                break
+            hidden = _slice_hidden(hidden, n)
+            if tf[t] or pred is None:
+                emb, eg = emb_all[:n, t], gates_all[:n, t]
+            else:
+                emb = self.dropout(self.trg_embedding(pred[:n]))
+                eg = self._emb_gates(emb)
+            f, hidden, w = self._cell_step(eg, emb, hidden, state, n)
+            feats.append(F.pad(f, (0, 0, 0, B - n)))   # [B, F]
+            attns.append(F.pad(w, (0, 0, 0, B - n)))   # [B, S]
+            if t + 1 < T and not tf[t + 1]:
+                pred = predict(f, t)
+        T_run = len(feats)
+        features = torch.stack(feats, 1)  # [B, T_run, F]
+        attn = torch.stack(attns, 1)      # [B, T_run, S]
+        if T_run < T:
+            features = F.pad(features, (0, 0, 0, T - T_run))
+            attn = F.pad(attn, (0, 0, 0, T - T_run))
+        return features, attn
+
+
+MODEL_CLASSES: dict[str, type[Seq2SeqModel]] = {
+    "rnn": VanillaRNNSeq2Seq,
+    "lstm": LSTMSeq2Seq,
+    "attention": AttentionSeq2Seq,
+}
+
+
+def build_model(config: Seq2SeqConfig) -> Seq2SeqModel:
+    """Instantiate the model named by ``config.model``."""
+    if config.src_vocab_size <= 4 or config.trg_vocab_size <= 4:
+        raise ValueError("Vocabulary sizes must be set in the config (src_vocab_size, trg_vocab_size).")
+    try:
+        cls = MODEL_CLASSES[config.model]
+    except KeyError:
+        raise ValueError(f"Unknown model {config.model!r}; choose one of {', '.join(MODEL_CLASSES)}.") from None
+    return cls(config)

@@ -1,0 +1,202 @@
+"""The trainer: Adam, gradient clipping, teacher forcing, early stopping, resumable checkpoints.
+
+Each epoch records, kept apart and labelled:
+- ``train_loss``: mean cross-entropy per target token while training (dropout on, teacher forcing
+  at the configured ratio);
+- ``val_loss`` / ``val_ppl``: teacher-forced validation loss and its perplexity (the honest one:
+  every step reads the reference prefix, as perplexity is defined);
+- ``val_token_acc_greedy``: free-running greedy decoding of the validation sources, token accuracy
+  against the references in percent (no reference tokens are fed to the model).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from utils.batch import Example, bucketed_batches
+from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.config import Seq2SeqConfig, resolve_device
+from utils.decoding import decode_examples
+from utils.metrics import token_accuracy
+from utils.models import Seq2SeqModel, build_model
+from utils.paths import project_path
+from utils.vocabulary import Vocabulary
+
+# Fields that change the architecture: a checkpoint that differs in any of them cannot be resumed.
+ARCHITECTURE_FIELDS = ("model", "src_vocab_size", "trg_vocab_size", "embed_dim", "hidden_dim",
+                       "num_layers", "n_heads", "ff_dim", "max_positions")
+
+
+@dataclass
+class TrainResult:
+    model: Seq2SeqModel
+    history: list[dict]
+    best_path: Path
+    last_path: Path
+    seconds: float
+    resumed_from_epoch: int = 0
+    best_epoch: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+@torch.no_grad()
+def evaluate_loss(model: Seq2SeqModel, examples: Sequence[Example], batch_size: int,
+                  device: torch.device) -> float:
+    """Teacher-forced mean cross-entropy per target token (dropout off)."""
+    model.eval()
+    total, tokens = 0.0, 0
+    for batch in bucketed_batches(examples, batch_size, shuffle=False):
+        loss, n = model.loss(batch.to(device), teacher_forcing=1.0)
+        total += float(loss)
+        tokens += n
+    return total / max(tokens, 1)
+
+
+def greedy_token_accuracy(model: Seq2SeqModel, examples: Sequence[Example], device: torch.device,
+                          max_len: int, batch_size: int = 128) -> float:
+    """Mean per-example token accuracy (percent) of free-running greedy outputs, on target ids."""
+    hyp = decode_examples(model, examples, batch_size=batch_size, max_len=max_len, device=device)
+    refs = [e.trg_ext if e.trg_ext is not None else e.trg for e in examples]
+    accs = [token_accuracy(h, r) for h, r in zip(hyp.tokens, refs)]
+    return 100.0 * sum(accs) / max(len(accs), 1)
+
+
+def _warmup(step: int, warmup_steps: int) -> float:
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+
+def _check_resumable(ckpt: dict, config: Seq2SeqConfig, path: Path) -> None:
+    saved = ckpt["config"]
+    diff = [f for f in ARCHITECTURE_FIELDS if saved.get(f) != getattr(config, f)]
+    if diff:
+        raise CheckpointError(
+            f"{path} was saved for a different model ({', '.join(f'{f}={saved.get(f)!r}' for f in diff)}); "
+            "delete it or pass resume=False to start over.")
+
+
+def train_model(
+    config: Seq2SeqConfig,
+    train_examples: Sequence[Example],
+    valid_examples: Sequence[Example],
+    src_vocab: Vocabulary,
+    trg_vocab: Vocabulary,
+    checkpoint_dir: str | Path = "checkpoints",
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train ``config.model``; keep ``<model>_best.pt`` (lowest validation loss) and ``<model>_last.pt``.
+
+    With ``resume`` an existing ``_last.pt`` continues from its last finished epoch; a finished run
+    (early-stopped or at ``config.epochs``) returns at once with the best model.
+    """
+    if not train_examples or not valid_examples:
+        raise ValueError("Training needs non-empty train and valid splits; run notebooks/01_preprocess.ipynb first.")
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    ckpt_dir = project_path(checkpoint_dir)
+    best_path, last_path = ckpt_dir / f"{config.model}_best.pt", ckpt_dir / f"{config.model}_last.pt"
+    config = copy.deepcopy(config)
+    config.src_vocab_size, config.trg_vocab_size = len(src_vocab), len(trg_vocab)
+
+    set_seed(config.seed)
+    model = build_model(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _warmup(s, config.warmup_steps))
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict] = []
+    start_epoch, best_val, best_epoch, bad_epochs, finished = 0, math.inf, 0, 0, False
+    notes: list[str] = []
+
+    if resume and last_path.exists():
+        ckpt = load_checkpoint(last_path, device)
+        _check_resumable(ckpt, config, last_path)
+        model.load_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        scheduler.load_state_dict(ckpt["scheduler_state"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
+        generator.set_state(ckpt["tf_rng"].cpu())
+        history = list(ckpt["history"])
+        start_epoch, best_val, best_epoch = ckpt["epoch"], ckpt["best_val"], ckpt["best_epoch"]
+        bad_epochs, finished = ckpt["bad_epochs"], ckpt["finished"]
+        finished = finished or start_epoch >= config.epochs
+        notes.append(f"resumed from {last_path} after epoch {start_epoch}")
+        log(f"[{config.model}] resuming after epoch {start_epoch} ({last_path})")
+
+    t0 = time.perf_counter()
+    epoch = start_epoch
+    while not finished and epoch < config.epochs:
+        epoch += 1
+        model.train()
+        n_batches = math.ceil(len(train_examples) / config.batch_size)
+        bar = tqdm(bucketed_batches(train_examples, config.batch_size, shuffle=True, seed=config.seed + epoch),
+                   total=n_batches, desc=f"{config.model} epoch {epoch}", disable=not progress,
+                   file=sys.stdout, ascii=True, ncols=110, mininterval=10.0)
+        total_loss, total_tokens, e0 = 0.0, 0, time.perf_counter()
+        for batch in bar:
+            batch = batch.to(device)
+            loss, n = model.loss(batch, config.teacher_forcing, generator)
+            optimizer.zero_grad(set_to_none=True)
+            (loss / n).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item()
+            total_tokens += n
+            bar.set_postfix(loss=f"{total_loss / total_tokens:.3f}",
+                            tok_s=f"{total_tokens / (time.perf_counter() - e0):.0f}", refresh=False)
+        bar.close()
+        train_seconds = time.perf_counter() - e0
+        val_loss = evaluate_loss(model, valid_examples, config.batch_size, device)
+        val_acc = greedy_token_accuracy(model, valid_examples, device, config.max_trg_len + 1)
+        record = {
+            "epoch": epoch,
+            "train_loss": total_loss / max(total_tokens, 1),
+            "val_loss": val_loss,
+            "val_ppl": math.exp(min(val_loss, 50.0)),
+            "val_token_acc_greedy": val_acc,
+            "train_seconds": train_seconds,
+            "epoch_seconds": time.perf_counter() - e0,
+            "train_tokens_per_s": total_tokens / max(train_seconds, 1e-9),
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        history.append(record)
+        improved = val_loss < best_val
+        if improved:
+            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
+            save_checkpoint(best_path, model, src_vocab, trg_vocab, history, best_epoch=best_epoch)
+        else:
+            bad_epochs += 1
+        finished = bad_epochs >= config.patience or epoch >= config.epochs
+        log(f"[{config.model}] epoch {epoch}: train loss {record['train_loss']:.3f} | val loss {val_loss:.3f} "
+            f"(ppl {record['val_ppl']:.1f}, teacher-forced) | greedy val token acc {val_acc:.1f}% | "
+            f"{record['train_tokens_per_s']:.0f} tok/s | {record['epoch_seconds']:.0f}s"
+            + (" | best" if improved else f" | no improvement ({bad_epochs}/{config.patience})"))
+        save_checkpoint(last_path, model, src_vocab, trg_vocab, history,
+                        optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
+                        torch_rng=torch.get_rng_state(), tf_rng=generator.get_state(), epoch=epoch,
+                        best_val=best_val, best_epoch=best_epoch, bad_epochs=bad_epochs, finished=finished)
+    seconds = time.perf_counter() - t0
+
+    if not best_path.exists():
+        raise CheckpointError(f"No best checkpoint at {best_path}; delete {last_path} and train again.")
+    best = load_checkpoint(best_path, device)
+    model.load_state_dict(best["model_state"])
+    model.eval()
+    if len(best["history"]) != len(history):  # the best checkpoint also carries the full curves
+        save_checkpoint(best_path, model, src_vocab, trg_vocab, history, best_epoch=best_epoch)
+    return TrainResult(model, history, best_path, last_path, seconds, start_epoch, best_epoch, notes)
