@@ -63,3 +63,19 @@ def resolve_device(device: str | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'.")
     return dev
+
+
+# Settings a model needs whatever the shared parameters say. The Transformer is trained with full
+# teacher forcing (its decoder then runs all steps in parallel), a lower dropout and a warm-up.
+MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
+    "transformer": {"teacher_forcing": 1.0, "dropout": 0.1, "warmup_steps": 400},
+}
+
+
+def make_config(model: str, **params: Any) -> Seq2SeqConfig:
+    """A config for ``model`` from shared parameters (unknown keys ignored), then its overrides."""
+    known = {f.name for f in fields(Seq2SeqConfig)}
+    cfg = Seq2SeqConfig(model=model, **{k: v for k, v in params.items() if k in known and k != "model"})
+    for key, value in MODEL_OVERRIDES.get(model, {}).items():
+        setattr(cfg, key, value)
+    return cfg

@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from utils.batch import Batch
 from utils.config import Seq2SeqConfig
-from utils.vocabulary import PAD, SOS
+from utils.vocabulary import PAD, SOS, UNK
 
 Hidden = Tensor | tuple[Tensor, Tensor]
 
@@ -96,11 +96,11 @@ class Seq2SeqModel(nn.Module):
         return self.out(features)
 
     def _run_decoder(self, state: DecoderState, trg_in: Tensor, tf: list[bool],
-                     predict: Callable[[Tensor, int], Tensor]):
+                     predict: Callable[[Tensor, int, Tensor | None], Tensor]):
         """Return (features [B, T, F], attention [B, T, S] | None) for rows sorted by length.
 
-        ``predict(features_t [n, F], t)`` returns the argmax tokens fed to step t + 1 when that
-        step is not teacher-forced.
+        ``predict(features_t [n, F], t, attention_t [n, S] | None)`` returns the argmax tokens fed
+        to step t + 1 when that step is not teacher-forced.
         """
         raise NotImplementedError
 
@@ -122,37 +122,48 @@ class Seq2SeqModel(nn.Module):
         tf = teacher_forcing_mask(trg_in.size(1), teacher_forcing, generator)
         early: dict[int, Tensor] = {}
 
-        def predict(feat_t: Tensor, t: int) -> Tensor:
-            logits = self.project_step(feat_t, state, t)  # [n, V]
+        def predict(feat_t: Tensor, t: int, attn_t: Tensor | None) -> Tensor:
+            logits = self.project_step(feat_t, attn_t, state)  # [n, V(+OOV)]
             early[t] = logits
             pred = logits.argmax(-1)
-            if self.uses_copy:  # extended ids read as <UNK> by the embedding
-                pred = pred.masked_fill(pred >= self.config.trg_vocab_size, 3)
-            return pred
+            # extended (copied) ids are read back as <UNK> by the embedding
+            return pred.masked_fill(pred >= self.config.trg_vocab_size, UNK)
 
         features, attn = self._run_decoder(state, trg_in, tf, predict)
         return order, features, attn, early, state
 
-    def project_step(self, feat_t: Tensor, state: DecoderState, t: int) -> Tensor:
+    def project_step(self, feat_t: Tensor, attn_t: Tensor | None, state: DecoderState) -> Tensor:
+        """Features of one step [n, F] (and its attention [n, S]) -> scores [n, V(+OOV)]."""
         return self.project(feat_t)
 
+    def project_positions(self, features: Tensor, attn: Tensor | None, state: DecoderState,
+                          mask: Tensor) -> Tensor:
+        """Scores [N, V(+OOV)] for the positions selected by ``mask`` [B, T] (sorted rows)."""
+        return self.project(features[mask])
+
+    def loss_targets(self, batch: Batch) -> Tensor:
+        return batch.trg_out  # [B, T]
+
     def forward(self, src: Tensor, src_lengths: Tensor, trg_in: Tensor, teacher_forcing: float = 1.0,
-                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
-        """Logits [B, T, V] (and attention [B, T, S]) in the caller's row order."""
-        order, features, attn, _, state = self._decode_sorted(src, src_lengths, trg_in, teacher_forcing, generator)
-        logits = self.project_all(features, state)  # [B, T, V]
+                generator: torch.Generator | None = None, src_ext: Tensor | None = None,
+                n_oov: int = 0) -> tuple[Tensor, Tensor | None]:
+        """Scores [B, T, V] (and attention [B, T, S]) in the caller's row order.
+
+        Scores are logits, or log-probabilities over the extended vocabulary for the copy model.
+        """
+        order, features, attn, _, state = self._decode_sorted(src, src_lengths, trg_in, teacher_forcing,
+                                                              generator, src_ext, n_oov)
+        full = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        logits = self.project_positions(features, attn, state, full).view(*features.shape[:2], -1)  # [B, T, V]
         inv = torch.argsort(order)
         return logits[inv], (attn[inv] if attn is not None else None)
-
-    def project_all(self, features: Tensor, state: DecoderState) -> Tensor:
-        return self.project(features)
 
     def loss(self, batch: Batch, teacher_forcing: float = 1.0,
              generator: torch.Generator | None = None) -> tuple[Tensor, int]:
         """Summed cross-entropy over real target tokens, and their number."""
-        order, features, _, early, _ = self._decode_sorted(
-            batch.src, batch.src_lengths, batch.trg_in, teacher_forcing, generator)
-        trg_out = batch.trg_out[order]  # [B, T]
+        order, features, attn, early, state = self._decode_sorted(
+            batch.src, batch.src_lengths, batch.trg_in, teacher_forcing, generator, batch.src_ext, batch.n_oov)
+        trg_out = self.loss_targets(batch)[order]  # [B, T]
         mask = trg_out != PAD           # [B, T]
         total = features.new_zeros(())
         rest = mask.clone()
@@ -161,7 +172,7 @@ class Seq2SeqModel(nn.Module):
             tgt = trg_out[:n, t]
             total = total + F.cross_entropy(logits, tgt, ignore_index=PAD, reduction="sum")
             rest[:n, t] = False
-        logits = self.project(features[rest])  # [N, V]: real, not yet projected positions only
+        logits = self.project_positions(features, attn, state, rest)  # [N, V]: real, not yet projected
         total = total + F.cross_entropy(logits, trg_out[rest], reduction="sum")
         return total, int(mask.sum())
 
@@ -219,7 +230,7 @@ class RecurrentSeq2Seq(Seq2SeqModel):
             out, hidden = self.decoder(emb, hidden)  # [n, L, H]
             pieces.append(F.pad(out, (0, 0, 0, 0, 0, B - n)))  # [B, L, H]
             if b < T and active[b] > 0:
-                pred = predict(out[: active[b - 1], -1], b - 1)  # [n_{b-1}]
+                pred = predict(out[: active[b - 1], -1], b - 1, None)  # [n_{b-1}]
         return torch.cat(pieces, 1), None  # [B, T, H]
 
 
@@ -333,7 +344,7 @@ class AttentionSeq2Seq(Seq2SeqModel):
     def decode_step(self, y_prev: Tensor, state: DecoderState):
         emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
         feats, hidden, weights = self._cell_step(self._emb_gates(emb), emb, state.hidden, state, y_prev.size(0))
-        return self.project_step(feats, state, -1), replace(state, hidden=hidden), weights
+        return self.project_step(feats, weights, state), replace(state, hidden=hidden), weights
 
     def _run_decoder(self, state, trg_in, tf, predict):
         B, T = trg_in.shape
@@ -357,7 +368,7 @@ class AttentionSeq2Seq(Seq2SeqModel):
             feats.append(F.pad(f, (0, 0, 0, B - n)))   # [B, F]
             attns.append(F.pad(w, (0, 0, 0, B - n)))   # [B, S]
             if t + 1 < T and not tf[t + 1]:
-                pred = predict(f, t)
+                pred = predict(f, t, w)
         T_run = len(feats)
         features = torch.stack(feats, 1)  # [B, T_run, F]
         attn = torch.stack(attns, 1)      # [B, T_run, S]
@@ -367,10 +378,155 @@ class AttentionSeq2Seq(Seq2SeqModel):
         return features, attn
 
 
+class CopyAttentionSeq2Seq(AttentionSeq2Seq):
+    """Attention model with a copy (pointer-generator) mechanism.
+
+    At every step a learned gate ``p_gen = sigmoid(w^T [s; c; e])`` mixes generating from the
+    vocabulary with copying a source token through the attention distribution, over the target
+    vocabulary extended by the out-of-vocabulary words of each source (ids ``V + k``). Scores are
+    log-probabilities over that extended vocabulary, so copied identifiers come out as real names.
+    """
+
+    uses_copy = True
+
+    def __init__(self, config: Seq2SeqConfig):
+        super().__init__(config)
+        self.gate = nn.Linear(self.out_dim, 1)
+
+    def _mix(self, features: Tensor, attn: Tensor, src_ext: Tensor, n_oov: int) -> Tensor:
+        """features [N, F], attn [N, S], src_ext [N, S] -> log-probabilities [N, V + n_oov]."""
+        p_gen = torch.sigmoid(self.gate(features))                         # [N, 1]
+        p_vocab = torch.softmax(self.out(features), -1) * p_gen            # [N, V]
+        p = F.pad(p_vocab, (0, n_oov))                                     # [N, V + n_oov]
+        p = p.scatter_add(1, src_ext, attn * (1 - p_gen))                  # copy mass onto source ids
+        return torch.log(p.clamp_min(1e-12))
+
+    def _src_ext(self, state: DecoderState, n: int) -> Tensor:
+        if state.src_ext is None:
+            raise ValueError("The copy model needs the batch's extended source ids (make_batch of "
+                             "examples built with encode_pairs(..., with_copy=True)).")
+        return state.src_ext[:n]
+
+    def project_step(self, feat_t, attn_t, state):
+        return self._mix(feat_t, attn_t, self._src_ext(state, feat_t.size(0)), state.n_oov)
+
+    def project_positions(self, features, attn, state, mask):
+        B = features.size(0)
+        src_ext = self._src_ext(state, B).unsqueeze(1).expand(-1, mask.size(1), -1)  # [B, T, S]
+        return self._mix(features[mask], attn[mask], src_ext[mask], state.n_oov)
+
+    def loss_targets(self, batch: Batch) -> Tensor:
+        if batch.trg_out_ext is None:
+            raise ValueError("The copy model needs extended target ids: build examples with "
+                             "encode_pairs(..., with_copy=True).")
+        return batch.trg_out_ext
+
+
+def sinusoidal_positions(n: int, dim: int) -> Tensor:
+    """The fixed sine/cosine position table [n, dim] of Vaswani et al."""
+    pos = torch.arange(n, dtype=torch.float).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n, dim)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div[: dim // 2])
+    return table
+
+
+class TransformerDecoderLayer(nn.Module):
+    """Pre-norm decoder layer that also returns its cross-attention weights (averaged over heads)."""
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(d, ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff, d))
+        self.norms = nn.ModuleList([nn.LayerNorm(d) for _ in range(3)])
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, causal: Tensor, memory_pad: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.norms[0](x)
+        x = x + self.dropout(self.self_attn(h, h, h, attn_mask=causal, need_weights=False)[0])
+        h = self.norms[1](x)
+        a, w = self.cross_attn(h, memory, memory, key_padding_mask=memory_pad, need_weights=True)
+        x = x + self.dropout(a)
+        x = x + self.dropout(self.ff(self.norms[2](x)))
+        return x, w  # [B, T, d], [B, T, S]
+
+
+class TransformerSeq2Seq(Seq2SeqModel):
+    """A small pre-norm encoder-decoder Transformer with sinusoidal positions.
+
+    Width ``hidden_dim``, ``num_layers`` layers each side, ``n_heads`` heads, ``ff_dim`` inner size.
+    With full teacher forcing all decoder steps run in parallel; the heatmaps read the last layer's
+    cross-attention averaged over heads. Decoding re-runs the prefix at each step (no cache): at 80
+    tokens that costs less than the bookkeeping a cache would need.
+    """
+
+    has_attention = True
+
+    def __init__(self, config: Seq2SeqConfig):
+        super().__init__()
+        c = self.config = config
+        d = c.hidden_dim
+        if d % c.n_heads:
+            raise ValueError(f"hidden_dim ({d}) must be divisible by n_heads ({c.n_heads}).")
+        self.src_embedding = nn.Embedding(c.src_vocab_size, d, padding_idx=PAD)
+        self.trg_embedding = nn.Embedding(c.trg_vocab_size, d, padding_idx=PAD)
+        self.register_buffer("positions", sinusoidal_positions(c.max_positions, d), persistent=False)
+        layer = nn.TransformerEncoderLayer(d, c.n_heads, c.ff_dim, c.dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, c.num_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
+        self.decoder_layers = nn.ModuleList(
+            [TransformerDecoderLayer(d, c.n_heads, c.ff_dim, c.dropout) for _ in range(c.num_layers)])
+        self.final_norm = nn.LayerNorm(d)
+        self.dropout = nn.Dropout(c.dropout)
+        self.out = nn.Linear(d, c.trg_vocab_size)
+
+    def _embed(self, emb: nn.Embedding, ids: Tensor) -> Tensor:
+        if ids.size(1) > self.positions.size(0):
+            raise ValueError(f"Sequence of {ids.size(1)} tokens exceeds max_positions={self.positions.size(0)}.")
+        x = emb(ids) * math.sqrt(self.config.hidden_dim) + self.positions[: ids.size(1)]
+        return self.dropout(x)  # [B, L, d]
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        mask = src != PAD
+        memory = self.encoder(self._embed(self.src_embedding, src), src_key_padding_mask=~mask)  # [B, S, d]
+        prev = src.new_empty(src.size(0), 0)
+        return DecoderState(hidden=None, enc_out=memory, src_mask=mask, prev=prev)
+
+    def _decode(self, trg_in: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
+        """All steps at once: trg_in [B, T] -> (features [B, T, d], cross-attention [B, T, S])."""
+        T = trg_in.size(1)
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=trg_in.device), 1)
+        x = self._embed(self.trg_embedding, trg_in)
+        w = None
+        for layer in self.decoder_layers:
+            x, w = layer(x, state.enc_out, causal, ~state.src_mask)
+        return self.final_norm(x), w
+
+    def decode_step(self, y_prev: Tensor, state: DecoderState):
+        prev = torch.cat([state.prev, y_prev.unsqueeze(1)], 1)  # [B, t]
+        feats, w = self._decode(prev, state)
+        return self.out(feats[:, -1]), replace(state, prev=prev), w[:, -1]
+
+    def _run_decoder(self, state, trg_in, tf, predict):
+        if all(tf):
+            return self._decode(trg_in, state)
+        # Mixed teacher forcing: the prefix must be built step by step from the model's own outputs.
+        B, T = trg_in.shape
+        inputs = trg_in.clone()
+        for t in range(T - 1):
+            if not tf[t + 1]:
+                feats, w = self._decode(inputs[:, : t + 1], state)
+                inputs[:, t + 1] = predict(feats[:, -1], t, w[:, -1])
+        return self._decode(inputs, state)
+
+
 MODEL_CLASSES: dict[str, type[Seq2SeqModel]] = {
     "rnn": VanillaRNNSeq2Seq,
     "lstm": LSTMSeq2Seq,
     "attention": AttentionSeq2Seq,
+    "copy": CopyAttentionSeq2Seq,
+    "transformer": TransformerSeq2Seq,
 }
 
 

@@ -1,0 +1,45 @@
+# Two commands on a fresh clone:  `make main` (the whole pipeline)  and  `make test` (the tests).
+# Both create the virtual environment they need first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# Executed notebooks go to runs/<parameter set>/ (git-ignored); sources stay output-free.
+RUNS   := runs
+
+.PHONY: setup main quick test unit notebooks-smoke benchmark clean-runs
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (seq2seq)" > /dev/null
+	echo "$(CURDIR)" > "$$($(PY) -c 'import site; print(site.getsitepackages()[0])')/seq2seq_repo.pth"
+	touch $@
+
+# The main job: every numbered notebook, in order, with the full parameter set.
+main: setup
+	$(PY) -m utils.run_notebooks --params params/full.yaml --out $(RUNS)/full $(NOTEBOOKS)
+
+# A quick look (minutes): small data and models, same chain.
+quick: setup
+	$(PY) -m utils.run_notebooks --params params/quick.yaml --out $(RUNS)/quick $(NOTEBOOKS)
+
+# The tests: unit tests, then every notebook under nbval with the smoke parameter set.
+test: setup unit notebooks-smoke
+
+unit: setup
+	$(PY) -m pytest -q tests
+
+notebooks-smoke: setup
+	rm -rf $(RUNS)/smoke
+	$(PY) -m utils.run_notebooks --params params/smoke.yaml --out $(RUNS)/smoke --prepare-only $(NOTEBOOKS)
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-cell-timeout=900 $(addprefix $(RUNS)/smoke/,$(notdir $(NOTEBOOKS)))
+
+benchmark: setup
+	$(PY) -m utils.benchmark --synthetic --batches 20
+
+clean-runs:
+	rm -rf $(RUNS)
