@@ -16,7 +16,8 @@ from torch import Tensor
 
 from utils.batch import Batch, Example, bucketed_batches, make_batch
 from utils.models import DecoderState, Seq2SeqModel
-from utils.vocabulary import EOS, PAD, SOS, UNK
+from utils.syntax_constraints import PythonSyntaxConstraint, SyntaxState, syntax_constraint
+from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 
 
 @dataclass
@@ -47,9 +48,22 @@ def _encode(model: Seq2SeqModel, batch: Batch) -> DecoderState:
     return state
 
 
+def _constrain(log_probs: Tensor, constraint: PythonSyntaxConstraint | None,
+               states: list[SyntaxState] | None, remaining: int) -> Tensor:
+    """Set disallowed tokens to -inf (syntax-aware decoding); a no-op without a constraint."""
+    if constraint is None:
+        return log_probs
+    allowed = constraint.mask(states, log_probs.size(1), remaining).to(log_probs.device)
+    return log_probs.masked_fill(~allowed, float("-inf"))
+
+
 @torch.no_grad()
-def greedy_decode(model: Seq2SeqModel, batch: Batch, max_len: int = 80) -> Hypotheses:
-    """Pick the most probable token at every step, for all rows at once, up to ``max_len`` tokens."""
+def greedy_decode(model: Seq2SeqModel, batch: Batch, max_len: int = 80,
+                  constraint: PythonSyntaxConstraint | None = None) -> Hypotheses:
+    """Pick the most probable token at every step, for all rows at once, up to ``max_len`` tokens.
+
+    With a ``constraint`` only tokens that keep each partial program valid Python are chosen.
+    """
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}.")
     model.eval()
@@ -61,9 +75,13 @@ def greedy_decode(model: Seq2SeqModel, batch: Batch, max_len: int = 80) -> Hypot
     out = [[] for _ in range(B)]
     attn_out: list[list[Tensor]] = [[] for _ in range(B)]
     scores = [0.0] * B
-    for _ in range(max_len):
+    syn = [constraint.initial()] * B if constraint is not None else None
+    for t in range(max_len):
         log_probs, state, attn = _step(model, y, state)
+        log_probs = _constrain(log_probs, constraint, syn, max_len - t)
         best, y = log_probs.max(-1)  # [n]
+        if syn is not None:
+            syn = [constraint.advance(st, int(tok)) for st, tok in zip(syn, y.tolist())]
         ended = y == EOS
         for k, r in enumerate(rows.tolist()):
             scores[r] += float(best[k])
@@ -76,6 +94,8 @@ def greedy_decode(model: Seq2SeqModel, batch: Batch, max_len: int = 80) -> Hypot
             break
         if keep.numel() < rows.numel():
             rows, y, state = rows[keep], y[keep], state.select(keep)
+            if syn is not None:
+                syn = [syn[k] for k in keep.tolist()]
     attention = [torch.stack(a) if a else None for a in attn_out] if model.has_attention else [None] * B
     return Hypotheses(out, attention, scores)
 
@@ -87,7 +107,7 @@ def _length_penalty(length: int, alpha: float) -> float:
 
 @torch.no_grad()
 def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: int = 80,
-                length_penalty: float = 1.0) -> Hypotheses:
+                length_penalty: float = 1.0, constraint: PythonSyntaxConstraint | None = None) -> Hypotheses:
     """Batched beam search. Hypotheses that emit <EOS> are set aside; a source is done once it has
     ``beam_size`` finished hypotheses (beams still open at ``max_len`` count as finished).
     With ``beam_size=1`` this is exactly greedy decoding.
@@ -108,10 +128,12 @@ def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: 
     attns: Tensor | None = None                                             # [B*K, t, S]
     y = torch.full((B * K,), SOS, dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int], Tensor | None, float]]] = [[] for _ in range(B)]
+    syn = [constraint.initial()] * (B * K) if constraint is not None else None
 
     for t in range(max_len):
         n = len(srcs)
         log_probs, state, attn = _step(model, y, state)      # [n*K, V]
+        log_probs = _constrain(log_probs, constraint, syn, max_len - t)
         V = log_probs.size(1)
         cand = (scores.view(-1, 1) + log_probs).view(n, K * V)  # [n, K*V]
         top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # [n, 2K]
@@ -142,6 +164,8 @@ def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: 
             step_attn = attn[rows].unsqueeze(1)  # [n*K, 1, S]
             attns = step_attn if attns is None else torch.cat([attns[rows], step_attn], 1)
         state = state.select(rows)
+        if syn is not None:
+            syn = [constraint.advance(syn[r], tok) for r, tok in zip(rows.tolist(), y.tolist())]
         scores = cont_scores
         open_src = [i for i in range(n) if len(finished[srcs[i]]) < K]
         if not open_src:
@@ -153,6 +177,8 @@ def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: 
             scores, y, tokens = scores[keep], y[keep_rows], tokens[keep_rows]
             attns = attns[keep_rows] if attns is not None else None
             state = state.select(keep_rows)
+            if syn is not None:
+                syn = [syn[r] for r in keep_rows.tolist()]
 
     out, att, sc = [], [], []
     for fin in finished:
@@ -164,16 +190,23 @@ def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: 
 
 
 def decode_batch(model: Seq2SeqModel, batch: Batch, beam_size: int = 1, max_len: int = 80,
-                 length_penalty: float = 1.0) -> Hypotheses:
-    """Greedy when ``beam_size`` is 1, beam search otherwise."""
+                 length_penalty: float = 1.0, syntax_aware: bool = False,
+                 trg_vocab: Vocabulary | None = None) -> Hypotheses:
+    """Greedy when ``beam_size`` is 1, beam search otherwise; ``syntax_aware`` needs ``trg_vocab``."""
+    constraint = None
+    if syntax_aware:
+        if trg_vocab is None:
+            raise ValueError("Syntax-aware decoding needs the target vocabulary (pass trg_vocab=...).")
+        constraint = syntax_constraint(trg_vocab)
     if beam_size == 1:
-        return greedy_decode(model, batch, max_len)
-    return beam_search(model, batch, beam_size, max_len, length_penalty)
+        return greedy_decode(model, batch, max_len, constraint)
+    return beam_search(model, batch, beam_size, max_len, length_penalty, constraint)
 
 
 def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size: int = 128,
                     beam_size: int = 1, max_len: int = 80, length_penalty: float = 1.0,
-                    device: torch.device | None = None) -> Hypotheses:
+                    device: torch.device | None = None, syntax_aware: bool = False,
+                    trg_vocab: Vocabulary | None = None) -> Hypotheses:
     """Decode a whole split in length-sorted batches; results come back in the examples' order."""
     device = device or next(model.parameters()).device
     n = len(examples)
@@ -183,7 +216,7 @@ def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size
     position = {id(e): i for i, e in enumerate(examples)}
     indexed = [Example(e.src, e.trg, position[id(e)], e.src_oov, e.src_ext, e.trg_ext) for e in examples]
     for batch in bucketed_batches(indexed, batch_size, shuffle=False):
-        hyp = decode_batch(model, batch.to(device), beam_size, max_len, length_penalty)
+        hyp = decode_batch(model, batch.to(device), beam_size, max_len, length_penalty, syntax_aware, trg_vocab)
         for k, i in enumerate(batch.indices):
             tokens[i], attention[i], scores[i] = hyp.tokens[k], hyp.attention[k], hyp.scores[k]
     return Hypotheses(tokens, attention, scores)

@@ -1,0 +1,239 @@
+"""Syntax-aware decoding: at each step, only tokens that keep the partial program on a path to
+valid Python are allowed.
+
+Cheap incremental checks over the token stream of ``utils.tokenizer.tokenize_code``:
+- brackets close in order (only the bracket matching the innermost open one may close);
+- ``<NEWLINE>`` only outside brackets, never on an empty line, never after an operator that still
+  needs its right operand, and after a ``:`` only on a line that starts a compound statement;
+- ``<INDENT>`` exactly when a line ended with ``:``, so a block is never left empty;
+- ``<DEDENT>`` only at the start of a line inside a block;
+- ``<EOS>`` only at the start of a line once every bracket is closed and a line is complete;
+- no two operands in a row (``x y``, ``f() x``), only a name after ``.``, no ``<UNK>`` (it is
+  never valid Python), and the program starts with ``def``, ``async`` or a decorator;
+- near ``max_len`` only moves that close the program are allowed.
+
+The allowed set depends on a small state (innermost bracket, category of the previous token, line
+position, ...), so masks are computed once per state and cached.
+"""
+from __future__ import annotations
+
+import keyword
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from utils.tokenizer import DEDENT, INDENT, NEWLINE
+from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
+
+OPEN = {"(": ")", "[": "]", "{": "}"}
+CLOSE = set(OPEN.values())
+COMPOUND = {"if", "elif", "else", "for", "while", "try", "except", "finally", "with", "def", "class", "async"}
+ATOM_KEYWORDS = {"None", "True", "False"}
+# tokens after which an operand must follow before a line or bracket may close
+NEEDS_OPERAND = {
+    "=", "+", "-", "*", "/", "//", "%", "**", "@", "|", "&", "^", "~", "<<", ">>", "<", ">", "<=", ">=",
+    "==", "!=", "+=", "-=", "*=", "/=", "//=", "%=", "**=", "|=", "&=", "^=", "<<=", ">>=", "@=", "->",
+    ":=", "and", "or", "not", "in", "is", "if", "elif", "while", "for", "with", "assert", "del", "lambda",
+    "import", "from", "as", "await", "global", "nonlocal", "def", "class", "except", "async",
+}
+# tokens that cannot start a statement line
+NOT_AT_LINE_START = CLOSE | {",", ".", ":", "=", "->", "!=", "==", "<", ">", "<=", ">=", "+=", "-=", "*=",
+                             "/=", "//=", "%=", "**=", "|=", "&=", "^=", "<<=", ">>=", "@=", "/", "//", "%",
+                             "|", "&", "^", "<<", ">>", "and", "or", "in", "is", "as", ";"}
+# block continuations: only right after a block closed
+CONTINUATIONS = {"elif", "else", "except", "finally"}
+# categories of the previous token
+START, NAME, NUMBER, STRING, CLOSE_C, OPEN_C, DOT, OPERATOR, COLON, COMMA, KEYWORD, LINE = range(12)
+
+
+def _category(tok: str) -> int:
+    if tok in (NEWLINE, INDENT, DEDENT):
+        return LINE
+    if tok in OPEN:
+        return OPEN_C
+    if tok in CLOSE:
+        return CLOSE_C
+    if tok == ".":
+        return DOT
+    if tok == ":":
+        return COLON
+    if tok == ",":
+        return COMMA
+    if tok in NEEDS_OPERAND:
+        return OPERATOR
+    if tok in ATOM_KEYWORDS:
+        return NAME
+    if keyword.iskeyword(tok):
+        return KEYWORD
+    if tok.isidentifier():
+        return NAME
+    if tok[:1].isdigit() or (tok[:1] == "." and tok[1:2].isdigit()):
+        return NUMBER
+    if tok[-1:] in ("'", '"'):
+        return STRING
+    return OPERATOR if tok not in ("<UNK>", "<PAD>", "<SOS>", "<EOS>") else KEYWORD
+
+
+@dataclass(frozen=True)
+class SyntaxState:
+    """What the constraint remembers of one partial program."""
+
+    stack: tuple[str, ...] = ()
+    prev: int = START
+    prev_tok: str = ""
+    line_start: bool = True
+    await_indent: bool = False
+    depth: int = 0
+    line_compound: bool = False
+    line_colon: bool = False  # a ':' at bracket depth 0 on this line
+    lines: int = 0
+    steps: int = 0
+
+
+class PythonSyntaxConstraint:
+    """Allowed-token masks for a target vocabulary (extended copy ids count as names)."""
+
+    def __init__(self, trg_vocab: Vocabulary):
+        self.vocab = trg_vocab
+        itos = trg_vocab.itos
+        self.V = len(itos)
+        self.cat = [_category(t) for t in itos]
+        self.ids = {t: i for i, t in enumerate(itos)}
+        self._cache: dict[tuple, tuple[Tensor, bool]] = {}
+
+    # -- state transitions -------------------------------------------------------------
+    def initial(self) -> SyntaxState:
+        return SyntaxState()
+
+    def advance(self, s: SyntaxState, token_id: int) -> SyntaxState:
+        tok = self.vocab.itos[token_id] if token_id < self.V else "<copied name>"
+        cat = self.cat[token_id] if token_id < self.V else NAME
+        steps = s.steps + 1
+        if tok == NEWLINE:
+            return replace(s, prev=LINE, prev_tok=tok, line_start=True, await_indent=s.prev == COLON,
+                           line_compound=False, line_colon=False, lines=s.lines + 1, steps=steps)
+        if tok == INDENT:
+            return replace(s, prev=LINE, prev_tok=tok, line_start=True, await_indent=False,
+                           depth=s.depth + 1, steps=steps)
+        if tok == DEDENT:
+            return replace(s, prev=LINE, prev_tok=tok, line_start=True, depth=max(s.depth - 1, 0), steps=steps)
+        stack = s.stack
+        if tok in OPEN:
+            stack = stack + (OPEN[tok],)
+        elif tok in CLOSE and stack:
+            stack = stack[:-1]
+        compound = s.line_compound if not s.line_start else (tok in COMPOUND or tok == "@")
+        colon = s.line_colon or (tok == ":" and not s.stack)
+        return replace(s, stack=stack, prev=cat, prev_tok=tok, line_start=False, line_compound=compound,
+                       line_colon=colon, steps=steps)
+
+    # -- masks -----------------------------------------------------------------------------
+    def _min_to_finish(self, s: SyntaxState) -> int:
+        if s.await_indent:
+            return 4  # INDENT pass NEWLINE EOS
+        return len(s.stack) + (0 if s.line_start else 1) + 1
+
+    def _key(self, s: SyntaxState, remaining: int) -> tuple:
+        closing = remaining <= self._min_to_finish(s) + 1
+        specific = s.prev in (OPERATOR, KEYWORD, COLON) or s.prev_tok in (INDENT, DEDENT)
+        return (s.stack[-1] if s.stack else None, bool(s.stack), s.prev, s.prev_tok if specific else "",
+                s.line_start, s.await_indent, s.depth > 0, s.line_compound, s.line_colon, s.lines > 0,
+                s.steps == 0, closing)
+
+    def _build(self, key: tuple) -> tuple[Tensor, bool]:
+        (top, in_brackets, prev, prev_tok, line_start, await_indent, in_block, compound, colon,
+         has_line, first, closing) = key
+        allowed = torch.zeros(self.V, dtype=torch.bool)
+        ids = self.ids
+
+        def allow(*toks: str) -> None:
+            for t in toks:
+                if t in ids:
+                    allowed[ids[t]] = True
+
+        needs_operand = prev in (OPERATOR, DOT, START) or (prev == KEYWORD and prev_tok in NEEDS_OPERAND)
+        if first:
+            allow("def", "async", "@")
+            return allowed, False
+        if await_indent:
+            allow(INDENT)
+            return allowed, False
+        if line_start:
+            for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
+                if c != LINE and tok not in NOT_AT_LINE_START and (tok not in CONTINUATIONS or prev_tok == DEDENT):
+                    allowed[i] = True
+            if in_block and prev_tok != INDENT:
+                allow(DEDENT)
+            if has_line:
+                allowed[EOS] = True
+            name_ok = True
+        else:
+            allowed[:] = True
+            for t in (INDENT, DEDENT):
+                if t in ids:
+                    allowed[ids[t]] = False
+            allowed[EOS] = False
+            nl_ok = (not in_brackets) and not needs_operand and not (prev == COLON and not compound)
+            if compound and not colon:
+                nl_ok = False  # `if x` must reach its ':' first
+            if NEWLINE in ids:
+                allowed[ids[NEWLINE]] = nl_ok
+            for close in CLOSE:
+                if close in ids:
+                    allowed[ids[close]] = close == top and not (needs_operand and prev != OPEN_C)
+            operand_before = prev in (NAME, NUMBER, STRING, CLOSE_C)
+            name_ok = not operand_before
+            for i, c in enumerate(self.cat):
+                if operand_before and c in (NAME, NUMBER):
+                    allowed[i] = False
+                elif c == STRING and prev in (NAME, NUMBER, CLOSE_C):
+                    allowed[i] = False
+            if prev == DOT:  # only an attribute name may follow '.'
+                keep = torch.tensor([c == NAME and self.vocab.itos[i] not in ATOM_KEYWORDS
+                                     for i, c in enumerate(self.cat)])
+                allowed &= keep
+                name_ok = True
+            if closing:
+                # near max_len: finish the program rather than open anything new
+                finish = torch.zeros_like(allowed)
+                if top is not None and top in ids and not needs_operand:
+                    finish[ids[top]] = True
+                if NEWLINE in ids and nl_ok:
+                    finish[ids[NEWLINE]] = True
+                if finish.any():
+                    allowed, name_ok = finish, False
+        for t in (PAD, SOS, UNK):
+            allowed[t] = False
+        if line_start and closing and has_line and not in_brackets:
+            allowed = torch.zeros_like(allowed)
+            allowed[EOS] = True
+            name_ok = False
+        if not allowed.any():  # never leave the decoder without a move
+            allowed[EOS] = True
+        return allowed, name_ok
+
+    def mask(self, states: list[SyntaxState], width: int, remaining: int) -> Tensor:
+        """Boolean [len(states), width] mask of allowed next tokens (width >= V for copy models)."""
+        rows = []
+        for s in states:
+            key = self._key(s, remaining)
+            hit = self._cache.get(key)
+            if hit is None:
+                hit = self._cache[key] = self._build(key)
+            row, name_ok = hit
+            if width > self.V:
+                row = torch.cat([row, torch.full((width - self.V,), name_ok, dtype=torch.bool)])
+            rows.append(row)
+        return torch.stack(rows)
+
+
+@lru_cache(maxsize=8)
+def _constraint_for(itos: tuple[str, ...]) -> PythonSyntaxConstraint:
+    return PythonSyntaxConstraint(Vocabulary(list(itos)))
+
+
+def syntax_constraint(trg_vocab: Vocabulary) -> PythonSyntaxConstraint:
+    """A (cached) constraint for ``trg_vocab``: masks are shared between calls."""
+    return _constraint_for(tuple(trg_vocab.itos))
