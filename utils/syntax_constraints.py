@@ -90,6 +90,10 @@ class SyntaxState:
     line_colon: bool = False  # a ':' at bracket depth 0 on this line
     lines: int = 0
     steps: int = 0
+    line_first: str = ""      # first token of the current line
+    lambdas: int = 0          # lambdas on this line still waiting for their ':'
+    after_decorator: bool = False
+    def_stage: int = 0        # 1 after 'def'/'class' (a name must follow), 2 after that name ('(' must follow)
 
 
 class PythonSyntaxConstraint:
@@ -113,7 +117,8 @@ class PythonSyntaxConstraint:
         steps = s.steps + 1
         if tok == NEWLINE:
             return replace(s, prev=LINE, prev_tok=tok, line_start=True, await_indent=s.prev == COLON,
-                           line_compound=False, line_colon=False, lines=s.lines + 1, steps=steps)
+                           line_compound=False, line_colon=False, lines=s.lines + 1, steps=steps,
+                           after_decorator=s.line_first == "@", line_first="", lambdas=0)
         if tok == INDENT:
             return replace(s, prev=LINE, prev_tok=tok, line_start=True, await_indent=False,
                            depth=s.depth + 1, steps=steps)
@@ -124,10 +129,14 @@ class PythonSyntaxConstraint:
             stack = stack + (OPEN[tok],)
         elif tok in CLOSE and stack:
             stack = stack[:-1]
-        compound = s.line_compound if not s.line_start else (tok in COMPOUND or tok == "@")
-        colon = s.line_colon or (tok == ":" and not s.stack)
+        compound = s.line_compound if not s.line_start else tok in COMPOUND
+        lambdas = s.lambdas + (tok == "lambda") - (tok == ":" and s.lambdas > 0)
+        colon = s.line_colon or (tok == ":" and not s.stack and s.lambdas == 0)
+        def_stage = 1 if tok in ("def", "class") else (2 if s.def_stage == 1 else 0)
         return replace(s, stack=stack, prev=cat, prev_tok=tok, line_start=False, line_compound=compound,
-                       line_colon=colon, steps=steps)
+                       line_colon=colon, steps=steps, line_first=tok if s.line_start else s.line_first,
+                       lambdas=lambdas, after_decorator=False if s.line_start else s.after_decorator,
+                       def_stage=def_stage)
 
     # -- masks -----------------------------------------------------------------------------
     def _min_to_finish(self, s: SyntaxState) -> int:
@@ -140,11 +149,12 @@ class PythonSyntaxConstraint:
         specific = s.prev in (OPERATOR, KEYWORD, COLON) or s.prev_tok in (INDENT, DEDENT)
         return (s.stack[-1] if s.stack else None, bool(s.stack), s.prev, s.prev_tok if specific else "",
                 s.line_start, s.await_indent, s.depth > 0, s.line_compound, s.line_colon, s.lines > 0,
-                s.steps == 0, closing)
+                s.steps == 0, closing, s.line_first in ("def", "async"), s.lambdas > 0, s.after_decorator,
+                s.def_stage)
 
     def _build(self, key: tuple) -> tuple[Tensor, bool]:
         (top, in_brackets, prev, prev_tok, line_start, await_indent, in_block, compound, colon,
-         has_line, first, closing) = key
+         has_line, first, closing, def_line, in_lambda, after_decorator, def_stage) = key
         allowed = torch.zeros(self.V, dtype=torch.bool)
         ids = self.ids
 
@@ -159,6 +169,16 @@ class PythonSyntaxConstraint:
             return allowed, False
         if await_indent:
             allow(INDENT)
+            return allowed, False
+        if after_decorator and line_start:
+            allow("def", "async", "@")
+            return allowed, False
+        if def_stage == 1:  # the name of a def or class
+            for i, c in enumerate(self.cat):
+                allowed[i] = c == NAME and self.vocab.itos[i] not in ATOM_KEYWORDS
+            return allowed, True
+        if def_stage == 2:
+            allow("(")
             return allowed, False
         if line_start:
             for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
@@ -190,6 +210,11 @@ class PythonSyntaxConstraint:
                     allowed[i] = False
                 elif c == STRING and prev in (NAME, NUMBER, CLOSE_C):
                     allowed[i] = False
+            if ":" in ids:  # ':' ends a compound header or a lambda, or sits in a slice or dict
+                allowed[ids[":"]] = (in_lambda or top in ("]", "}") or (not in_brackets and compound and not colon)) \
+                    and not needs_operand
+            if "->" in ids:  # only after a def's closing parenthesis
+                allowed[ids["->"]] = def_line and not in_brackets and prev == CLOSE_C and not colon
             if prev == DOT:  # only an attribute name may follow '.'
                 keep = torch.tensor([c == NAME and self.vocab.itos[i] not in ATOM_KEYWORDS
                                      for i, c in enumerate(self.cat)])
