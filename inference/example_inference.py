@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""Command line: generate Python functions from docstrings with a trained checkpoint.
+
+Run it from the repository root or from inside ``inference/``; ``--help`` lists the options.
+Errors are reported as one line on stderr with exit code 2.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# The repository root goes first on sys.path, so that `utils` and the `inference` package resolve from any
+# working directory (and inference/inference.py is never mistaken for the package when run from inference/).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import warnings  # noqa: E402
+
+# Same names as utils.config.MODEL_NAMES; spelled out so that --help answers without importing torch.
+MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
+TRAIN_HINT = ("train one with `make main` (or run notebooks/02_train.ipynb with jupyter or papermill), "
+              "or pass --checkpoint PATH")
+
+EPILOG = """\
+examples (from the repository root; train a model first with `make main`):
+  .venv/bin/python inference/example_inference.py --docstring "Return the sum of a and b."
+  .venv/bin/python inference/example_inference.py --model lstm --beam-size 5 \\
+      --docstring "Return the largest item of a list." --docstring "Read a JSON file and return its content."
+  .venv/bin/python inference/example_inference.py --file docstrings.txt --max-length 120
+  echo "Remove duplicates from a list, keeping order." | .venv/bin/python inference/example_inference.py
+  .venv/bin/python inference/example_inference.py --docstring "Return the square of x." \\
+      --attention-plot attention.png
+  .venv/bin/python inference/example_inference.py --checkpoint checkpoints/attention_best.pt \\
+      --vocab data/processed/trg_vocab.json --device cpu --docstring "Open a file for reading."
+
+The default checkpoint is checkpoints/<model>_best.pt under the repository root. Each docstring is
+printed as a '# ' comment line followed by the generated code. Generated code is printed, never run.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + error
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="example_inference.py",
+        description="Generate Python functions from docstrings with a trained seq2seq checkpoint.\n"
+                    "Docstrings come from --docstring (repeatable), --file (one per line), or stdin.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("input")
+    src.add_argument("-d", "--docstring", action="append", default=[], metavar="TEXT",
+                     help="a docstring to generate code for (repeat for several)")
+    src.add_argument("-f", "--file", metavar="PATH",
+                     help="a text file with one docstring per line (blank lines skipped); '-' reads stdin")
+    model = p.add_argument_group("model")
+    model.add_argument("-m", "--model", choices=MODEL_NAMES, default=None,
+                       help="which trained model to use: checkpoints/<model>_best.pt (default: attention)")
+    model.add_argument("-c", "--checkpoint", metavar="PATH",
+                       help="checkpoint file to use instead of checkpoints/<model>_best.pt")
+    model.add_argument("--vocab", metavar="PATH",
+                       help="vocabulary JSON (src_vocab.json or trg_vocab.json) to check against the checkpoint's")
+    model.add_argument("--device", default="auto", metavar="{cpu,cuda,auto}",
+                       help="where to run the model (default: auto = cuda when available, else cpu)")
+    dec = p.add_argument_group("decoding")
+    dec.add_argument("-b", "--beam-size", type=_positive_int, default=1, metavar="N",
+                     help="beam width; 1 is greedy decoding (default: 1)")
+    dec.add_argument("--max-length", type=_positive_int, default=80, metavar="N",
+                     help="maximum number of generated code tokens (default: 80)")
+    dec.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+                     help="docstrings decoded together (default: 64)")
+    dec.add_argument("--syntax-aware", action="store_true",
+                     help="syntax-aware decoding, where utils.decoding offers it")
+    out = p.add_argument_group("output")
+    out.add_argument("--attention-plot", metavar="PATH",
+                     help="save the attention heatmap (PNG) of the first docstring; needs a model with attention")
+    return p
+
+
+class UsageError(Exception):
+    """A problem worth one line on stderr."""
+
+
+def _read_docstrings(args: argparse.Namespace) -> list[str]:
+    docstrings = []
+    for text in args.docstring:
+        if not text.strip():
+            raise UsageError("docstring is empty: describe the function to generate")
+        docstrings.append(text)
+    if args.file is not None or (not args.docstring and not sys.stdin.isatty()):
+        name = "stdin" if args.file in (None, "-") else args.file
+        try:
+            if name == "stdin":
+                content = sys.stdin.read()
+            else:
+                content = Path(args.file).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read docstrings from {name}: {e}") from None
+        lines = [line for line in content.splitlines() if line.strip()]
+        if not lines:
+            raise UsageError(f"no docstrings in {name} (one per line expected)")
+        docstrings.extend(lines)
+    if not docstrings:
+        raise UsageError("no docstrings given: use --docstring TEXT, --file PATH, or pipe them on stdin")
+    return docstrings
+
+
+def _resolve(path: str) -> Path:
+    """As inference.resolve_model_path: the path as given if it exists from here, else from the repo root."""
+    p = Path(path).expanduser()
+    return p.resolve() if p.is_absolute() or p.exists() else REPO_ROOT / p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {str(message).splitlines()[0]}", file=sys.stderr)
+
+
+def _header(docstring: str) -> str:
+    return "# " + " ".join(docstring.split())
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None:
+        checkpoint = _resolve(args.checkpoint)
+    else:
+        checkpoint = REPO_ROOT / "checkpoints" / f"{args.model or 'attention'}_best.pt"
+    if not checkpoint.is_file():  # checked before torch is imported: the common first-run mistake answers fast
+        raise UsageError(f"no trained checkpoint at {checkpoint}; {TRAIN_HINT}")
+    docstrings = _read_docstrings(args)
+
+    from inference.inference import batch_generate, generate_with_attention, load_generator, plot_attention
+
+    loaded = load_generator(checkpoint, args.vocab, args.device)
+    if args.model is not None and loaded.name != args.model:
+        raise UsageError(f"checkpoint {checkpoint} holds a '{loaded.name}' model, not '{args.model}'; "
+                         "drop --model or pick the matching checkpoint")
+    if args.attention_plot and not getattr(loaded.model, "has_attention", False):
+        raise UsageError(f"the '{loaded.name}' model has no attention, so --attention-plot cannot draw one; "
+                         "use --model attention (or another model with attention)")
+    opts = dict(vocab_path=args.vocab, max_length=args.max_length, device=args.device, beam_size=args.beam_size,
+                syntax_aware=args.syntax_aware)
+    codes = batch_generate(docstrings, checkpoint, batch_size=args.batch_size, **opts)
+    if args.attention_plot:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # batch_generate has already said it if the docstring is cut
+            result = generate_with_attention(docstrings[0], checkpoint, **opts)
+        plot_path = Path(args.attention_plot).expanduser().resolve()  # relative to where the user stands
+        plot_attention(result, plot_path)
+        print(f"attention heatmap saved to {plot_path}", file=sys.stderr)
+    for i, (doc, code) in enumerate(zip(docstrings, codes)):
+        if i:
+            print()
+        print(_header(doc))
+        print(code if code else "# (the model generated no code for this docstring)\n", end="")
+    sys.stdout.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sys.stdout.reconfigure(errors="backslashreplace")  # emoji in a docstring on a non-UTF-8 terminal
+    except (AttributeError, ValueError):
+        pass
+    try:
+        with warnings.catch_warnings():  # restores the warning machinery when main() is called in-process
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as e:  # noqa: BLE001 - every failure is one line, never a traceback
+        text = str(e).strip().splitlines()
+        message = text[0] if text else type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

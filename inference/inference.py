@@ -1,0 +1,358 @@
+"""Generate Python functions from docstrings with a trained checkpoint.
+
+Works for every model of ``utils.models`` through its generic interface (``encode``/``decode_step``
+via ``utils.decoding.decode_batch``), so new models need no change here. The checkpoint carries the
+configuration and both vocabularies; a vocabulary file may be passed to check that it is the one the
+model was trained with. Loaded models are cached (keyed by resolved path, modification time, size
+and device), so repeated calls do not read the checkpoint again. Generated code is only ever
+returned as text: nothing here executes it.
+
+The docstring goes through the same preparation as the training data: its first paragraph (the
+summary, ``utils.data.docstring_summary``) is tokenized with ``utils.tokenizer.tokenize_docstring``
+and cut to the model's source limit (``config.max_src_len`` tokens, with a warning). Words outside
+the source vocabulary become ``<UNK>`` (the copy model can still copy them into the code).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from utils.batch import Example, extend_with_source_oov, make_batch
+import utils.checkpoint as _checkpoint
+from utils.checkpoint import CheckpointError
+from utils.config import resolve_device
+from utils.data import docstring_summary
+from utils.decoding import decode_batch, ids_to_tokens
+from utils.models import Seq2SeqModel
+from utils.paths import project_path
+from utils.tokenizer import detokenize, tokenize_docstring
+from utils.vocabulary import SPECIALS, UNK, Vocabulary
+
+__all__ = [
+    "AttentionResult", "CheckpointError", "LoadedModel", "batch_generate", "clear_cache", "generate_code",
+    "generate_with_attention", "load_generator", "plot_attention", "resolve_model_path",
+]
+
+EMPTY_DOCSTRING = "docstring is empty: describe the function to generate"
+_DECODE_PARAMS = frozenset(inspect.signature(decode_batch).parameters)
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+@dataclass
+class AttentionResult:
+    """One generation with its attention: rows are generated tokens, columns the source tokens.
+
+    ``source_tokens`` are exactly the encoder's input: ``<SOS>``, the docstring tokens the model saw
+    (unknown words shown as themselves; ``source_unknown`` flags them), ``<EOS>``. ``attention`` is
+    ``[len(tokens), len(source_tokens)]``, or None for models without attention.
+    """
+
+    code: str
+    tokens: list[str]
+    source_tokens: list[str]
+    attention: np.ndarray | None
+    model: str = ""
+    source_unknown: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint ready for decoding (what the cache holds)."""
+
+    model: Seq2SeqModel
+    src_vocab: Vocabulary
+    trg_vocab: Vocabulary
+    path: Path
+    device: torch.device
+
+    @property
+    def name(self) -> str:
+        return self.model.config.model
+
+    @property
+    def max_src_len(self) -> int:
+        """Source tokens the model reads (without <SOS>/<EOS>): the config's limit, within the position table."""
+        c = self.model.config
+        limit = int(c.max_src_len)
+        if c.model == "transformer":
+            limit = min(limit, int(c.max_positions) - 2)
+        return max(1, limit)
+
+    @property
+    def max_trg_len(self) -> int | None:
+        """Most tokens the model can generate, where it has a hard limit (the Transformer's positions)."""
+        c = self.model.config
+        return int(c.max_positions) if c.model == "transformer" else None
+
+
+@dataclass
+class _Prepared:
+    tokens: list[str]      # docstring tokens as the model sees them (after the cut)
+    example: Example
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+def _check_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r}).")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+    return int(value)
+
+
+def _check_docstring(docstring: object, where: str = "docstring") -> str:
+    if docstring is None or (isinstance(docstring, str) and not docstring.strip()):
+        raise ValueError(EMPTY_DOCSTRING.replace("docstring", where, 1))
+    if not isinstance(docstring, str):
+        raise TypeError(f"{where} must be a str, got {type(docstring).__name__}.")
+    return docstring
+
+
+def _check_path(name: str, value: object) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise TypeError(f"{name} must be a file path (str or Path), got {value!r}.")
+    p = Path(value).expanduser()
+    # A path the caller can see from the working directory wins; otherwise it is read from the repo root.
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    return project_path(p)
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """Where ``path`` points: as given when it exists from the working directory (or is absolute),
+    else relative to the repository root (so ``checkpoints/attention_best.pt`` works from anywhere)."""
+    return _check_path("model_path", path)
+
+
+def _decode_options(beam_size: int, max_length: int, syntax_aware: bool) -> dict:
+    _check_int("max_length", max_length)
+    _check_int("beam_size", beam_size)
+    options = {"beam_size": int(beam_size), "max_len": int(max_length)}
+    if "syntax_aware" in _DECODE_PARAMS:
+        options["syntax_aware"] = bool(syntax_aware)
+    elif syntax_aware:
+        raise ValueError("syntax_aware decoding is not available: utils.decoding.decode_batch has no such option.")
+    return options
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, mtime_ns: int, size: int, device: str) -> LoadedModel:
+    try:
+        ckpt = _checkpoint.load_checkpoint(path, device)
+    except CheckpointError:
+        raise
+    except Exception as e:  # torch.load can fail in other ways on arbitrary bytes (e.g. KeyError)
+        raise CheckpointError(f"Checkpoint {path} cannot be read (truncated, or not a checkpoint of this "
+                              f"project): {type(e).__name__}.") from None
+    model, src_vocab, trg_vocab = _checkpoint.model_from_checkpoint(ckpt, path, device)
+    return LoadedModel(model.eval(), src_vocab, trg_vocab, Path(path), torch.device(device))
+
+
+@functools.lru_cache(maxsize=16)
+def _read_vocab(path: str, mtime_ns: int, size: int) -> Vocabulary:
+    return Vocabulary.load(path)
+
+
+def clear_cache() -> None:
+    """Forget every loaded checkpoint (frees their memory; the next call reads the file again)."""
+    _load_cached.cache_clear()
+    _read_vocab.cache_clear()
+
+
+def load_generator(model_path: str | os.PathLike, vocab_path: str | os.PathLike | None = None,
+                   device: str | torch.device = "cpu") -> LoadedModel:
+    """Load (or take from the cache) the model of ``model_path``; check ``vocab_path`` against it.
+
+    ``vocab_path`` may be the source (``src_vocab.json``) or the target (``trg_vocab.json``)
+    vocabulary written by ``Vocabulary.save``; it must equal the checkpoint's corresponding one.
+    Raises ``CheckpointError`` (a ValueError) for a missing, unreadable or mismatching checkpoint.
+    """
+    path = _check_path("model_path", model_path)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if not path.is_file():  # let the checkpoint module word it (with the training hint)
+        _checkpoint.load_checkpoint(path, dev)
+    st = path.stat()
+    loaded = _load_cached(str(path), st.st_mtime_ns, st.st_size, str(dev))
+    if vocab_path is not None:
+        vpath = _check_path("vocab_path", vocab_path)
+        if not vpath.is_file():
+            raise FileNotFoundError(f"No vocabulary file at {vpath}; leave vocab_path out to use the "
+                                    "vocabularies saved in the checkpoint.")
+        vst = vpath.stat()
+        given = _read_vocab(str(vpath), vst.st_mtime_ns, vst.st_size)
+        if given != loaded.trg_vocab and given != loaded.src_vocab:
+            raise CheckpointError(
+                f"Vocabulary {vpath} ({len(given)} tokens) matches neither the source ({len(loaded.src_vocab)} "
+                f"tokens) nor the target ({len(loaded.trg_vocab)} tokens) vocabulary of checkpoint {path}; "
+                "use the vocabulary saved with the checkpoint, or leave vocab_path out.")
+    return loaded
+
+
+# ----------------------------------------------------------------------------------------------- preparing
+
+def _docstring_tokens(docstring: str) -> list[str]:
+    tokens = tokenize_docstring(docstring_summary(docstring))
+    if not tokens:  # only whitespace of some exotic kind: nothing for the encoder to read
+        tokens = tokenize_docstring(docstring)
+    return tokens
+
+
+def _prepare(loaded: LoadedModel, tokens: list[str], index: int) -> _Prepared:
+    tokens = tokens[: loaded.max_src_len]
+    ex = Example(src=loaded.src_vocab.encode(tokens), trg=[], index=index)
+    if getattr(loaded.model, "uses_copy", False):
+        ex.src_ext, _, ex.src_oov = extend_with_source_oov(tokens, None, loaded.trg_vocab)
+        ex.trg_ext = []
+    return _Prepared(tokens, ex)
+
+
+def _warn_long(n_tokens: int, limit: int, where: str = "the docstring") -> None:
+    warnings.warn(f"{where} has {n_tokens} tokens, more than the model's source limit of {limit}; "
+                  f"only the first {limit} are used.", UserWarning, stacklevel=3)
+
+
+def _output_tokens(ids: Sequence[int], trg_vocab: Vocabulary, src_oov: list[str] | None) -> list[str]:
+    """One token per generated id (copied words for the copy model's extended ids)."""
+    out = []
+    for i in ids:
+        t = ids_to_tokens([int(i)], trg_vocab, src_oov)
+        out.append(t[0] if t else (trg_vocab.itos[i] if 0 <= i < len(trg_vocab) else SPECIALS[UNK]))
+    return out
+
+
+def _decode(loaded: LoadedModel, prepared: Sequence[_Prepared], options: dict):
+    batch = make_batch([p.example for p in prepared]).to(loaded.device)
+    if options.get("syntax_aware") and "trg_vocab" in _DECODE_PARAMS:
+        options = {**options, "trg_vocab": loaded.trg_vocab}
+    return decode_batch(loaded.model, batch, **options)
+
+
+def _fit_max_length(loaded: LoadedModel, options: dict) -> dict:
+    """The Transformer cannot decode past its position table: cap ``max_length`` there, with a warning."""
+    limit = loaded.max_trg_len
+    if limit is not None and options["max_len"] > limit:
+        warnings.warn(f"max_length {options['max_len']} is more than the '{loaded.name}' model can generate "
+                      f"(max_positions={limit}); using {limit}.", UserWarning, stacklevel=3)
+        options = {**options, "max_len": limit}
+    return options
+
+
+# ----------------------------------------------------------------------------------------------- API
+
+def generate_code(docstring: str, model_path: str | os.PathLike, vocab_path: str | os.PathLike | None = None,
+                  max_length: int = 80, device: str | torch.device = "cpu", beam_size: int = 1,
+                  syntax_aware: bool = False) -> str:
+    """Generate the Python source (indented, newline-terminated) of a function described by ``docstring``.
+
+    ``max_length`` caps the generated tokens; ``beam_size`` 1 is greedy decoding.
+    """
+    return generate_with_attention(docstring, model_path, vocab_path, max_length, device, beam_size,
+                                   syntax_aware=syntax_aware).code
+
+
+def generate_with_attention(docstring: str, model_path: str | os.PathLike,
+                            vocab_path: str | os.PathLike | None = None, max_length: int = 80,
+                            device: str | torch.device = "cpu", beam_size: int = 1,
+                            syntax_aware: bool = False) -> AttentionResult:
+    """Like ``generate_code``, also returning the tokens and the attention matrix (see ``AttentionResult``)."""
+    docstring = _check_docstring(docstring)
+    options = _decode_options(beam_size, max_length, syntax_aware)
+    loaded = load_generator(model_path, vocab_path, device)
+    options = _fit_max_length(loaded, options)
+    tokens = _docstring_tokens(docstring)
+    if not tokens:
+        raise ValueError(EMPTY_DOCSTRING)
+    if len(tokens) > loaded.max_src_len:
+        _warn_long(len(tokens), loaded.max_src_len)
+    prep = _prepare(loaded, tokens, 0)
+    hyp = _decode(loaded, [prep], options)
+    out = _output_tokens(hyp.tokens[0], loaded.trg_vocab, prep.example.src_oov)
+    source = ["<SOS>", *prep.tokens, "<EOS>"]
+    attention = None
+    if getattr(loaded.model, "has_attention", False):
+        a = hyp.attention[0] if hyp.attention else None
+        if a is None:  # nothing generated
+            attention = np.zeros((len(out), len(source)), dtype=np.float32)
+        else:
+            attention = a.detach().float().cpu().numpy()[:, : len(source)]
+    return AttentionResult(code=detokenize(out), tokens=out, source_tokens=source, attention=attention,
+                           model=loaded.name,
+                           source_unknown=[False, *(t not in loaded.src_vocab for t in prep.tokens), False])
+
+
+def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,
+                   vocab_path: str | os.PathLike | None = None, max_length: int = 80,
+                   device: str | torch.device = "cpu", beam_size: int = 1, batch_size: int = 64,
+                   syntax_aware: bool = False) -> list[str]:
+    """``generate_code`` for many docstrings, decoded in length-sorted batches; results keep the input order.
+
+    Every docstring is checked before any decoding: a bad one raises naming its index.
+    """
+    if isinstance(docstrings, (str, bytes)) or not isinstance(docstrings, Iterable):
+        raise TypeError("docstrings must be a list of str; for a single docstring use generate_code.")
+    texts = [_check_docstring(d, f"docstring {i}") for i, d in enumerate(list(docstrings))]
+    options = _decode_options(beam_size, max_length, syntax_aware)
+    _check_int("batch_size", batch_size)
+    loaded = load_generator(model_path, vocab_path, device)
+    options = _fit_max_length(loaded, options)
+    if not texts:
+        return []
+    all_tokens = [_docstring_tokens(t) for t in texts]
+    long = [i for i, t in enumerate(all_tokens) if len(t) > loaded.max_src_len]
+    if long:
+        shown = ", ".join(map(str, long[:10])) + (", ..." if len(long) > 10 else "")
+        warnings.warn(f"{len(long)} docstring(s) (index {shown}) have more tokens than the model's source "
+                      f"limit of {loaded.max_src_len}; only the first {loaded.max_src_len} tokens are used.",
+                      UserWarning, stacklevel=2)
+    prepared = [_prepare(loaded, t, i) for i, t in enumerate(all_tokens)]
+    order = sorted(range(len(prepared)), key=lambda i: len(prepared[i].tokens))
+    codes: list[str] = [""] * len(prepared)
+    for start in range(0, len(order), batch_size):
+        chunk = [prepared[i] for i in order[start : start + batch_size]]
+        hyp = _decode(loaded, chunk, options)
+        for k, p in enumerate(chunk):  # decode_batch returns rows in batch order
+            codes[p.example.index] = detokenize(_output_tokens(hyp.tokens[k], loaded.trg_vocab, p.example.src_oov))
+    return codes
+
+
+# ----------------------------------------------------------------------------------------------- plot
+
+def _label(token: str) -> str:
+    """Control characters escaped so that a tick label shows them instead of breaking the text layout."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in token)
+
+
+def plot_attention(result: AttentionResult, path: str | os.PathLike):
+    """Save ``result``'s attention as a heatmap PNG (rows: generated tokens, columns: source tokens).
+
+    Drawn by ``utils.plotting.plot_attention_heatmap``; relative paths resolve against the repository
+    root (like every figure of the project). Returns the matplotlib Figure.
+    """
+    if not isinstance(result, AttentionResult):
+        raise TypeError("plot_attention needs the AttentionResult of generate_with_attention, "
+                        f"got {type(result).__name__}.")
+    if result.attention is None:
+        raise ValueError(f"The '{result.model or 'given'}' model has no attention, so there is no heatmap to plot; "
+                         "use a model with attention (e.g. --model attention).")
+    if result.attention.shape[0] == 0:
+        raise ValueError("The model generated no tokens for this docstring, so there is no attention to plot.")
+    from utils.plotting import plot_attention_heatmap
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph .* missing from")  # emoji, CJK: drawn as boxes
+        return plot_attention_heatmap(result.attention, [_label(t) for t in result.tokens],
+                                      [_label(t) for t in result.source_tokens], project_path(path),
+                                      max_label_chars=30)
