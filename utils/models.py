@@ -512,13 +512,15 @@ class TransformerSeq2Seq(Seq2SeqModel):
         if all(tf):
             return self._decode(trg_in, state)
         # Mixed teacher forcing: the prefix must be built step by step from the model's own outputs.
-        B, T = trg_in.shape
-        inputs = trg_in.clone()
+        T = trg_in.size(1)
+        columns = [trg_in[:, 0]]
         for t in range(T - 1):
-            if not tf[t + 1]:
-                feats, w = self._decode(inputs[:, : t + 1], state)
-                inputs[:, t + 1] = predict(feats[:, -1], t, w[:, -1])
-        return self._decode(inputs, state)
+            if tf[t + 1]:
+                columns.append(trg_in[:, t + 1])
+            else:
+                feats, w = self._decode(torch.stack(columns, 1), state)
+                columns.append(predict(feats[:, -1], t, w[:, -1]))
+        return self._decode(torch.stack(columns, 1), state)
 
 
 MODEL_CLASSES: dict[str, type[Seq2SeqModel]] = {

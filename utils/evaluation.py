@@ -1,0 +1,458 @@
+"""Evaluating trained checkpoints on a split: decoding, the results table, length buckets, attention.
+
+Free-running metrics (BLEU, token accuracy, exact match, syntax validity, ``<UNK>`` rate, copied
+identifiers) are computed by :func:`utils.metrics.evaluate_outputs` on decoded outputs, where the
+model never sees a reference token. Teacher-forced perplexity is a different quantity (every step
+reads the reference prefix) and is computed apart, by :func:`teacher_forced_perplexity`.
+
+The only numbers typed into this module are the original study's published results, returned by
+:func:`study_table` and labelled as quoted literature values.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from utils.batch import encode_pairs
+from utils.checkpoint import load_model
+from utils.config import MODEL_NAMES, resolve_device
+from utils.decoding import decode_examples, ids_to_tokens
+from utils.metrics import (
+    attention_copy_alignment,
+    attention_entropy,
+    evaluate_outputs,
+    is_identifier,
+    length_bucket_table,
+    perplexity,
+)
+from utils.models import Seq2SeqModel
+from utils.paths import project_path
+from utils.tokenizer import detokenize
+from utils.training import evaluate_loss
+from utils.vocabulary import Vocabulary
+
+TRAIN_HINT = "run notebooks/02_train.ipynb (or `make main`) first"
+FLOOR_MODEL = "reference-shuffled (floor)"
+FLOOR_DECODING = "other reference"
+
+# Column names of the results table -> labels for display.
+RESULT_LABELS: dict[str, str] = {
+    "model": "model",
+    "decoding": "decoding",
+    "n": "test examples",
+    "bleu": "BLEU",
+    "bleu_study": "BLEU (study variant, inflated)",
+    "token_accuracy": "token accuracy %",
+    "exact_match": "exact match %",
+    "syntax_valid": "syntax valid %",
+    "unk_rate": "<UNK> in output %",
+    "copied_identifiers": "copied identifiers %",
+    "test_ppl": "test perplexity (teacher-forced)",
+    "decode_seconds": "decode s",
+    "parameters": "parameters",
+    "train_seconds": "training s",
+    "epochs": "epochs run",
+    "best_epoch": "best epoch",
+}
+RESULT_COLUMNS: list[str] = list(RESULT_LABELS)
+
+# The original study's published test-set results. QUOTED LITERATURE VALUES, not computed here.
+_STUDY_RESULTS = [
+    {"model": "rnn", "study_model": "RNN", "bleu": 11.16, "token_accuracy": 19.13, "exact_match": 0.0},
+    {"model": "lstm", "study_model": "LSTM", "bleu": 19.64, "token_accuracy": 18.67, "exact_match": 0.0},
+    {"model": "attention", "study_model": "LSTM + attention", "bleu": 21.26, "token_accuracy": 21.06,
+     "exact_match": 0.0},
+]
+STUDY_SOURCE = "quoted from the original study (published numbers, not reproduced here)"
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    """A trained model with everything its checkpoint carries."""
+
+    name: str
+    model: Seq2SeqModel
+    src_vocab: Vocabulary
+    trg_vocab: Vocabulary
+    checkpoint: dict
+    path: Path
+
+    @property
+    def history(self) -> list[dict]:
+        return list(self.checkpoint.get("history") or [])
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.checkpoint.get("best_epoch")
+
+    @property
+    def training_seconds(self) -> float:
+        """Sum of the recorded epochs' wall time (NaN if the history has none)."""
+        secs = [h["epoch_seconds"] for h in self.history if "epoch_seconds" in h]
+        return float(sum(secs)) if secs else float("nan")
+
+    @property
+    def n_parameters(self) -> int:
+        return self.model.n_parameters()
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    return device if isinstance(device, torch.device) else resolve_device(device)
+
+
+def load_trained(checkpoint_dir: str | Path, models: Sequence[str], device: str | torch.device | None = "auto",
+                 log=print) -> dict[str, LoadedModel]:
+    """Load ``<checkpoint_dir>/<model>_best.pt`` for each model name, in the given order.
+
+    A model without a checkpoint is skipped with a note; if none has one, FileNotFoundError.
+    A checkpoint that exists but cannot be loaded raises (a broken file is not silently ignored).
+    """
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown:
+        raise ValueError(f"Unknown model name(s) {unknown}; choose from {', '.join(MODEL_NAMES)}.")
+    device = _device(device)
+    folder = project_path(checkpoint_dir)
+    loaded: dict[str, LoadedModel] = {}
+    for name in models:
+        path = folder / f"{name}_best.pt"
+        if not path.is_file():
+            log(f"note: no checkpoint for '{name}' at {path}; skipping it.")
+            continue
+        model, src_vocab, trg_vocab, ckpt = load_model(path, device, expected_model=name)
+        loaded[name] = LoadedModel(name, model, src_vocab, trg_vocab, ckpt, path)
+    if not loaded:
+        raise FileNotFoundError(
+            f"No trained checkpoint (<model>_best.pt) for any of {list(models)} in {folder}; {TRAIN_HINT}.")
+    return loaded
+
+
+# -- decoding -----------------------------------------------------------------------------------
+
+def decoding_label(beam_size: int) -> str:
+    """"greedy" for beam size 1, else "beam<k>"."""
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be at least 1, got {beam_size}.")
+    return "greedy" if beam_size == 1 else f"beam{beam_size}"
+
+
+@dataclass
+class DecodedSplit:
+    """One model's outputs on a split, in row order.
+
+    ``attention[i]`` is [len(hypotheses[i]), len(src_tokens[i])]: row t is generated token t, column
+    j is source position j, where ``src_tokens[i]`` = ``<SOS>`` + docstring tokens + ``<EOS>``
+    (the words of the row; ``src_seen[i]`` is the same with the words the encoder read as ``<UNK>``).
+    """
+
+    model: str
+    decoding: str
+    beam_size: int
+    hypotheses: list[list[str]]
+    attention: list[np.ndarray | None]
+    src_tokens: list[list[str]]
+    src_seen: list[list[str]]
+    scores: list[float]
+    seconds: float
+    syntax_aware: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.hypotheses)
+
+    @property
+    def has_attention(self) -> bool:
+        return any(a is not None for a in self.attention)
+
+
+def _decode_kwargs(syntax_aware: bool, trg_vocab: Vocabulary) -> tuple[dict, str | None]:
+    """Pass ``syntax_aware`` (and the target vocabulary it needs) only when ``decode_examples`` accepts it."""
+    params = inspect.signature(decode_examples).parameters
+    if "syntax_aware" in params:
+        kwargs: dict = {"syntax_aware": syntax_aware}
+        if syntax_aware and "trg_vocab" in params:
+            kwargs["trg_vocab"] = trg_vocab
+        return kwargs, None
+    if syntax_aware:
+        return {}, "syntax_aware=True was asked for, but decode_examples does not support it; decoded without it."
+    return {}, None
+
+
+def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, max_len: int = 80,
+                 batch_size: int = 128, device: str | torch.device | None = None, syntax_aware: bool = False,
+                 length_penalty: float = 1.0) -> DecodedSplit:
+    """Decode every row's docstring with ``loaded``'s model (greedy for beam size 1, else beam search)."""
+    label = decoding_label(beam_size)
+    model = loaded.model
+    device = next(model.parameters()).device if device is None else _device(device)
+    model.to(device).eval()
+    examples = encode_pairs(rows, loaded.src_vocab, loaded.trg_vocab, with_copy=model.uses_copy)
+    extra, note = _decode_kwargs(syntax_aware, loaded.trg_vocab)
+    notes = [note] if note else []
+    if note:
+        print(f"note ({loaded.name}): {note}")
+    start = time.perf_counter()
+    if examples:
+        hyp = decode_examples(model, examples, batch_size=batch_size, beam_size=beam_size, max_len=max_len,
+                              length_penalty=length_penalty, device=device, **extra)
+    else:
+        hyp = None
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+
+    hyps, attns, srcs, seen = [], [], [], []
+    for i, (row, ex) in enumerate(zip(rows, examples)):
+        tokens = ids_to_tokens(hyp.tokens[i], loaded.trg_vocab, ex.src_oov)
+        src = ["<SOS>", *row["docstring_tokens"], "<EOS>"]
+        a = hyp.attention[i] if hyp.attention else None
+        if a is not None:
+            a = a.detach().float().cpu().numpy()[:, : len(src)]  # drop the batch's padding columns
+            if a.shape[0] != len(tokens):
+                raise RuntimeError(f"{loaded.name}: attention has {a.shape[0]} rows for {len(tokens)} output tokens.")
+        elif model.has_attention and not tokens:
+            a = np.zeros((0, len(src)))
+        hyps.append(tokens)
+        attns.append(a)
+        srcs.append(src)
+        seen.append(["<SOS>", *loaded.src_vocab.decode(ex.src, strip_special=False), "<EOS>"])
+    scores = list(hyp.scores) if hyp is not None else []
+    return DecodedSplit(loaded.name, label, beam_size, hyps, attns, srcs, seen, scores, seconds,
+                        bool(extra.get("syntax_aware", False)), notes)
+
+
+def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_size: int = 5, max_len: int = 80,
+                  batch_size: int = 128, device: str | torch.device | None = None, syntax_aware: bool = False,
+                  greedy: bool = True, log=print) -> list[DecodedSplit]:
+    """Greedy (if ``greedy``) and beam-``beam_size`` outputs for every model (beam size 1: greedy only)."""
+    sizes = ([1] if greedy else []) + ([beam_size] if beam_size > 1 or not greedy else [])
+    out = []
+    for name, lm in loaded.items():
+        for k in sizes:
+            d = decode_split(lm, rows, beam_size=k, max_len=max_len, batch_size=batch_size, device=device,
+                             syntax_aware=syntax_aware)
+            log(f"{name:>12} {d.decoding:>7}: {len(d)} outputs in {d.seconds:.1f} s")
+            out.append(d)
+    return out
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def teacher_forced_perplexity(loaded: LoadedModel, rows: Sequence[dict], device: str | torch.device | None = None,
+                              batch_size: int = 128) -> float:
+    """exp(mean NLL per target token) with every decoder step reading the reference prefix.
+
+    Not a free-running metric: it says how well the model predicts the next reference token.
+    """
+    model = loaded.model
+    device = next(model.parameters()).device if device is None else _device(device)
+    examples = encode_pairs(rows, loaded.src_vocab, loaded.trg_vocab, with_copy=model.uses_copy)
+    if not examples:
+        return float("nan")
+    return perplexity(evaluate_loss(model.to(device), examples, batch_size, device))
+
+
+def _references(rows: Sequence[dict]) -> tuple[list[list[str]], list[list[str]]]:
+    return [r["code_tokens"] for r in rows], [r["docstring_tokens"] for r in rows]
+
+
+def shuffled_reference_baseline(rows: Sequence[dict], trg_vocab: Vocabulary | None = None) -> dict[str, float]:
+    """Metrics of each reference scored against the next row's reference (the last against the first).
+
+    A floor: the score a "model" gets from boilerplate alone (``def``, ``self``, ``return``, layout).
+    Needs at least two rows (NaN metrics otherwise).
+    """
+    refs, docs = _references(rows)
+    if len(refs) < 2:
+        return {"n": len(refs), **{k: float("nan") for k in ("bleu", "bleu_study", "token_accuracy", "exact_match",
+                                                            "syntax_valid", "unk_rate", "copied_identifiers")}}
+    shifted = refs[1:] + refs[:1]
+    return evaluate_outputs(shifted, refs, docs, trg_vocab)
+
+
+def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedModel], rows: Sequence[dict],
+                  device: str | torch.device | None = None, out_path: str | Path | None = None,
+                  include_floor: bool = True, batch_size: int = 128) -> pd.DataFrame:
+    """One row per (model, decoding), plus the shuffled-reference floor; written as CSV to ``out_path``.
+
+    Columns: :data:`RESULT_COLUMNS` (percentages 0-100; ``test_ppl`` is teacher-forced and the same for
+    every decoding of a model; ``train_seconds`` sums the recorded epochs).
+    """
+    refs, docs = _references(rows)
+    ppl: dict[str, float] = {}
+    records = []
+    for d in decoded:
+        if len(d) != len(rows):
+            raise ValueError(f"{d.model} {d.decoding}: {len(d)} outputs for {len(rows)} rows.")
+        lm = loaded[d.model]
+        if d.model not in ppl:
+            ppl[d.model] = teacher_forced_perplexity(lm, rows, device, batch_size)
+        m = evaluate_outputs(d.hypotheses, refs, docs, lm.trg_vocab)
+        records.append({
+            "model": d.model, "decoding": d.decoding, **m,
+            "test_ppl": ppl[d.model],
+            "decode_seconds": d.seconds,
+            "parameters": lm.n_parameters,
+            "train_seconds": lm.training_seconds,
+            "epochs": len(lm.history),
+            "best_epoch": lm.best_epoch,
+        })
+    if include_floor:
+        vocab = next(iter(loaded.values())).trg_vocab if loaded else None
+        records.append({"model": FLOOR_MODEL, "decoding": FLOOR_DECODING,
+                        **shuffled_reference_baseline(rows, vocab)})
+    table = pd.DataFrame(records).reindex(columns=RESULT_COLUMNS)
+    table["n"] = table["n"].astype("Int64")
+    for col in ("parameters", "epochs", "best_epoch"):
+        table[col] = pd.to_numeric(table[col]).astype("Int64")
+    if out_path is not None:
+        save_csv(table, out_path)
+    return table
+
+
+def study_table() -> pd.DataFrame:
+    """The original study's published test results. QUOTED, not computed: literature values only."""
+    table = pd.DataFrame(_STUDY_RESULTS)
+    table["source"] = STUDY_SOURCE
+    table.attrs["note"] = STUDY_SOURCE
+    return table
+
+
+def study_comparison(results: pd.DataFrame, decoding: str = "greedy") -> pd.DataFrame:
+    """Our ``decoding`` rows beside the study's quoted numbers, for the models the study had."""
+    ours = results[results["decoding"] == decoding].set_index("model")
+    rows = []
+    for s in _STUDY_RESULTS:
+        o = ours.loc[s["model"]] if s["model"] in ours.index else None
+        get = (lambda c: float(o[c])) if o is not None else (lambda c: float("nan"))  # noqa: E731
+        rows.append({
+            "model": s["study_model"],
+            "BLEU (study, quoted)": s["bleu"],
+            "BLEU (ours)": get("bleu"),
+            "BLEU (ours, study variant)": get("bleu_study"),
+            "token accuracy % (study, quoted)": s["token_accuracy"],
+            "token accuracy % (ours)": get("token_accuracy"),
+            "exact match % (study, quoted)": s["exact_match"],
+            "exact match % (ours)": get("exact_match"),
+        })
+    return pd.DataFrame(rows).set_index("model")
+
+
+def length_bucket_results(decoded: Sequence[DecodedSplit], rows: Sequence[dict]) -> pd.DataFrame:
+    """:func:`utils.metrics.length_bucket_table` for every decoded split, stacked (model, decoding first)."""
+    refs, docs = _references(rows)
+    parts = []
+    for d in decoded:
+        t = length_bucket_table(d.hypotheses, refs, docs)
+        t.insert(0, "decoding", d.decoding)
+        t.insert(0, "model", d.model)
+        parts.append(t)
+    if not parts:
+        return pd.DataFrame(columns=["model", "decoding", "bucket", "n_examples", "n_target_tokens", "bleu",
+                                     "token_accuracy", "exact_match", "syntax_valid"])
+    return pd.concat(parts, ignore_index=True)
+
+
+# -- attention ----------------------------------------------------------------------------------
+
+def attention_statistics(decoded: DecodedSplit, rows: Sequence[dict] | None = None) -> dict[str, float]:
+    """Across a split: where attention goes when the model writes an identifier the docstring contains.
+
+    * ``copy_alignment``: % of such output tokens whose most-attended source position holds that
+      same word (``copy_hits`` / ``copy_total``); ``chance_alignment`` is the % a uniformly random
+      source position would give (occurrences of the word / source length, averaged);
+    * ``mean_entropy``: attention entropy in nats, averaged over all generated tokens;
+      ``uniform_entropy`` is the same average for uniform attention (log of the source length).
+    """
+    if not decoded.has_attention:
+        raise ValueError(f"{decoded.model} {decoded.decoding} has no attention weights.")
+    if rows is not None:
+        if len(rows) != len(decoded):
+            raise ValueError(f"{len(decoded)} outputs for {len(rows)} rows.")
+        for r, src in zip(rows, decoded.src_tokens):
+            if list(r["docstring_tokens"]) != src[1:-1]:
+                raise ValueError("The decoded split does not belong to these rows.")
+    hits = total = 0
+    chance = 0.0
+    ent_sum = uni_sum = 0.0
+    steps = n = 0
+    for a, src, out in zip(decoded.attention, decoded.src_tokens, decoded.hypotheses):
+        if a is None:
+            continue
+        n += 1
+        if a.shape[0] == 0:
+            continue
+        h, t = attention_copy_alignment(a, src, out)
+        hits, total = hits + h, total + t
+        for tok in out:
+            if is_identifier(tok) and tok in src:
+                chance += src.count(tok) / len(src)
+        ent_sum += attention_entropy(a) * a.shape[0]
+        uni_sum += math.log(a.shape[1]) * a.shape[0]
+        steps += a.shape[0]
+    return {
+        "model": decoded.model,
+        "decoding": decoded.decoding,
+        "n_outputs": n,
+        "n_tokens": steps,
+        "copy_total": total,
+        "copy_hits": hits,
+        "copy_alignment": 100.0 * hits / total if total else float("nan"),
+        "chance_alignment": 100.0 * chance / total if total else float("nan"),
+        "mean_entropy": ent_sum / steps if steps else float("nan"),
+        "uniform_entropy": uni_sum / steps if steps else float("nan"),
+    }
+
+
+def pick_heatmap_examples(decoded: DecodedSplit, n: int = 4, max_out: int = 30, max_src: int = 25) -> list[int]:
+    """Indices of up to ``n`` outputs small enough to read as a heatmap, preferring ones that write an
+    identifier of the docstring (falling back to any non-empty output)."""
+    fits = [i for i, (h, s, a) in enumerate(zip(decoded.hypotheses, decoded.src_tokens, decoded.attention))
+            if a is not None and 0 < len(h) <= max_out and len(s) <= max_src + 2]
+    copying = [i for i in fits if any(is_identifier(t) and t in decoded.src_tokens[i] for t in decoded.hypotheses[i])]
+    rest = [i for i in fits if i not in set(copying)]
+    chosen = (copying + rest)[:n]
+    if len(chosen) < n:  # nothing small enough: take the shortest non-empty outputs
+        others = sorted((i for i, a in enumerate(decoded.attention) if a is not None and len(decoded.hypotheses[i])
+                         and i not in chosen), key=lambda i: len(decoded.hypotheses[i]))
+        chosen += others[: n - len(chosen)]
+    return chosen
+
+
+def save_csv(table: pd.DataFrame, out_path: str | Path, index: bool = False) -> Path:
+    """Write ``table`` as CSV (folders created; relative paths from the repository root)."""
+    path = project_path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=index)
+    return path
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+def code_block(text: str, language: str = "python") -> str:
+    """A Markdown fenced block that survives backticks inside ``text``."""
+    longest = run = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text.rstrip()}\n{fence}"
+
+
+def render_example(row: dict, hypothesis: Sequence[str], title: str = "") -> str:
+    """Markdown: the docstring, the detokenized output and the detokenized reference."""
+    out = detokenize(list(hypothesis))
+    head = f"**{title}** " if title else ""
+    return (f"{head}`{row.get('func_name', '')}` — *{row.get('summary') or ' '.join(row['docstring_tokens'])}*\n\n"
+            f"Model output:\n\n{code_block(out) if out.strip() else '*(empty output)*'}\n\n"
+            f"Reference:\n\n{code_block(detokenize(list(row['code_tokens'])))}")
