@@ -152,32 +152,19 @@ def test_greedy_equals_model_ids(loaded, rows):
     assert d.hypotheses == [[lm.trg_vocab.itos[i] for i in ids] for ids in hyp.tokens]
 
 
-def test_syntax_aware_is_passed_only_when_supported(loaded, rows, monkeypatch):
-    seen = {}
-
-    def fake(model, examples, batch_size=128, beam_size=1, max_len=80, length_penalty=1.0, device=None,
-             syntax_aware=False, trg_vocab=None):
-        seen["syntax_aware"], seen["trg_vocab"] = syntax_aware, trg_vocab
-        return Hypotheses([[4] for _ in examples], [None] * len(examples), [0.0] * len(examples))
-
-    monkeypatch.setattr(ev, "decode_examples", fake)
-    d = decode_split(loaded["rnn"], rows, syntax_aware=True)
-    assert seen == {"syntax_aware": True, "trg_vocab": loaded["rnn"].trg_vocab} and d.syntax_aware and not d.notes
-
-    def old(model, examples, batch_size=128, beam_size=1, max_len=80, length_penalty=1.0, device=None):
-        return Hypotheses([[4] for _ in examples], [None] * len(examples), [0.0] * len(examples))
-
-    monkeypatch.setattr(ev, "decode_examples", old)
-    d = decode_split(loaded["rnn"], rows, syntax_aware=True)
-    assert not d.syntax_aware and "does not support" in d.notes[0]
-    assert decode_split(loaded["rnn"], rows).notes == []
-
-
 def test_syntax_aware_decoding_runs(loaded, rows):
-    """With the real decoder (which supports it), syntax-aware outputs come back aligned as usual."""
-    d = decode_split(loaded["attention"], rows, beam_size=2, max_len=12, syntax_aware=True)
-    assert len(d) == len(rows) and not d.notes
+    """Syntax-aware outputs come back aligned as usual, labelled, and every one parses."""
+    from utils.metrics import is_valid_syntax
+
+    d = decode_split(loaded["attention"], rows, beam_size=2, max_len=40, syntax_aware=True)
+    assert d.decoding == "beam2+syntax" and d.syntax_aware
     assert all(a.shape == (len(h), len(s)) for a, h, s in zip(d.attention, d.hypotheses, d.src_tokens))
+    assert [h for h in d.hypotheses if not is_valid_syntax(h)] == []
+
+
+def test_decode_models_with_and_without_constraint(loaded, rows):
+    out = decode_models({"rnn": loaded["rnn"]}, rows, beam_size=2, max_len=12, syntax_aware=[False, True], log=lambda s: None)
+    assert [d.decoding for d in out] == ["greedy", "beam2", "greedy+syntax", "beam2+syntax"]
 
 
 def test_teacher_forced_perplexity_matches_model_loss(loaded, rows):
@@ -316,3 +303,4 @@ def test_code_block_and_render_example(rows):
 def test_save_csv_creates_folders(tmp_path):
     path = ev.save_csv(pd.DataFrame({"a": [1, 2]}), tmp_path / "new" / "deeper" / "t.csv")
     assert path.is_file() and pd.read_csv(path)["a"].tolist() == [1, 2]
+

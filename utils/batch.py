@@ -67,18 +67,16 @@ def pad_sequences(seqs: Sequence[Sequence[int]], pad: int = PAD) -> torch.Tensor
 def make_batch(examples: Sequence[Example]) -> Batch:
     """Collate examples: wrap the source in <SOS>/<EOS>, shift the target by one."""
     src = [[SOS] + e.src + [EOS] for e in examples]
-    trg = [[SOS] + e.trg + [EOS] for e in examples]
-    src_t = pad_sequences(src)
-    trg_t = pad_sequences(trg)
     batch = Batch(
-        src=src_t,
+        src=pad_sequences(src),
         src_lengths=torch.tensor([len(s) for s in src], dtype=torch.long),
-        trg_in=trg_t[:, :-1].clone(),  # [B, T]
-        trg_out=trg_t[:, 1:].clone(),  # [B, T]
+        trg_in=pad_sequences([[SOS] + e.trg for e in examples]),   # [B, T]
+        trg_out=pad_sequences([e.trg + [EOS] for e in examples]),  # [B, T]
         indices=[e.index for e in examples],
     )
     if examples and examples[0].src_ext is not None:
-        batch.src_ext = pad_sequences([[SOS] + e.src_ext + [EOS] for e in examples])
+        # <SOS>/<EOS> positions copy onto <PAD>, which is never generated nor scored
+        batch.src_ext = pad_sequences([[PAD] + e.src_ext + [PAD] for e in examples])
         batch.trg_out_ext = pad_sequences([e.trg_ext + [EOS] for e in examples])
         batch.n_oov = max(len(e.src_oov or []) for e in examples)
     return batch

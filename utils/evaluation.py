@@ -10,7 +10,6 @@ The only numbers typed into this module are the original study's published resul
 """
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -138,11 +137,11 @@ def load_trained(checkpoint_dir: str | Path, models: Sequence[str], device: str 
 
 # -- decoding -----------------------------------------------------------------------------------
 
-def decoding_label(beam_size: int) -> str:
-    """"greedy" for beam size 1, else "beam<k>"."""
+def decoding_label(beam_size: int, syntax_aware: bool = False) -> str:
+    """"greedy" for beam size 1, else "beam<k>"; "+syntax" with syntax-aware decoding."""
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}.")
-    return "greedy" if beam_size == 1 else f"beam{beam_size}"
+    return ("greedy" if beam_size == 1 else f"beam{beam_size}") + ("+syntax" if syntax_aware else "")
 
 
 @dataclass
@@ -174,36 +173,20 @@ class DecodedSplit:
         return any(a is not None for a in self.attention)
 
 
-def _decode_kwargs(syntax_aware: bool, trg_vocab: Vocabulary) -> tuple[dict, str | None]:
-    """Pass ``syntax_aware`` (and the target vocabulary it needs) only when ``decode_examples`` accepts it."""
-    params = inspect.signature(decode_examples).parameters
-    if "syntax_aware" in params:
-        kwargs: dict = {"syntax_aware": syntax_aware}
-        if syntax_aware and "trg_vocab" in params:
-            kwargs["trg_vocab"] = trg_vocab
-        return kwargs, None
-    if syntax_aware:
-        return {}, "syntax_aware=True was asked for, but decode_examples does not support it; decoded without it."
-    return {}, None
-
-
 def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, max_len: int = 80,
                  batch_size: int = 128, device: str | torch.device | None = None, syntax_aware: bool = False,
                  length_penalty: float = 1.0) -> DecodedSplit:
     """Decode every row's docstring with ``loaded``'s model (greedy for beam size 1, else beam search)."""
-    label = decoding_label(beam_size)
+    label = decoding_label(beam_size, syntax_aware)
     model = loaded.model
     device = next(model.parameters()).device if device is None else _device(device)
     model.to(device).eval()
     examples = encode_pairs(rows, loaded.src_vocab, loaded.trg_vocab, with_copy=model.uses_copy)
-    extra, note = _decode_kwargs(syntax_aware, loaded.trg_vocab)
-    notes = [note] if note else []
-    if note:
-        print(f"note ({loaded.name}): {note}")
     start = time.perf_counter()
     if examples:
         hyp = decode_examples(model, examples, batch_size=batch_size, beam_size=beam_size, max_len=max_len,
-                              length_penalty=length_penalty, device=device, **extra)
+                              length_penalty=length_penalty, device=device, syntax_aware=syntax_aware,
+                              trg_vocab=loaded.trg_vocab)
     else:
         hyp = None
     if device.type == "cuda":
@@ -226,20 +209,23 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
         srcs.append(src)
         seen.append(["<SOS>", *loaded.src_vocab.decode(ex.src, strip_special=False), "<EOS>"])
     scores = list(hyp.scores) if hyp is not None else []
-    return DecodedSplit(loaded.name, label, beam_size, hyps, attns, srcs, seen, scores, seconds,
-                        bool(extra.get("syntax_aware", False)), notes)
+    return DecodedSplit(loaded.name, label, beam_size, hyps, attns, srcs, seen, scores, seconds, syntax_aware)
 
 
 def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_size: int = 5, max_len: int = 80,
-                  batch_size: int = 128, device: str | torch.device | None = None, syntax_aware: bool = False,
-                  greedy: bool = True, log=print) -> list[DecodedSplit]:
-    """Greedy (if ``greedy``) and beam-``beam_size`` outputs for every model (beam size 1: greedy only)."""
+                  batch_size: int = 128, device: str | torch.device | None = None,
+                  syntax_aware: bool | Sequence[bool] = False, greedy: bool = True, log=print) -> list[DecodedSplit]:
+    """Greedy (if ``greedy``) and beam-``beam_size`` outputs for every model (beam size 1: greedy only).
+
+    ``syntax_aware`` may list both settings (``[False, True]``) to decode with and without the constraint.
+    """
     sizes = ([1] if greedy else []) + ([beam_size] if beam_size > 1 or not greedy else [])
+    modes = [syntax_aware] if isinstance(syntax_aware, bool) else list(syntax_aware)
     out = []
     for name, lm in loaded.items():
-        for k in sizes:
+        for k, mode in ((k, m) for m in modes for k in sizes):
             d = decode_split(lm, rows, beam_size=k, max_len=max_len, batch_size=batch_size, device=device,
-                             syntax_aware=syntax_aware)
+                             syntax_aware=mode)
             log(f"{name:>12} {d.decoding:>7}: {len(d)} outputs in {d.seconds:.1f} s")
             out.append(d)
     return out

@@ -472,6 +472,10 @@ class TransformerSeq2Seq(Seq2SeqModel):
             raise ValueError(f"hidden_dim ({d}) must be divisible by n_heads ({c.n_heads}).")
         self.src_embedding = nn.Embedding(c.src_vocab_size, d, padding_idx=PAD)
         self.trg_embedding = nn.Embedding(c.trg_vocab_size, d, padding_idx=PAD)
+        for emb in (self.src_embedding, self.trg_embedding):  # N(0, 1/d): scaled by sqrt(d), unit size
+            nn.init.normal_(emb.weight, 0.0, d ** -0.5)
+            with torch.no_grad():
+                emb.weight[PAD].zero_()
         self.register_buffer("positions", sinusoidal_positions(c.max_positions, d), persistent=False)
         layer = nn.TransformerEncoderLayer(d, c.n_heads, c.ff_dim, c.dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, c.num_layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)

@@ -44,8 +44,18 @@ NOT_AT_LINE_START = CLOSE | {",", ".", ":", "=", "->", "!=", "==", "<", ">", "<=
                              "|", "&", "^", "<<", ">>", "and", "or", "in", "is", "as", ";"}
 # block continuations: only right after a block closed
 CONTINUATIONS = {"elif", "else", "except", "finally"}
+# keywords that only start a statement (mid-line they are always an error)
+STATEMENT_ONLY = {"def", "class", "return", "pass", "break", "continue", "raise", "import", "global",
+                  "nonlocal", "del", "assert", "while", "try", "except", "finally", "elif", "with", "async"}
+# operators that need a left operand (binary, or keyword used as one mid-line)
+NEEDS_LEFT = {"=", "==", "!=", "<", ">", "<=", ">=", "+=", "-=", "*=", "/=", "//=", "%=", "**=", "|=", "&=",
+              "^=", "<<=", ">>=", "@=", "/", "//", "%", "|", "&", "^", "<<", ">>", "and", "or", "in", "is",
+              "if", "else", "for", "as", ",", ".", ":=", "->"}
+AUGMENTED = {"+=", "-=", "*=", "/=", "//=", "%=", "**=", "|=", "&=", "^=", "<<=", ">>=", "@="}
+# after these only the end of the line may follow
+LINE_ENDERS = {"pass", "break", "continue"}
 # categories of the previous token
-START, NAME, NUMBER, STRING, CLOSE_C, OPEN_C, DOT, OPERATOR, COLON, COMMA, KEYWORD, LINE = range(12)
+START, NAME, NUMBER, STRING, CLOSE_C, OPEN_C, DOT, OPERATOR, COLON, COMMA, KEYWORD, LINE, SPECIAL = range(13)
 
 
 def _category(tok: str) -> int:
@@ -63,7 +73,7 @@ def _category(tok: str) -> int:
         return COMMA
     if tok in NEEDS_OPERAND:
         return OPERATOR
-    if tok in ATOM_KEYWORDS:
+    if tok in ATOM_KEYWORDS or tok == "...":
         return NAME
     if keyword.iskeyword(tok):
         return KEYWORD
@@ -73,7 +83,12 @@ def _category(tok: str) -> int:
         return NUMBER
     if tok[-1:] in ("'", '"'):
         return STRING
-    return OPERATOR if tok not in ("<UNK>", "<PAD>", "<SOS>", "<EOS>") else KEYWORD
+    return SPECIAL if tok in ("<UNK>", "<PAD>", "<SOS>", "<EOS>") else OPERATOR
+
+
+def def_params(s: "SyntaxState") -> bool:
+    """Directly inside the parameter list of a def."""
+    return s.line_first in ("def", "async") and s.stack == (")",)
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,13 @@ class SyntaxState:
     lambdas: int = 0          # lambdas on this line still waiting for their ':'
     after_decorator: bool = False
     def_stage: int = 0        # 1 after 'def'/'class' (a name must follow), 2 after that name ('(' must follow)
+    param_part: int = 0       # in a def's parameters: 0 name, 1 annotation, 2 default value
+    param_stars: int = 0      # 1 once '*' was used, 2 once '**' was used (it must come last)
+    line_tokens: int = 0      # tokens on this line so far (capped at 2)
+    ternaries: int = 0        # mid-line 'if's waiting for their 'else'
+    assign_ok: bool = False   # the line so far is an assignment target (names, attributes, subscripts)
+    kwarg_ok: bool = False    # inside a call, right after `(name` or `, name`: '=' may follow
+    arg_start: bool = False   # inside a call, right after '(' or ','
 
 
 class PythonSyntaxConstraint:
@@ -118,7 +140,8 @@ class PythonSyntaxConstraint:
         if tok == NEWLINE:
             return replace(s, prev=LINE, prev_tok=tok, line_start=True, await_indent=s.prev == COLON,
                            line_compound=False, line_colon=False, lines=s.lines + 1, steps=steps,
-                           after_decorator=s.line_first == "@", line_first="", lambdas=0)
+                           after_decorator=s.line_first == "@", line_first="", lambdas=0, param_part=0,
+                           param_stars=0, line_tokens=0)
         if tok == INDENT:
             return replace(s, prev=LINE, prev_tok=tok, line_start=True, await_indent=False,
                            depth=s.depth + 1, steps=steps)
@@ -130,31 +153,60 @@ class PythonSyntaxConstraint:
         elif tok in CLOSE and stack:
             stack = stack[:-1]
         compound = s.line_compound if not s.line_start else tok in COMPOUND
+        ternaries = 0 if s.line_start else s.ternaries
+        if tok == "if" and not s.line_start:
+            ternaries += 1
+        elif tok == "else" and not s.line_start and ternaries:
+            ternaries -= 1
+        target = (cat == NAME and tok not in ATOM_KEYWORDS) or tok in (".", ",", "*", ":") or tok in OPEN \
+            or tok in CLOSE
+        assign_ok = (target and (s.line_start or s.assign_ok)) if not s.stack or s.line_start else s.assign_ok
+        if stack and not s.line_start:
+            assign_ok = s.assign_ok if s.stack else assign_ok
+        arg_start = bool(stack) and stack[-1] == ")" and (tok in ("(", ","))
+        kwarg_ok = s.arg_start and cat == NAME and tok not in ATOM_KEYWORDS and bool(stack) and stack[-1] == ")"
         lambdas = s.lambdas + (tok == "lambda") - (tok == ":" and s.lambdas > 0)
         colon = s.line_colon or (tok == ":" and not s.stack and s.lambdas == 0)
         def_stage = 1 if tok in ("def", "class") else (2 if s.def_stage == 1 else 0)
+        param_part = s.param_part
+        if def_params(s):
+            param_part = {",": 0, ":": 1, "=": 2}.get(tok, param_part)
+        param_stars = {"*": max(s.param_stars, 1), "**": 2}.get(tok, s.param_stars) if def_params(s) else \
+            (s.param_stars if s.line_first in ("def", "async") else 0)
         return replace(s, stack=stack, prev=cat, prev_tok=tok, line_start=False, line_compound=compound,
                        line_colon=colon, steps=steps, line_first=tok if s.line_start else s.line_first,
                        lambdas=lambdas, after_decorator=False if s.line_start else s.after_decorator,
-                       def_stage=def_stage)
+                       def_stage=def_stage, param_part=param_part,
+                       param_stars=param_stars, line_tokens=min(s.line_tokens + 1, 2) if not s.line_start else 1,
+                       ternaries=ternaries, assign_ok=assign_ok and tok != "=", kwarg_ok=kwarg_ok,
+                       arg_start=arg_start)
 
     # -- masks -----------------------------------------------------------------------------
     def _min_to_finish(self, s: SyntaxState) -> int:
+        """Tokens still needed for a complete program (the cut at max_len needs no <EOS>)."""
         if s.await_indent:
-            return 4  # INDENT pass NEWLINE EOS
-        return len(s.stack) + (0 if s.line_start else 1) + 1
+            return 3  # INDENT pass NEWLINE
+        need = len(s.stack) + (0 if s.line_start else 1)
+        if s.line_compound and not s.line_colon and not s.line_start:
+            need += 4  # ':' then NEWLINE INDENT pass NEWLINE (NEWLINE counted above)
+        if s.prev_tok == INDENT:
+            need += 2  # pass NEWLINE
+        return need
 
     def _key(self, s: SyntaxState, remaining: int) -> tuple:
         closing = remaining <= self._min_to_finish(s) + 1
-        specific = s.prev in (OPERATOR, KEYWORD, COLON) or s.prev_tok in (INDENT, DEDENT)
+        specific = s.prev not in (NAME, NUMBER, STRING)
+        prev_bytes = s.prev == STRING and "b" in s.prev_tok.split("'")[0].split('"')[0].lower()
         return (s.stack[-1] if s.stack else None, bool(s.stack), s.prev, s.prev_tok if specific else "",
                 s.line_start, s.await_indent, s.depth > 0, s.line_compound, s.line_colon, s.lines > 0,
                 s.steps == 0, closing, s.line_first in ("def", "async"), s.lambdas > 0, s.after_decorator,
-                s.def_stage)
+                s.def_stage, s.line_first == "from", def_params(s) and s.param_part + 1, s.param_stars, s.line_tokens,
+                s.ternaries > 0, s.assign_ok, s.kwarg_ok, prev_bytes)
 
     def _build(self, key: tuple) -> tuple[Tensor, bool]:
         (top, in_brackets, prev, prev_tok, line_start, await_indent, in_block, compound, colon,
-         has_line, first, closing, def_line, in_lambda, after_decorator, def_stage) = key
+         has_line, first, closing, def_line, in_lambda, after_decorator, def_stage, from_line, params, stars, line_tokens,
+         ternary_open, assign_ok, kwarg_ok, prev_bytes) = key
         allowed = torch.zeros(self.V, dtype=torch.bool)
         ids = self.ids
 
@@ -173,6 +225,9 @@ class PythonSyntaxConstraint:
         if after_decorator and line_start:
             allow("def", "async", "@")
             return allowed, False
+        if prev_tok == "async":
+            allow("def", *(("for", "with") if has_line else ()))
+            return allowed, False
         if def_stage == 1:  # the name of a def or class
             for i, c in enumerate(self.cat):
                 allowed[i] = c == NAME and self.vocab.itos[i] not in ATOM_KEYWORDS
@@ -182,11 +237,11 @@ class PythonSyntaxConstraint:
             return allowed, False
         if line_start:
             for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
-                if c != LINE and tok not in NOT_AT_LINE_START and (tok not in CONTINUATIONS or prev_tok == DEDENT):
+                if c not in (LINE, SPECIAL) and tok not in NOT_AT_LINE_START and (tok not in CONTINUATIONS or prev_tok == DEDENT):
                     allowed[i] = True
             if in_block and prev_tok != INDENT:
                 allow(DEDENT)
-            if has_line:
+            if has_line and prev_tok != INDENT:
                 allowed[EOS] = True
             name_ok = True
         else:
@@ -210,16 +265,85 @@ class PythonSyntaxConstraint:
                     allowed[i] = False
                 elif c == STRING and prev in (NAME, NUMBER, CLOSE_C):
                     allowed[i] = False
-            if ":" in ids:  # ':' ends a compound header or a lambda, or sits in a slice or dict
-                allowed[ids[":"]] = (in_lambda or top in ("]", "}") or (not in_brackets and compound and not colon)) \
-                    and not needs_operand
+            if ":" in ids:  # ':' ends a compound header or a lambda, sits in a slice or dict, or annotates
+                annotation = not in_brackets and line_tokens == 1 and prev == NAME
+                allowed[ids[":"]] = ((in_lambda or top in ("]", "}") or annotation
+                                      or (not in_brackets and compound and not colon)) and not needs_operand) \
+                    or prev_tok in ("lambda", "except")
             if "->" in ids:  # only after a def's closing parenthesis
                 allowed[ids["->"]] = def_line and not in_brackets and prev == CLOSE_C and not colon
+            operand_before_left = prev in (NAME, NUMBER, STRING, CLOSE_C)
+            one_liner = prev == COLON and compound and not in_brackets  # `if x: return y`
+            for i, tok in enumerate(self.vocab.itos):
+                if tok in STATEMENT_ONLY:
+                    allowed[i] = (tok == "import" and from_line) or (tok == "def" and prev_tok == "async") \
+                        or (one_liner and tok not in ("def", "class", "elif", "except", "finally"))
+                elif tok in NEEDS_LEFT and not operand_before_left:
+                    allowed[i] = (tok == "in" and prev_tok == "not") or (tok == "," and prev_tok in ("*", "/")) \
+                        or (tok == "." and from_line) or (tok == "," and prev == COLON and top == "]")
+            if "else" in ids and not ternary_open:
+                allowed[ids["else"]] = False
+            if "=" in ids and not params:  # assignment to a target, or a keyword argument
+                allowed[ids["="]] = (assign_ok and not in_brackets) or kwarg_ok
+            for aug in AUGMENTED:
+                if aug in ids:
+                    allowed[ids[aug]] = assign_ok and not in_brackets and operand_before_left
+            if operand_before_left:  # after an operand only a keyword that continues the expression
+                for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
+                    if keyword.iskeyword(tok) and tok not in ATOM_KEYWORDS and (
+                            tok not in NEEDS_LEFT | {"not", "from"} or (tok == "for" and not in_brackets)):
+                        allowed[i] = False
+            if prev == STRING:  # implicit concatenation only of strings of one kind
+                for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
+                    if c == STRING and ("b" in tok.split("'")[0].split('"')[0].lower()) != prev_bytes:
+                        allowed[i] = False
+            if prev_tok in LINE_ENDERS:
+                allowed[:] = False
+                if NEWLINE in ids:
+                    allowed[ids[NEWLINE]] = True
+                name_ok = False
             if prev == DOT:  # only an attribute name may follow '.'
                 keep = torch.tensor([c == NAME and self.vocab.itos[i] not in ATOM_KEYWORDS
                                      for i, c in enumerate(self.cat)])
                 allowed &= keep
                 name_ok = True
+            if params:  # a parameter list: names, '*', '**', defaults and annotations
+                plain_names = [c == NAME and t not in ATOM_KEYWORDS and t != "..." for t, c in
+                               zip(self.vocab.itos, self.cat)]
+                if prev in (OPEN_C, COMMA) or prev_tok in ("*", "**"):
+                    allowed = torch.tensor(plain_names)
+                    name_ok = True
+                    if prev in (OPEN_C, COMMA):
+                        allow(")", *(("*",) if stars == 0 else ()), *(("**",) if stars < 2 else ()))
+                        if prev == COMMA and stars == 0:
+                            allow("/")
+                        if stars == 2:  # nothing may follow **kwargs
+                            allowed = torch.zeros_like(allowed)
+                            allow(")")
+                            name_ok = False
+                    elif prev_tok == "*":
+                        allow(",")
+                elif prev_tok == "/":
+                    allowed = torch.zeros_like(allowed)
+                    allow(",", ")")
+                    name_ok = False
+                elif prev == NAME and params == 1:  # right after a parameter's name
+                    allowed = torch.zeros_like(allowed)
+                    allow(",", "=", ")", ":")
+                    name_ok = False
+                else:  # inside an annotation or a default value
+                    if ":" in ids:
+                        allowed[ids[":"]] = False
+                    if "=" in ids and params == 3:
+                        allowed[ids["="]] = False
+                    if prev in (COLON, OPERATOR):
+                        allow_none = [t for t in (",", ")") if t in ids]
+                        for t in allow_none:
+                            allowed[ids[t]] = False
+            if def_line and not in_brackets and prev_tok == ")" and not colon:  # def f(...) then ':' or '->'
+                allowed = torch.zeros_like(allowed)
+                allow(":", "->")
+                name_ok = False
             if closing:
                 # near max_len: finish the program rather than open anything new
                 finish = torch.zeros_like(allowed)
@@ -227,11 +351,17 @@ class PythonSyntaxConstraint:
                     finish[ids[top]] = True
                 if NEWLINE in ids and nl_ok:
                     finish[ids[NEWLINE]] = True
+                if ":" in ids and compound and not colon and not in_brackets and not needs_operand:
+                    finish[ids[":"]] = True
                 if finish.any():
                     allowed, name_ok = finish, False
         for t in (PAD, SOS, UNK):
             allowed[t] = False
-        if line_start and closing and has_line and not in_brackets:
+        if line_start and closing and prev_tok == INDENT:  # a block must hold a statement
+            allowed = torch.zeros_like(allowed)
+            allow("pass")
+            name_ok = False
+        elif line_start and closing and has_line and not in_brackets:
             allowed = torch.zeros_like(allowed)
             allowed[EOS] = True
             name_ok = False

@@ -133,7 +133,8 @@ def train_model(
         history = list(ckpt["history"])
         start_epoch, best_val, best_epoch = ckpt["epoch"], ckpt["best_val"], ckpt["best_epoch"]
         bad_epochs, finished = ckpt["bad_epochs"], ckpt["finished"]
-        finished = finished or start_epoch >= config.epochs
+        # a run that reached its epoch limit continues when more epochs are asked for now
+        finished = bad_epochs >= config.patience or start_epoch >= config.epochs
         notes.append(f"resumed from {last_path} after epoch {start_epoch}")
         log(f"[{config.model}] resuming after epoch {start_epoch} ({last_path})")
 

@@ -1,0 +1,60 @@
+"""The benchmark script runs and reports; synthetic data obeys its advertised length ranges.
+Speed itself is not asserted (it depends on the machine and its load)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from utils.benchmark import synthetic_examples, train_macs
+from utils.config import Seq2SeqConfig
+from utils.paths import REPO_ROOT
+
+
+def test_benchmark_cli_prints_one_json_line_per_model() -> None:
+    cmd = [sys.executable, "-m", "utils.benchmark", "--synthetic", "--model", "rnn", "--model", "transformer",
+           "--batches", "2", "--batch-size", "8", "--src-vocab", "50", "--trg-vocab", "60", "--threads", "1"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert [r["model"] for r in records] == ["rnn", "transformer"]
+    for r in records:
+        assert r["train_target_tokens_per_s"] > 0 and r["seconds_per_batch"] > 0
+        assert r["batches"] == 2 and r["batch_size"] == 8 and r["data"] == "synthetic"
+        assert r["parameters"] > 0
+    # the recurrent models are also timed against the straightforward reference
+    assert records[0]["reference_seconds_per_batch"] > 0 and records[0]["speedup_vs_reference"] > 0
+    assert "reference_seconds_per_batch" not in records[1]
+
+
+def test_benchmark_cli_rejects_bad_arguments() -> None:
+    proc = subprocess.run([sys.executable, "-m", "utils.benchmark", "--batches", "0"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--batches and --batch-size must be at least 1" in proc.stderr
+
+
+def test_synthetic_examples_lengths_and_ids() -> None:
+    examples = synthetic_examples(3000, src_vocab=50, trg_vocab=60, seed=0)
+    src_lens = [len(e.src) + 2 for e in examples]  # + <SOS>/<EOS>
+    trg_lens = [len(e.trg) + 2 for e in examples]
+    assert min(src_lens) == 5 and max(src_lens) == 52
+    assert min(trg_lens) == 10 and max(trg_lens) == 82
+    assert all(4 <= t < 50 for e in examples for t in e.src)  # no specials, inside the vocabulary
+    assert all(4 <= t < 60 for e in examples for t in e.trg)
+    assert [e.index for e in examples] == list(range(3000))
+    again = synthetic_examples(3000, src_vocab=50, trg_vocab=60, seed=0)
+    assert [(e.src, e.trg) for e in again] == [(e.src, e.trg) for e in examples]
+    other = synthetic_examples(3000, src_vocab=50, trg_vocab=60, seed=1)
+    assert [(e.src, e.trg) for e in other] != [(e.src, e.trg) for e in examples]
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm", "attention", "copy", "transformer"])
+def test_train_macs_grow_with_tokens(model) -> None:
+    cfg = Seq2SeqConfig(model=model, src_vocab_size=100, trg_vocab_size=200)
+    small, big = train_macs(cfg, 100, 100, 10.0), train_macs(cfg, 200, 200, 10.0)
+    assert 0 < small < big
+    assert big == pytest.approx(2 * small, rel=0.05)

@@ -1,0 +1,181 @@
+"""Checkpoints: save -> load round trip, atomic writes, and one clear CheckpointError per problem."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils.batch import make_batch
+from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_model, save_checkpoint
+from utils.models import MODEL_CLASSES, build_model
+from utils.vocabulary import SPECIALS, Vocabulary
+
+MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / "seq2seq_test_checkpoint_code_ran"
+
+
+def _touch_marker(path: str) -> None:  # what a malicious pickle would run
+    Path(path).write_text("executed")
+
+
+class Payload:
+    """An arbitrary object: not on torch's weights_only allow-list."""
+
+    def __reduce__(self):
+        return (_touch_marker, (str(MARKER),))
+
+
+@pytest.fixture()
+def saved(tmp_path, tiny_config, toy_vocab):
+    """An 'rnn' checkpoint with a two-epoch history, and its model."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config("rnn")).eval()
+    path = save_checkpoint(tmp_path / "rnn_best.pt", model, toy_vocab, toy_vocab,
+                           history=[{"epoch": 1, "val_loss": 2.0}, {"epoch": 2, "val_loss": 1.5}], best_epoch=2)
+    return path, model
+
+
+@pytest.mark.parametrize("name", list(MODEL_CLASSES))
+def test_save_load_round_trip_gives_identical_outputs(name, tmp_path, tiny_config, toy_vocab, toy_examples) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_config(name, num_layers=2)).eval()
+    path = save_checkpoint(tmp_path / f"{name}.pt", model, toy_vocab, toy_vocab, history=[{"epoch": 1}], epoch=1)
+    assert path == tmp_path / f"{name}.pt"
+    assert not list(tmp_path.glob("*.tmp"))  # atomic: the temporary file was renamed
+    loaded, sv, tv, ckpt = load_model(path, expected_model=name, src_vocab=toy_vocab, trg_vocab=toy_vocab)
+    assert type(loaded) is type(model)
+    assert not loaded.training  # rebuilt in eval mode
+    assert sv == tv == toy_vocab
+    assert loaded.config == model.config
+    assert ckpt["format"] == FORMAT and ckpt["history"] == [{"epoch": 1}] and ckpt["epoch"] == 1
+    batch = make_batch(toy_examples(5, seed=1))
+    with torch.no_grad():
+        args = (batch.src, batch.src_lengths, batch.trg_in, 1.0, None, batch.src_ext, batch.n_oov)
+        assert torch.equal(model(*args)[0], loaded(*args)[0])
+
+
+def test_save_keeps_the_old_file_when_writing_fails(saved, monkeypatch, tiny_config, toy_vocab) -> None:
+    path, model = saved
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, toy_vocab, toy_vocab)
+    assert path.read_bytes() == before  # the previous checkpoint is intact
+    monkeypatch.undo()
+    assert load_checkpoint(path)["history"][-1]["epoch"] == 2
+
+
+def test_missing_file(tmp_path) -> None:
+    path = tmp_path / "nothing_here.pt"
+    with pytest.raises(CheckpointError, match="does not exist") as err:
+        load_model(path)
+    assert str(path) in str(err.value)
+    assert "train one" in str(err.value)  # says how to get one
+
+
+def _assert_unreadable(path: Path) -> None:
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert "cannot be read" in msg and "not a checkpoint of this project" in msg
+
+
+def test_truncated_file(saved) -> None:
+    path, _ = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _assert_unreadable(path)
+
+
+def test_random_bytes(tmp_path) -> None:
+    path = tmp_path / "noise.pt"
+    path.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
+                                   dtype=torch.uint8).numpy().tobytes())
+    _assert_unreadable(path)
+
+
+def test_empty_file(tmp_path) -> None:
+    path = tmp_path / "empty.pt"
+    path.write_bytes(b"")
+    _assert_unreadable(path)
+
+
+def test_json_renamed_pt(tmp_path, toy_vocab) -> None:
+    path = tmp_path / "vocab.pt"
+    path.write_text(json.dumps(toy_vocab.to_dict()))
+    _assert_unreadable(path)
+
+
+def test_torch_file_without_marker(tmp_path) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match=f"is not a checkpoint of this project.*{FORMAT}") as err:
+        load_model(path)
+    assert str(path) in str(err.value)
+
+
+def test_incomplete_checkpoint(tmp_path) -> None:
+    path = tmp_path / "partial.pt"
+    torch.save({"format": FORMAT, "config": {}}, path)
+    with pytest.raises(CheckpointError, match="lacks model_state, src_vocab, trg_vocab") as err:
+        load_model(path)
+    assert str(path) in str(err.value)
+
+
+def test_arbitrary_pickled_object_is_rejected_not_executed(tmp_path) -> None:
+    MARKER.unlink(missing_ok=True)
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "x": Payload()}, path)
+    assert not MARKER.exists()  # saving does not run it
+    try:
+        with pytest.raises(CheckpointError, match="cannot be read") as err:
+            load_model(path)
+        assert str(path) in str(err.value)
+        assert not MARKER.exists()  # weights_only refused to call _touch_marker
+    finally:
+        MARKER.unlink(missing_ok=True)
+
+
+def test_other_model_type(saved) -> None:
+    path, _ = saved
+    with pytest.raises(CheckpointError, match="holds a 'rnn' model, not 'lstm'") as err:
+        load_model(path, expected_model="lstm")
+    assert str(path) in str(err.value)
+
+
+def test_different_vocabulary(saved, toy_vocab) -> None:
+    path, _ = saved
+    other = Vocabulary(SPECIALS + [f"x{i}" for i in range(12)])  # same size, other words
+    with pytest.raises(CheckpointError, match="different target vocabulary") as err:
+        load_model(path, trg_vocab=other)
+    assert str(path) in str(err.value)
+    bigger = Vocabulary(toy_vocab.itos + ["extra"])
+    with pytest.raises(CheckpointError, match=r"different source vocabulary \(16 tokens\).*\(17 tokens\)"):
+        load_model(path, src_vocab=bigger)
+
+
+def test_weights_that_do_not_fit(saved) -> None:
+    path, _ = saved
+    ckpt = load_checkpoint(path)
+    ckpt["config"]["hidden_dim"] = 64  # the stored weights are 32 wide
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="weights do not fit a 'rnn' model") as err:
+        load_model(path)
+    assert str(path) in str(err.value)
+
+
+def test_vocabulary_does_not_match_config(saved) -> None:
+    path, _ = saved
+    ckpt = load_checkpoint(path)
+    ckpt["trg_vocab"] = ckpt["trg_vocab"] + ["extra"]
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="vocabularies do not match its configuration"):
+        load_model(path)
