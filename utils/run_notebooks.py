@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         dst = out / src.name
         print(f"== {src.name} -> {dst}", flush=True)
         start = time.perf_counter()
-        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=args.kernel,
+        accepted = pm.inspect_notebook(str(src))  # pass each notebook only the parameters it declares
+        pm.execute_notebook(str(src), str(dst), parameters={k: v for k, v in params.items() if k in accepted},
+                            kernel_name=args.kernel,
                             prepare_only=args.prepare_only, log_output=not args.prepare_only,
                             progress_bar=False, cwd=str(project_path(".")))
         timings[src.name] = round(time.perf_counter() - start, 1)
