@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import papermill as pm
+
+    # papermill streams each cell's output through its logger: show it, so progress is visible
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("papermill").setLevel(logging.INFO)
+    for noisy in ("traitlets", "asyncio", "blib2to3", "nbconvert"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     try:
         params = load_params(args.params)
