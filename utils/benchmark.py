@@ -30,8 +30,11 @@ def synthetic_examples(n: int, src_vocab: int, trg_vocab: int, seed: int = 0) ->
     out = []
     for i in range(n):
         s, t = rng.randint(5, 52) - 2, rng.randint(10, 82) - 2
-        out.append(Example(src=[rng.randrange(4, src_vocab) for _ in range(s)],
-                           trg=[rng.randrange(4, trg_vocab) for _ in range(t)], index=i))
+        src = [rng.randrange(4, src_vocab) for _ in range(s)]
+        trg = [rng.randrange(4, trg_vocab) for _ in range(t)]
+        # the copy model's extended ids: source ids read as target ids (same shapes, no OOV)
+        out.append(Example(src=src, trg=trg, index=i, src_oov=[],
+                           src_ext=[min(x, trg_vocab - 1) for x in src], trg_ext=trg))
     return out
 
 
@@ -164,7 +167,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         src_vocab, trg_vocab = load_vocabs(args.data_dir)
         n_src, n_trg = len(src_vocab), len(trg_vocab)
         train_rows = load_split(args.data_dir, "train")
-        base_examples = encode_pairs(train_rows, src_vocab, trg_vocab)
+        base_examples = encode_pairs(train_rows, src_vocab, trg_vocab, with_copy=True)
         random.Random(0).shuffle(base_examples)
     else:
         n_src, n_trg = args.src_vocab, args.trg_vocab
