@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from utils.batch import Batch
 from utils.config import Seq2SeqConfig
-from utils.vocabulary import PAD, SOS, UNK
+from utils.vocabulary import PAD, UNK
 
 Hidden = Tensor | tuple[Tensor, Tensor]
 
@@ -75,6 +75,12 @@ def _rnn_class(cell: str) -> type[nn.RNNBase]:
 
 def _target_lengths(trg_in: Tensor) -> Tensor:
     return (trg_in != PAD).sum(1)  # [B]
+
+
+def _active_rows(trg_in: Tensor) -> list[int]:
+    """For rows sorted by target length: how many rows are still decoding at each step t."""
+    T = trg_in.size(1)
+    return (_target_lengths(trg_in).unsqueeze(1) > torch.arange(T, device=trg_in.device)).sum(0).tolist()
 
 
 class Seq2SeqModel(nn.Module):
@@ -210,7 +216,7 @@ class RecurrentSeq2Seq(Seq2SeqModel):
 
     def _run_decoder(self, state, trg_in, tf, predict):
         B, T = trg_in.shape
-        active = (_target_lengths(trg_in).unsqueeze(1) > torch.arange(T, device=trg_in.device)).sum(0).tolist()
+        active = _active_rows(trg_in)
         emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
         # A segment runs from a step whose input is a prediction up to the next such step, so the
         # whole segment goes through the (C++) multi-step RNN in one call.
@@ -348,7 +354,7 @@ class AttentionSeq2Seq(Seq2SeqModel):
 
     def _run_decoder(self, state, trg_in, tf, predict):
         B, T = trg_in.shape
-        active = (_target_lengths(trg_in).unsqueeze(1) > torch.arange(T, device=trg_in.device)).sum(0).tolist()
+        active = _active_rows(trg_in)
         emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
         gates_all = self._emb_gates(emb_all)                # [B, T, 4H]: one product for all steps
         hidden = state.hidden

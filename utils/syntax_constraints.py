@@ -272,13 +272,12 @@ class PythonSyntaxConstraint:
                     or prev_tok in ("lambda", "except")
             if "->" in ids:  # only after a def's closing parenthesis
                 allowed[ids["->"]] = def_line and not in_brackets and prev == CLOSE_C and not colon
-            operand_before_left = prev in (NAME, NUMBER, STRING, CLOSE_C)
             one_liner = prev == COLON and compound and not in_brackets  # `if x: return y`
             for i, tok in enumerate(self.vocab.itos):
                 if tok in STATEMENT_ONLY:
                     allowed[i] = (tok == "import" and from_line) or (tok == "def" and prev_tok == "async") \
                         or (one_liner and tok not in ("def", "class", "elif", "except", "finally"))
-                elif tok in NEEDS_LEFT and not operand_before_left:
+                elif tok in NEEDS_LEFT and not operand_before:
                     allowed[i] = (tok == "in" and prev_tok == "not") or (tok == "," and prev_tok in ("*", "/")) \
                         or (tok == "." and from_line) or (tok == "," and prev == COLON and top == "]")
             if "else" in ids and not ternary_open:
@@ -287,8 +286,8 @@ class PythonSyntaxConstraint:
                 allowed[ids["="]] = (assign_ok and not in_brackets) or kwarg_ok
             for aug in AUGMENTED:
                 if aug in ids:
-                    allowed[ids[aug]] = assign_ok and not in_brackets and operand_before_left
-            if operand_before_left:  # after an operand only a keyword that continues the expression
+                    allowed[ids[aug]] = assign_ok and not in_brackets and operand_before
+            if operand_before:  # after an operand only a keyword that continues the expression
                 for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
                     if keyword.iskeyword(tok) and tok not in ATOM_KEYWORDS and (
                             tok not in NEEDS_LEFT | {"not", "from"} or (tok == "for" and not in_brackets)):
@@ -337,9 +336,9 @@ class PythonSyntaxConstraint:
                     if "=" in ids and params == 3:
                         allowed[ids["="]] = False
                     if prev in (COLON, OPERATOR):
-                        allow_none = [t for t in (",", ")") if t in ids]
-                        for t in allow_none:
-                            allowed[ids[t]] = False
+                        for t in (",", ")"):  # an annotation or default needs its value first
+                            if t in ids:
+                                allowed[ids[t]] = False
             if def_line and not in_brackets and prev_tok == ")" and not colon:  # def f(...) then ':' or '->'
                 allowed = torch.zeros_like(allowed)
                 allow(":", "->")
