@@ -22,10 +22,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from utils.batch import Batch
 from utils.config import Seq2SeqConfig
+from utils.layers import Dropout, LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy
+from utils.recurrent import StackWeights, run_encoder
 from utils.vocabulary import PAD, UNK
 
 Hidden = Tensor | tuple[Tensor, Tensor]
@@ -89,6 +90,7 @@ class Seq2SeqModel(nn.Module):
     config: Seq2SeqConfig
     has_attention: bool = False
     uses_copy: bool = False
+    linear_output: bool = True  # scores are ``self.out(features)`` (the fused loss applies)
 
     # -- to be provided by subclasses ------------------------------------------------------
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
@@ -129,7 +131,8 @@ class Seq2SeqModel(nn.Module):
         early: dict[int, Tensor] = {}
 
         def predict(feat_t: Tensor, t: int, attn_t: Tensor | None) -> Tensor:
-            logits = self.project_step(feat_t, attn_t, state)  # [n, V(+OOV)]
+            with torch.no_grad():  # the argmax needs no gradient; the loss reuses these logits
+                logits = self.project_step(feat_t, attn_t, state)  # [n, V(+OOV)]
             early[t] = logits
             pred = logits.argmax(-1)
             # extended (copied) ids are read back as <UNK> by the embedding
@@ -170,17 +173,23 @@ class Seq2SeqModel(nn.Module):
         order, features, attn, early, state = self._decode_sorted(
             batch.src, batch.src_lengths, batch.trg_in, teacher_forcing, generator, batch.src_ext, batch.n_oov)
         trg_out = self.loss_targets(batch)[order]  # [B, T]
-        mask = trg_out != PAD           # [B, T]
-        total = features.new_zeros(())
-        rest = mask.clone()
-        for t, logits in early.items():
-            n = logits.size(0)
-            tgt = trg_out[:n, t]
-            total = total + F.cross_entropy(logits, tgt, ignore_index=PAD, reduction="sum")
-            rest[:n, t] = False
-        logits = self.project_positions(features, attn, state, rest)  # [N, V]: real, not yet projected
-        total = total + F.cross_entropy(logits, trg_out[rest], reduction="sum")
-        return total, int(mask.sum())
+        mask = trg_out != PAD                      # [B, T]
+        n_tokens = int(mask.sum())
+        if not self.linear_output:
+            scores = self.project_positions(features, attn, state, mask)  # [N, V(+OOV)]
+            return F.cross_entropy(scores, trg_out[mask], reduction="sum"), n_tokens
+        # Time-major, so the rows of the steps whose logits exist already (``early``, computed to
+        # pick the next input) come in the order those logits were computed.
+        feats_tm, mask_tm, trg_tm = features.transpose(0, 1), mask.t(), trg_out.t()  # [T, B, F], [T, B]
+        is_early = torch.zeros(mask_tm.size(0), dtype=torch.bool, device=mask.device)
+        is_early[list(early)] = True
+        known, new = mask_tm & is_early[:, None], mask_tm & ~is_early[:, None]  # [T, B]
+        real_rows = mask_tm.sum(1).tolist()  # rows are sorted by length: the real ones come first
+        logits_known = (torch.cat([early[t][: real_rows[t]] for t in sorted(early)]) if early
+                        else features.new_zeros(0, self.out.out_features))
+        targets = torch.cat([trg_tm[known], trg_tm[new]])
+        total = linear_cross_entropy(feats_tm[known], logits_known, feats_tm[new], self.out, targets)
+        return total, n_tokens
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -200,44 +209,47 @@ class RecurrentSeq2Seq(Seq2SeqModel):
         self.trg_embedding = nn.Embedding(c.trg_vocab_size, c.embed_dim, padding_idx=PAD)
         self.encoder = rnn(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True, dropout=drop)
         self.decoder = rnn(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True, dropout=drop)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.out = nn.Linear(c.hidden_dim, c.trg_vocab_size)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
         emb = self.dropout(self.src_embedding(src))  # [B, S, E]
-        packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, hidden = self.encoder(packed)  # [L, B, H] (x2 for LSTM), already in input order
+        _, hidden = run_encoder(self.encoder, emb, src_lengths, self.dropout)  # [L, B, H] (x2 for LSTM)
         return DecoderState(hidden=hidden, src_mask=src != PAD)
 
     def decode_step(self, y_prev: Tensor, state: DecoderState):
-        emb = self.dropout(self.trg_embedding(y_prev)).unsqueeze(1)  # [B, 1, E]
-        out, hidden = self.decoder(emb, state.hidden)                 # [B, 1, H]
-        return self.out(out[:, 0]), replace(state, hidden=hidden), None
+        w = StackWeights.of_module(self.decoder)
+        emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
+        out, hidden = w.step(w.input_gates(emb), state.hidden, self.dropout)  # [B, H]
+        return self.out(out), replace(state, hidden=hidden), None
 
     def _run_decoder(self, state, trg_in, tf, predict):
         B, T = trg_in.shape
         active = _active_rows(trg_in)
+        w = StackWeights.of_module(self.decoder)
         emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
-        # A segment runs from a step whose input is a prediction up to the next such step, so the
-        # whole segment goes through the (C++) multi-step RNN in one call.
-        starts = [t for t in range(T) if t == 0 or not tf[t]] + [T]
+        # layer 0's input products for every teacher-forced step at once; unbind (not per-step
+        # slicing) so that backward stacks the step gradients once
+        gate_steps = w.input_gates(emb_all).unbind(1)      # T x [B, G]
+        lookup = LoopEmbedding(self.trg_embedding)          # for the predicted tokens
         hidden = state.hidden
-        pieces = []
+        outs = []
         pred: Tensor | None = None
-        for a, b in zip(starts[:-1], starts[1:]):
-            n = active[a]
+        for t in range(T):
+            n = active[t]
             if n == 0:
-                pieces.append(emb_all.new_zeros(B, b - a, self.config.hidden_dim))
-                continue
+                break
             hidden = _slice_hidden(hidden, n)
-            emb = emb_all[:n, a:b]  # [n, L, E]
-            if pred is not None:  # first input of the segment is the previous prediction
-                emb = torch.cat([self.dropout(self.trg_embedding(pred[:n])).unsqueeze(1), emb[:, 1:]], 1)
-            out, hidden = self.decoder(emb, hidden)  # [n, L, H]
-            pieces.append(F.pad(out, (0, 0, 0, 0, 0, B - n)))  # [B, L, H]
-            if b < T and active[b] > 0:
-                pred = predict(out[: active[b - 1], -1], b - 1, None)  # [n_{b-1}]
-        return torch.cat(pieces, 1), None  # [B, T, H]
+            if tf[t] or pred is None:
+                gates0 = gate_steps[t][:n]
+            else:
+                gates0 = w.input_gates(self.dropout(lookup(pred[:n])))
+            out, hidden = w.step(gates0, hidden, self.dropout)  # [n, H]
+            outs.append(F.pad(out, (0, 0, 0, B - n)))           # [B, H]
+            if t + 1 < T and not tf[t + 1]:
+                pred = predict(out, t, None)
+        features = torch.stack(outs, 1)  # [B, T_run, H]
+        return F.pad(features, (0, 0, 0, T - features.size(1))), None  # [B, T, H]
 
 
 def _slice_hidden(h: Hidden, n: int) -> Hidden:
@@ -271,11 +283,16 @@ class BahdanauAttention(nn.Module):
         """Project the encoder states once per batch: [B, S, D] -> [B, S, A]."""
         return self.key_proj(enc_out)
 
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """query [n, Hq], keys [n, S, A], values [n, S, D], mask [n, S] -> (context [n, D], weights [n, S])."""
-        energy = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # [n, S, A]
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor | LoopMemory, mask: Tensor,
+                query_proj: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """query [n, Hq], keys [n, S, A], values [n, S, D] (or a ``LoopMemory`` over them), mask [n, S]
+        -> (context [n, D], weights [n, S])."""
+        q = (query_proj or self.query_proj)(query)                       # [n, A]
+        energy = torch.tanh(keys + q.unsqueeze(1))                       # [n, S, A]
         scores = self.v(energy).squeeze(2).masked_fill(~mask, float("-inf"))  # [n, S]
         weights = torch.softmax(scores, dim=1)                               # [n, S]
+        if isinstance(values, LoopMemory):
+            return values.attend(weights), weights
         context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)         # [n, D]
         return context, weights
 
@@ -304,16 +321,14 @@ class AttentionSeq2Seq(Seq2SeqModel):
         # is kept in two parts so the embedding part is applied to all teacher-forced steps at once.
         self.dec_cells = nn.ModuleList(
             [nn.LSTMCell(E + 2 * H if layer == 0 else H, H) for layer in range(L)])
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.out_dim = H + 2 * H + E
         self.out = nn.Linear(self.out_dim, c.trg_vocab_size)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
         B, S = src.shape
         emb = self.dropout(self.src_embedding(src))  # [B, S, E]
-        packed = pack_padded_sequence(emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, (h, c) = self.encoder(packed)
-        enc_out, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # [B, S, 2H]
+        enc_out, (h, c) = run_encoder(self.encoder, emb, src_lengths, self.dropout)  # [B, S, 2H]
         L = self.config.num_layers
         h = h.view(L, 2, B, -1)  # [L, dir, B, H]
         c = c.view(L, 2, B, -1)
@@ -322,41 +337,40 @@ class AttentionSeq2Seq(Seq2SeqModel):
         keys = self.attention.compute_keys(enc_out)  # [B, S, A]
         return DecoderState(hidden=(h0, c0), enc_out=enc_out, keys=keys, src_mask=src != PAD)
 
-    def _cell_step(self, emb_gates: Tensor, emb: Tensor, hidden: tuple[Tensor, Tensor],
-                   state: DecoderState, n: int):
-        """One decoder step for the first ``n`` rows. ``emb_gates`` = W_ih[:, :E] @ emb  [n, 4H]."""
-        h, c = hidden  # [L, n, H]
-        context, weights = self.attention(h[-1], state.keys[:n], state.enc_out[:n], state.src_mask[:n])
-        cell0 = self.dec_cells[0]
-        E = self.config.embed_dim
-        w_ctx = cell0.weight_ih[:, E:]  # [4H, 2H]
-        gates = emb_gates + F.linear(context, w_ctx, cell0.bias_ih) + F.linear(h[0], cell0.weight_hh, cell0.bias_hh)
-        i, f, g, o = gates.chunk(4, 1)  # each [n, H]
-        c0 = torch.sigmoid(f) * c[0] + torch.sigmoid(i) * torch.tanh(g)
-        h0 = torch.sigmoid(o) * torch.tanh(c0)
-        hs, cs = [h0], [c0]
-        x = h0
-        for layer in range(1, len(self.dec_cells)):
-            hl, cl = self.dec_cells[layer](self.dropout(x), (h[layer], c[layer]))
-            hs.append(hl)
-            cs.append(cl)
-            x = hl
-        features = torch.cat([x, context, emb], -1)  # [n, H + 2H + E]
-        return features, (torch.stack(hs), torch.stack(cs)), weights
+    def _step_weights(self) -> tuple[StackWeights, LoopWeight]:
+        """The decoder stack's weights and the attention query projection, regrouped once per pass."""
+        layers = [(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in self.dec_cells]
+        return (StackWeights.build(layers, self.config.embed_dim, lstm=True),
+                LoopWeight(self.attention.query_proj.weight))
 
-    def _emb_gates(self, emb: Tensor) -> Tensor:
-        return F.linear(emb, self.dec_cells[0].weight_ih[:, : self.config.embed_dim])  # [..., 4H]
+    def _cell_step(self, gates0: Tensor, emb: Tensor, hidden: tuple[Tensor, Tensor],
+                   memory: tuple, w: tuple[StackWeights, LoopWeight]):
+        """One decoder step. ``gates0`` [n, 4H] = layer 0's embedding part plus its biases;
+        ``memory`` = (keys [n, S, A], encoder states [n, S, 2H] or a ``LoopMemory``, mask [n, S])."""
+        stack, query = w
+        context, weights = self.attention(hidden[0][-1], *memory, query_proj=query)  # [n, 2H], [n, S]
+        x, hidden = stack.step(gates0, hidden, self.dropout, extra0=context)         # [n, H]
+        features = torch.cat([x, context, emb], -1)  # [n, H + 2H + E]
+        return features, hidden, weights
 
     def decode_step(self, y_prev: Tensor, state: DecoderState):
+        w = self._step_weights()
         emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
-        feats, hidden, weights = self._cell_step(self._emb_gates(emb), emb, state.hidden, state, y_prev.size(0))
+        memory = (state.keys, state.enc_out, state.src_mask)
+        feats, hidden, weights = self._cell_step(w[0].input_gates(emb), emb, state.hidden, memory, w)
         return self.project_step(feats, weights, state), replace(state, hidden=hidden), weights
 
     def _run_decoder(self, state, trg_in, tf, predict):
         B, T = trg_in.shape
         active = _active_rows(trg_in)
+        w = self._step_weights()
         emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
-        gates_all = self._emb_gates(emb_all)                # [B, T, 4H]: one product for all steps
+        gates_all = w[0].input_gates(emb_all)                # [B, T, 4H]: one product for all steps
+        # unbind (not per-step slicing): backward then stacks the step gradients once
+        emb_steps, gate_steps = emb_all.unbind(1), gates_all.unbind(1)  # T x [B, E], T x [B, 4H]
+        values = LoopMemory(state.enc_out)
+        lookup = LoopEmbedding(self.trg_embedding)  # for the predicted tokens
+        memories: dict[int, tuple] = {}  # the first n rows, sliced once per n
         hidden = state.hidden
         feats, attns = [], []
         pred = None
@@ -365,16 +379,18 @@ class AttentionSeq2Seq(Seq2SeqModel):
             if n == 0:
                 break
             hidden = _slice_hidden(hidden, n)
+            if n not in memories:
+                memories[n] = (state.keys[:n], values, state.src_mask[:n])
             if tf[t] or pred is None:
-                emb, eg = emb_all[:n, t], gates_all[:n, t]
+                emb, eg = emb_steps[t][:n], gate_steps[t][:n]
             else:
-                emb = self.dropout(self.trg_embedding(pred[:n]))
-                eg = self._emb_gates(emb)
-            f, hidden, w = self._cell_step(eg, emb, hidden, state, n)
+                emb = self.dropout(lookup(pred[:n]))
+                eg = w[0].input_gates(emb)
+            f, hidden, a = self._cell_step(eg, emb, hidden, memories[n], w)
             feats.append(F.pad(f, (0, 0, 0, B - n)))   # [B, F]
-            attns.append(F.pad(w, (0, 0, 0, B - n)))   # [B, S]
+            attns.append(F.pad(a, (0, 0, 0, B - n)))   # [B, S]
             if t + 1 < T and not tf[t + 1]:
-                pred = predict(f, t, w)
+                pred = predict(f, t, a)
         T_run = len(feats)
         features = torch.stack(feats, 1)  # [B, T_run, F]
         attn = torch.stack(attns, 1)      # [B, T_run, S]
@@ -394,6 +410,7 @@ class CopyAttentionSeq2Seq(AttentionSeq2Seq):
     """
 
     uses_copy = True
+    linear_output = False
 
     def __init__(self, config: Seq2SeqConfig):
         super().__init__(config)

@@ -1,0 +1,118 @@
+"""utils.layers: the fast dropout, the fused linear cross-entropy and the loop-deferred gradients
+compute what the plain PyTorch operations compute."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.layers import Dropout, LoopEmbedding, LoopMemory, LoopWeight, dropout_mask, linear_cross_entropy
+
+
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.3])
+def test_dropout_mask_rate_and_scale(p) -> None:
+    torch.manual_seed(0)
+    mask = dropout_mask(torch.Size([400, 1000]), p, torch.device("cpu"))
+    dropped = (mask == 0).float().mean().item()
+    assert abs(dropped - p) < 0.005                       # 400k draws: ~5 standard errors
+    kept = mask[mask > 0]
+    assert torch.allclose(kept, kept[0].expand_as(kept))  # one scale for all kept elements
+    assert abs(kept[0].item() - 1 / (1 - p)) < 1e-3
+    assert abs(mask.mean().item() - 1.0) < 0.01           # expectation preserved
+
+
+def test_dropout_mask_is_exact_for_one_half_and_varies_by_position() -> None:
+    torch.manual_seed(1)
+    mask = dropout_mask(torch.Size([64, 33]), 0.5, torch.device("cpu"))
+    assert set(mask.unique().tolist()) == {0.0, 2.0}
+    # the four 16-bit slices of one 64-bit draw are independent: no column pattern
+    cols = (mask.view(-1, 4) == 0).float().mean(0)
+    assert cols.min() > 0.35 and cols.max() < 0.65
+
+
+def test_dropout_module_train_eval_and_gradient() -> None:
+    drop = Dropout(0.5)
+    x = torch.randn(32, 16, requires_grad=True)
+    assert drop.eval()(x) is x
+    drop.train()
+    torch.manual_seed(3)
+    y = drop(x)
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float() * 2.0)  # gradient is the mask
+    assert torch.allclose(y[y != 0], 2 * x[y != 0])
+    assert Dropout(0.0)(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
+
+
+@pytest.mark.parametrize("n_known", [0, 5])
+def test_linear_cross_entropy_matches_cross_entropy_and_its_gradients(n_known) -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 11)
+    x_known = torch.randn(n_known, 8, requires_grad=True)
+    x_new = torch.randn(7, 8, requires_grad=True)
+    targets = torch.randint(0, 11, (n_known + 7,))
+    with torch.no_grad():
+        known_logits = layer(x_known)
+    loss = linear_cross_entropy(x_known, known_logits, x_new, layer, targets)
+    (2.5 * loss).backward()
+    fused = [loss.detach(), x_known.grad, x_new.grad, layer.weight.grad.clone(), layer.bias.grad.clone()]
+    x_known.grad = x_new.grad = None
+    layer.zero_grad()
+    ref = F.cross_entropy(layer(torch.cat([x_known, x_new])), targets, reduction="sum")
+    (2.5 * ref).backward()
+    expected = [ref.detach(), x_known.grad, x_new.grad, layer.weight.grad, layer.bias.grad]
+    for a, b in zip(fused, expected):
+        if b is None:  # no known rows: nothing flows to the empty block
+            assert a is None or a.numel() == 0
+        else:
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+def _loop(n_rows, use_loop: bool, w: torch.Tensor, values: torch.Tensor, table: nn.Embedding):
+    """A toy recurrent loop over shrinking row blocks that uses a weight, attention over values and
+    an embedding lookup at every step; returns a scalar."""
+    weight = LoopWeight(w) if use_loop else None
+    memory = LoopMemory(values) if use_loop else None
+    lookup = LoopEmbedding(table) if use_loop else None
+    h = torch.zeros(n_rows[0], w.size(1))
+    ids = torch.tensor([0, 3, 1, 2, 4, 0])
+    total = 0.0
+    for t, n in enumerate(n_rows):
+        h = h[:n]
+        emb = lookup(ids[:n]) if use_loop else table(ids[:n])
+        pre = (weight(h + emb) if use_loop else (h + emb) @ w.t())
+        scores = torch.softmax(pre[:, : values.size(1)], 1)                        # [n, S]
+        ctx = memory.attend(scores) if use_loop else torch.bmm(scores.unsqueeze(1), values[:n]).squeeze(1)
+        h = torch.tanh(pre[:, : h.size(1)] + ctx[:, : h.size(1)])
+        total = total + (h * (t + 1)).sum()
+        ids = ids.roll(1)
+    return total
+
+
+def test_loop_deferred_gradients_equal_autograd() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(5, 5, requires_grad=True)
+    values = torch.randn(6, 4, 5, requires_grad=True)
+    table = nn.Embedding(7, 5, padding_idx=0)
+    grads = []
+    for use_loop in (True, False):
+        for p in (w, values, table.weight):
+            p.grad = None
+        _loop([6, 6, 4, 4, 1], use_loop, w, values, table).backward()
+        grads.append([w.grad.clone(), values.grad.clone(), table.weight.grad.clone()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert (grads[0][2][0] == 0).all()  # the padding row gets no gradient
+
+
+def test_loop_helpers_without_gradients_are_plain_operations() -> None:
+    w = torch.randn(3, 4, requires_grad=True)
+    with torch.no_grad():
+        lw = LoopWeight(w)
+        assert not lw.deferred and lw.weight is w
+        x = torch.randn(2, 4)
+        assert torch.allclose(lw(x), x @ w.t())
+        table = nn.Embedding(5, 4, padding_idx=0)
+        assert torch.equal(LoopEmbedding(table)(torch.tensor([1, 0])), table(torch.tensor([1, 0])))

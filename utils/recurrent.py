@@ -1,0 +1,175 @@
+"""Encoders over variable-length batches, run step by step for training.
+
+``nn.RNN``/``nn.LSTM`` over a ``PackedSequence`` compute the right function, but on a CPU their
+backward pass is quadratic in the source length: every time step slices the packed input, and the
+gradient of each slice is a zero tensor the size of the *whole* packed input, added to the running
+sum (profiled: about a quarter of the attention model's training step). ``run_encoder`` runs the same
+layers over rows sorted by length, a shrinking (forward direction) or growing (backward direction)
+block of rows per step, with the input products of all steps done at once and the recurrent
+weight's gradient once per pass (``LoopWeight``). It reads the parameters of the ``nn.RNN`` /
+``nn.LSTM`` module it is given, so checkpoints are unchanged, and it returns what the packed module
+returns (tests compare them). In eval mode (decoding, inference) the packed module runs instead: its
+per-step cost in C++ is lower, and the problem above is a backward one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from utils.layers import LoopWeight
+
+
+def lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """LSTM cell update from pre-activations [n, 4H] (i, f, g, o) and cell state [n, H]."""
+    i, f, g, o = gates.chunk(4, 1)  # each [n, H]
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def run_direction(x_proj: Tensor, active: list[int], w_hh: LoopWeight, lstm: bool,
+                  reverse: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One layer, one direction, over rows sorted by length (descending).
+
+    ``x_proj`` [B, S, G] is the input part of the gates with both biases; ``active[t]`` the number
+    of rows longer than t. Returns outputs [B, S, H] (zero on padding) and the final h and c [B, H]:
+    at each row's last token going forward, at its first going backward.
+    """
+    B, S, _ = x_proj.shape
+    H = w_hh.weight.size(1)
+    steps = x_proj.unbind(1)  # S x [B, G]
+    outs: list[Tensor | None] = [None] * S
+    h = x_proj.new_zeros(0 if reverse else B, H)  # [n, H]: the rows in play
+    c = torch.zeros_like(h)
+    done_h: list[Tensor] = []  # forward: states of rows that have ended, shortest first
+    done_c: list[Tensor] = []
+    for t in (reversed(range(S)) if reverse else range(S)):
+        n = active[t]
+        if reverse and n > h.size(0):      # rows whose last token is at t start here
+            h = torch.cat([h, h.new_zeros(n - h.size(0), H)])
+            c = torch.cat([c, c.new_zeros(n - c.size(0), H)])
+        elif not reverse and n < h.size(0):  # rows that ended at t - 1 keep their state
+            done_h.append(h[n:])
+            done_c.append(c[n:])
+            h, c = h[:n], c[:n]
+        if n == 0:
+            continue
+        gates = steps[t][:n] + w_hh(h)  # [n, G]
+        if lstm:
+            h, c = lstm_update(gates, c)
+        else:
+            h = torch.tanh(gates)
+        outs[t] = h
+    if h.size(0) < B and reverse:  # rows without tokens
+        h = torch.cat([h, h.new_zeros(B - h.size(0), H)])
+        c = torch.cat([c, c.new_zeros(B - c.size(0), H)])
+    h_n = torch.cat([h] + done_h[::-1])  # [B, H]
+    c_n = torch.cat([c] + done_c[::-1])
+    zeros = x_proj.new_zeros(B, H)
+    out = torch.stack([zeros if o is None else F.pad(o, (0, 0, 0, B - o.size(0))) for o in outs], 1)
+    return out, h_n, (c_n if lstm else None)
+
+
+def run_encoder(module: nn.RNNBase, x: Tensor, lengths: Tensor,
+                dropout: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor | tuple[Tensor, Tensor]]:
+    """``module`` (a batch-first ``nn.RNN``/``nn.LSTM``, any layers and directions) over the padded
+    batch ``x`` [B, S, E] with ``lengths`` [B]: (outputs [B, S, D*H], h_n [L*D, B, H] or (h_n, c_n)),
+    as the module returns them for the packed batch, in the caller's row order. ``dropout`` is applied
+    between layers (the module's own ``dropout`` value is not used)."""
+    lstm = isinstance(module, nn.LSTM)
+    if not module.training:  # no dropout: the packed module computes the same, faster without backward
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, hidden = module(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return out, hidden
+    order = torch.argsort(lengths.cpu(), descending=True, stable=True)
+    lens = lengths.cpu()[order]
+    S = x.size(1)
+    active = (lens.unsqueeze(1) > torch.arange(S)).sum(0).tolist()  # rows longer than t
+    x = x[order.to(x.device)]
+    hs, cs = [], []
+    directions = ["", "_reverse"] if module.bidirectional else [""]
+    for layer in range(module.num_layers):
+        if layer:
+            x = dropout(x)
+        outs = []
+        for suffix in directions:
+            p = lambda name: getattr(module, f"{name}_l{layer}{suffix}")  # noqa: E731
+            x_proj = F.linear(x, p("weight_ih"), p("bias_ih") + p("bias_hh"))  # [B, S, G]: all steps at once
+            out, h, c = run_direction(x_proj, active, LoopWeight(p("weight_hh")), lstm, reverse=bool(suffix))
+            outs.append(out)
+            hs.append(h)
+            cs.append(c)
+        x = torch.cat(outs, -1)  # [B, S, D*H]
+    inv = torch.argsort(order).to(x.device)
+    h_n = torch.stack(hs)[:, inv]  # [L*D, B, H]
+    if lstm:
+        return x[inv], (h_n, torch.stack(cs)[:, inv])
+    return x[inv], h_n
+
+
+
+@dataclass
+class StackWeights:
+    """A stack of RNN/LSTM layers' weights, regrouped once per pass for stepping.
+
+    ``w_in0`` [G, E] is layer 0's weight on the part of its input known for all steps at once (the
+    embedding); ``rec[l]`` reads the rest of layer l's input with its previous state (layer 0: [extra;
+    h_0], e.g. the attention context; layer l: [x; h_l]) as one product whose gradient is computed
+    once per pass; ``bias[l]`` is the sum of layer l's two biases.
+    """
+
+    w_in0: Tensor
+    bias: list[Tensor]
+    rec: list[LoopWeight]
+    lstm: bool
+
+    @classmethod
+    def build(cls, layers: Sequence[tuple[Tensor, Tensor, Tensor, Tensor]], in0: int, lstm: bool) -> "StackWeights":
+        """``layers``: (weight_ih, weight_hh, bias_ih, bias_hh) per layer; ``in0`` columns of layer 0's
+        input weight belong to the embedding."""
+        rec = []
+        for layer, (w_ih, w_hh, _, _) in enumerate(layers):
+            rest = w_ih[:, in0:] if layer == 0 else w_ih
+            rec.append(LoopWeight(torch.cat([rest, w_hh], 1) if rest.size(1) else w_hh))
+        return cls(w_in0=layers[0][0][:, :in0], bias=[b_ih + b_hh for _, _, b_ih, b_hh in layers],
+                   rec=rec, lstm=lstm)
+
+    @classmethod
+    def of_module(cls, module: nn.RNNBase) -> "StackWeights":
+        """The weights of a unidirectional ``nn.RNN`` / ``nn.LSTM``."""
+        layers = [tuple(getattr(module, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                  for k in range(module.num_layers)]
+        return cls.build(layers, module.input_size, isinstance(module, nn.LSTM))
+
+    def input_gates(self, emb: Tensor) -> Tensor:
+        """Layer 0's embedding part with both biases: [..., E] -> [..., G]."""
+        return F.linear(emb, self.w_in0, self.bias[0])
+
+    def step(self, gates0: Tensor, hidden: Tensor | tuple[Tensor, Tensor],
+             dropout: Callable[[Tensor], Tensor], extra0: Tensor | None = None):
+        """One time step of the stack: ``gates0`` [n, G] from ``input_gates``, ``hidden`` [L, n, H]
+        (a pair for LSTMs), ``extra0`` [n, D] more input for layer 0. Returns (top output [n, H],
+        new hidden), with ``dropout`` between layers."""
+        h, c = hidden if self.lstm else (hidden, None)
+        hs, cs = [], []
+        x = h[0]
+        for layer in range(len(self.rec)):
+            if layer == 0:
+                inp = h[0] if extra0 is None else torch.cat([extra0, h[0]], 1)
+                gates = gates0 + self.rec[0](inp)                                             # [n, G]
+            else:
+                gates = self.bias[layer] + self.rec[layer](torch.cat([dropout(x), h[layer]], 1))
+            if self.lstm:
+                x, c_new = lstm_update(gates, c[layer])
+                cs.append(c_new)
+            else:
+                x = torch.tanh(gates)
+            hs.append(x)
+        if self.lstm:
+            return x, (torch.stack(hs), torch.stack(cs))
+        return x, torch.stack(hs)
