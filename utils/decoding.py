@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from utils.batch import Batch, Example, bucketed_batches, make_batch
+from utils.batch import Batch, Example, make_batch
 from utils.models import DecoderState, Seq2SeqModel
 from utils.syntax_constraints import PythonSyntaxConstraint, SyntaxState, syntax_constraint
 from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
@@ -216,7 +216,8 @@ def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size
                     beam_size: int = 1, max_len: int = 80, length_penalty: float = 1.0,
                     device: torch.device | None = None, syntax_aware: bool = False,
                     trg_vocab: Vocabulary | None = None) -> Hypotheses:
-    """Decode a whole split in length-sorted batches; results come back in the examples' order."""
+    """Decode a whole split in batches of similar source length (the references' lengths are not
+    looked at); results come back in the examples' order."""
     device = device or next(model.parameters()).device
     n = len(examples)
     tokens: list[list[int]] = [[] for _ in range(n)]
@@ -224,7 +225,9 @@ def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size
     scores = [0.0] * n
     position = {id(e): i for i, e in enumerate(examples)}
     indexed = [Example(e.src, e.trg, position[id(e)], e.src_oov, e.src_ext, e.trg_ext) for e in examples]
-    for batch in bucketed_batches(indexed, batch_size, shuffle=False):
+    indexed.sort(key=lambda e: len(e.src))
+    for start in range(0, n, batch_size):
+        batch = make_batch(indexed[start : start + batch_size])
         hyp = decode_batch(model, batch.to(device), beam_size, max_len, length_penalty, syntax_aware, trg_vocab)
         for k, i in enumerate(batch.indices):
             tokens[i], attention[i], scores[i] = hyp.tokens[k], hyp.attention[k], hyp.scores[k]
@@ -275,6 +278,11 @@ def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 100
     for e in sample:
         greedy_decode(model, make_batch([e]).to(device))
     single_s = time.perf_counter() - start
+    from utils.benchmark import train_macs  # forward multiply-accumulates of a batch (no cycle at import)
+
+    src_tokens = sum(len(e.src) + 2 for e in examples)
+    steps = sum(len(t) + 1 for t in batched.tokens)  # each generated token and the closing <EOS>
+    macs = train_macs(model.config, src_tokens, steps, src_tokens / max(len(examples), 1))
     return {
         "decode_model": which,
         "decode_sequences": len(examples),
@@ -283,4 +291,6 @@ def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 100
         "decode_batched_seq_per_s": round(len(examples) / batched_s, 1),
         "decode_single_seq_per_s": round(len(sample) / single_s, 1),
         "decode_speedup": round((len(examples) / batched_s) / (len(sample) / single_s), 1),
+        # approximate: weight products and attention only (the Transformer's prefix re-runs not counted)
+        "decode_batched_approx_gflops": round(2 * macs / batched_s / 1e9, 1),
     }

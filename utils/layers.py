@@ -56,6 +56,16 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+def use_fast_dropout(module: nn.Module) -> nn.Module:
+    """Swap every ``nn.Dropout`` inside ``module`` (e.g. in PyTorch's Transformer layers) for ``Dropout``."""
+    for name, child in module.named_children():
+        if type(child) is nn.Dropout:
+            setattr(module, name, Dropout(child.p))
+        else:
+            use_fast_dropout(child)
+    return module
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Summed CE over two row blocks: ``known`` rows with given logits, ``new`` rows computed here."""
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from utils.batch import Batch
 from utils.config import Seq2SeqConfig
-from utils.layers import Dropout, LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy
+from utils.layers import Dropout, LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy, use_fast_dropout
 from utils.recurrent import StackWeights, run_encoder
 from utils.vocabulary import PAD, UNK
 
@@ -191,6 +191,17 @@ class Seq2SeqModel(nn.Module):
         total = linear_cross_entropy(feats_tm[known], logits_known, feats_tm[new], self.out, targets)
         return total, n_tokens
 
+    def _decoding_weights(self, build: Callable[[], object]):
+        """``build()`` (weights regrouped for stepping) once per parameter state while no gradient is
+        recorded (decoding calls ``decode_step`` many times); rebuilt at every call otherwise."""
+        if torch.is_grad_enabled():
+            return build()
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        cached = self.__dict__.get("_weights_cache")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_weights_cache"] = (key, build())
+        return cached[1]
+
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
@@ -218,7 +229,7 @@ class RecurrentSeq2Seq(Seq2SeqModel):
         return DecoderState(hidden=hidden, src_mask=src != PAD)
 
     def decode_step(self, y_prev: Tensor, state: DecoderState):
-        w = StackWeights.of_module(self.decoder)
+        w = self._decoding_weights(lambda: StackWeights.of_module(self.decoder))
         emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
         out, hidden = w.step(w.input_gates(emb), state.hidden, self.dropout)  # [B, H]
         return self.out(out), replace(state, hidden=hidden), None
@@ -354,7 +365,7 @@ class AttentionSeq2Seq(Seq2SeqModel):
         return features, hidden, weights
 
     def decode_step(self, y_prev: Tensor, state: DecoderState):
-        w = self._step_weights()
+        w = self._decoding_weights(self._step_weights)
         emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
         memory = (state.keys, state.enc_out, state.src_mask)
         feats, hidden, weights = self._cell_step(w[0].input_gates(emb), emb, state.hidden, memory, w)
@@ -507,6 +518,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
         self.final_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(c.dropout)
         self.out = nn.Linear(d, c.trg_vocab_size)
+        use_fast_dropout(self)  # the attention weights' own dropout (inside nn.MultiheadAttention) stays
 
     def _embed(self, emb: nn.Embedding, ids: Tensor) -> Tensor:
         if ids.size(1) > self.positions.size(0):
