@@ -9,9 +9,17 @@ Every model offers
   training path, which projects to the vocabulary only where it must.
 
 Teacher forcing is decided once per decoder step for the whole batch (the classic tutorial rule),
-from a generator the trainer seeds. Steps whose input is known in advance are processed together;
-the vocabulary projection, the most expensive layer, runs in one large matrix product over the real
-(non-pad) target positions, except at the steps whose argmax feeds the next input.
+from a generator the trainer seeds. What the training pass does to be fast without changing the
+function it computes:
+- inputs known in advance are projected for all steps at once (embedding part of layer 0's gates,
+  attention keys once per batch); decoder rows that have ended drop out of the batch;
+- the encoder runs step by step over length-sorted rows (``utils.recurrent``) rather than through
+  the packed CPU module, whose backward is quadratic in the source length;
+- weights, encoder states and embeddings used at every step get their gradient in one product
+  after the loop (``utils.layers.LoopWeight`` / ``LoopMemory`` / ``LoopEmbedding``);
+- the vocabulary projection, the most expensive layer, runs without gradient only at the steps
+  whose argmax feeds the next input; the loss reuses those logits and projects the other real
+  (non-pad) positions in one product (``utils.layers.linear_cross_entropy``).
 """
 from __future__ import annotations
 
