@@ -111,7 +111,7 @@ def test_loop_helpers_without_gradients_are_plain_operations() -> None:
     w = torch.randn(3, 4, requires_grad=True)
     with torch.no_grad():
         lw = LoopWeight(w)
-        assert not lw.deferred and lw.weight is w
+        assert not lw.deferred and lw.tensor is w
         x = torch.randn(2, 4)
         assert torch.allclose(lw(x), x @ w.t())
         table = nn.Embedding(5, 4, padding_idx=0)

@@ -126,6 +126,25 @@ class _Anchor(torch.autograd.Function):
         return grad + ctx.deferred(), None
 
 
+class _LoopGradient:
+    """What the ``Loop*`` helpers share: ``tensor`` behind an anchor whose backward adds the gradient
+    ``_gradient`` computes, in one go, from the pairs the steps left in ``bucket``. Without gradients
+    ``tensor`` is the plain tensor and nothing is kept."""
+
+    def __init__(self, tensor: Tensor):
+        self.bucket: list[tuple[Tensor, Tensor]] = []
+        self.deferred = torch.is_grad_enabled() and tensor.requires_grad
+        self.tensor = _Anchor.apply(tensor, self._deferred_gradient) if self.deferred else tensor
+
+    def _deferred_gradient(self) -> Tensor:
+        firsts, seconds = (list(column) for column in zip(*self.bucket))
+        self.bucket.clear()
+        return self._gradient(firsts, seconds)
+
+    def _gradient(self, firsts: list[Tensor], seconds: list[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+
 class _StepLinear(torch.autograd.Function):
     """``x @ W.T`` whose backward returns the input gradient and leaves the weight's to the anchor."""
 
@@ -142,7 +161,7 @@ class _StepLinear(torch.autograd.Function):
         return dy @ w, None, None
 
 
-class LoopWeight:
+class LoopWeight(_LoopGradient):
     """A weight applied at every step of a Python loop (``x [n, in] -> x @ W.T [n, out]``).
 
     Autograd would compute a small weight gradient at every step and add it to the running sum,
@@ -151,21 +170,13 @@ class LoopWeight:
     computed the way cuDNN does for its recurrent layers. Without gradients it is a plain product.
     """
 
-    def __init__(self, weight: Tensor):
-        self.bucket: list[tuple[Tensor, Tensor]] = []
-        self.deferred = torch.is_grad_enabled() and weight.requires_grad
-        self.weight = _Anchor.apply(weight, self._weight_grad) if self.deferred else weight
-
-    def _weight_grad(self) -> Tensor:
-        xs = torch.cat([x for x, _ in self.bucket])    # [N, in]
-        dys = torch.cat([dy for _, dy in self.bucket])  # [N, out]
-        self.bucket.clear()
-        return dys.t() @ xs                              # [out, in]
+    def _gradient(self, xs: list[Tensor], dys: list[Tensor]) -> Tensor:
+        return torch.cat(dys).t() @ torch.cat(xs)  # [N, out]^T @ [N, in] -> [out, in]
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.deferred:
-            return _StepLinear.apply(x, self.weight, self.bucket)
-        return x @ self.weight.t()
+            return _StepLinear.apply(x, self.tensor, self.bucket)
+        return x @ self.tensor.t()
 
 
 class _StepAttend(torch.autograd.Function):
@@ -185,7 +196,7 @@ class _StepAttend(torch.autograd.Function):
         return torch.bmm(values, d_context.unsqueeze(2)).squeeze(2), None, None  # [n, S]
 
 
-class LoopMemory:
+class LoopMemory(_LoopGradient):
     """Encoder states read at every decoder step through attention weights (``context = w @ V``).
 
     Autograd would write a [n, S, D] gradient at every step (an outer product) and add it to the
@@ -193,23 +204,17 @@ class LoopMemory:
     states is one batched product, [B, S, T] @ [B, T, D], after the loop's backward.
     """
 
-    def __init__(self, values: Tensor):
-        self.bucket: list[tuple[Tensor, Tensor]] = []
-        self.deferred = torch.is_grad_enabled() and values.requires_grad
-        self.values = _Anchor.apply(values, self._values_grad) if self.deferred else values
-
-    def _values_grad(self) -> Tensor:
-        B = self.values.size(0)
-        w = torch.stack([F.pad(a, (0, 0, 0, B - a.size(0))) for a, _ in self.bucket], 2)  # [B, S, T]
-        d = torch.stack([F.pad(g, (0, 0, 0, B - g.size(0))) for _, g in self.bucket], 1)  # [B, T, D]
-        self.bucket.clear()
-        return torch.bmm(w, d)                                                             # [B, S, D]
+    def _gradient(self, weights: list[Tensor], d_contexts: list[Tensor]) -> Tensor:
+        B = self.tensor.size(0)
+        w = torch.stack([F.pad(a, (0, 0, 0, B - a.size(0))) for a in weights], 2)     # [B, S, T]
+        d = torch.stack([F.pad(g, (0, 0, 0, B - g.size(0))) for g in d_contexts], 1)  # [B, T, D]
+        return torch.bmm(w, d)                                                         # [B, S, D]
 
     def attend(self, weights: Tensor) -> Tensor:
         """weights [n, S] over the first n rows -> context [n, D]."""
         if self.deferred:
-            return _StepAttend.apply(weights, self.values, self.bucket)
-        return torch.bmm(weights.unsqueeze(1), self.values[: weights.size(0)]).squeeze(1)
+            return _StepAttend.apply(weights, self.tensor, self.bucket)
+        return torch.bmm(weights.unsqueeze(1), self.tensor[: weights.size(0)]).squeeze(1)
 
 
 class _StepLookup(torch.autograd.Function):
@@ -226,7 +231,7 @@ class _StepLookup(torch.autograd.Function):
         return None, None, None
 
 
-class LoopEmbedding:
+class LoopEmbedding(_LoopGradient):
     """An embedding looked up at many steps of a loop (the tokens a decoder predicts).
 
     Autograd would write a whole [V, E] gradient at every lookup; here the ids and gradients are
@@ -235,17 +240,11 @@ class LoopEmbedding:
     """
 
     def __init__(self, embedding: nn.Embedding):
-        self.bucket: list[tuple[Tensor, Tensor]] = []
+        super().__init__(embedding.weight)
         self.padding_idx = embedding.padding_idx
-        weight = embedding.weight
-        self.deferred = torch.is_grad_enabled() and weight.requires_grad
-        self.weight = _Anchor.apply(weight, self._weight_grad) if self.deferred else weight
 
-    def _weight_grad(self) -> Tensor:
-        ids = torch.cat([i for i, _ in self.bucket])
-        grads = torch.cat([g for _, g in self.bucket])
-        self.bucket.clear()
-        out = grads.new_zeros(self.weight.shape).index_add_(0, ids, grads)  # [V, E]
+    def _gradient(self, ids: list[Tensor], grads: list[Tensor]) -> Tensor:
+        out = grads[0].new_zeros(self.tensor.shape).index_add_(0, torch.cat(ids), torch.cat(grads))  # [V, E]
         if self.padding_idx is not None:
             out[self.padding_idx] = 0
         return out
@@ -253,5 +252,5 @@ class LoopEmbedding:
     def __call__(self, ids: Tensor) -> Tensor:
         """ids [n] -> embeddings [n, E]."""
         if self.deferred:
-            return _StepLookup.apply(ids, self.weight, self.bucket)
-        return F.embedding(ids, self.weight, self.padding_idx)
+            return _StepLookup.apply(ids, self.tensor, self.bucket)
+        return F.embedding(ids, self.tensor, self.padding_idx)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from utils.batch import Batch
 from utils.config import Seq2SeqConfig
 from utils.layers import Dropout, LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy, use_fast_dropout
-from utils.recurrent import StackWeights, run_encoder
+from utils.recurrent import StackWeights, active_rows, run_encoder
 from utils.vocabulary import PAD, UNK
 
 Hidden = Tensor | tuple[Tensor, Tensor]
@@ -88,8 +88,7 @@ def _target_lengths(trg_in: Tensor) -> Tensor:
 
 def _active_rows(trg_in: Tensor) -> list[int]:
     """For rows sorted by target length: how many rows are still decoding at each step t."""
-    T = trg_in.size(1)
-    return (_target_lengths(trg_in).unsqueeze(1) > torch.arange(T, device=trg_in.device)).sum(0).tolist()
+    return active_rows(_target_lengths(trg_in), trg_in.size(1))
 
 
 class Seq2SeqModel(nn.Module):
@@ -267,8 +266,12 @@ class RecurrentSeq2Seq(Seq2SeqModel):
             outs.append(F.pad(out, (0, 0, 0, B - n)))           # [B, H]
             if t + 1 < T and not tf[t + 1]:
                 pred = predict(out, t, None)
-        features = torch.stack(outs, 1)  # [B, T_run, H]
-        return F.pad(features, (0, 0, 0, T - features.size(1))), None  # [B, T, H]
+        return _pad_steps(torch.stack(outs, 1), T), None  # [B, T_run, H] -> [B, T, H]
+
+
+def _pad_steps(x: Tensor, T: int) -> Tensor:
+    """[B, T_run, D] -> [B, T, D] with zero steps after the last row has ended (no copy if T_run == T)."""
+    return x if x.size(1) == T else F.pad(x, (0, 0, 0, T - x.size(1)))
 
 
 def _slice_hidden(h: Hidden, n: int) -> Hidden:
@@ -410,13 +413,9 @@ class AttentionSeq2Seq(Seq2SeqModel):
             attns.append(F.pad(a, (0, 0, 0, B - n)))   # [B, S]
             if t + 1 < T and not tf[t + 1]:
                 pred = predict(f, t, a)
-        T_run = len(feats)
         features = torch.stack(feats, 1)  # [B, T_run, F]
         attn = torch.stack(attns, 1)      # [B, T_run, S]
-        if T_run < T:
-            features = F.pad(features, (0, 0, 0, T - T_run))
-            attn = F.pad(attn, (0, 0, 0, T - T_run))
-        return features, attn
+        return _pad_steps(features, T), _pad_steps(attn, T)  # [B, T, F], [B, T, S]
 
 
 class CopyAttentionSeq2Seq(AttentionSeq2Seq):

@@ -24,11 +24,25 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from utils.layers import LoopWeight
 
 
-def lstm_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-    """LSTM cell update from pre-activations [n, 4H] (i, f, g, o) and cell state [n, H]."""
+def cell_update(gates: Tensor, c: Tensor | None, lstm: bool) -> tuple[Tensor, Tensor | None]:
+    """New (h, c) from pre-activations: LSTM gates [n, 4H] (i, f, g, o) with cell state [n, H], or
+    a tanh RNN's [n, H] (c stays None)."""
+    if not lstm:
+        return torch.tanh(gates), None
     i, f, g, o = gates.chunk(4, 1)  # each [n, H]
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def active_rows(lengths: Tensor, steps: int) -> list[int]:
+    """For rows sorted by length (descending): how many are longer than t, for t < ``steps``."""
+    return (lengths.unsqueeze(1) > torch.arange(steps, device=lengths.device)).sum(0).tolist()
+
+
+def layer_params(module: nn.RNNBase, layer: int, suffix: str = "") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(weight_ih, weight_hh, bias_ih, bias_hh) of one layer (``suffix`` "_reverse": its backward direction)."""
+    return tuple(getattr(module, f"{name}_l{layer}{suffix}")  # type: ignore[return-value]
+                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
 
 def run_direction(x_proj: Tensor, active: list[int], w_hh: LoopWeight, lstm: bool,
@@ -40,38 +54,36 @@ def run_direction(x_proj: Tensor, active: list[int], w_hh: LoopWeight, lstm: boo
     at each row's last token going forward, at its first going backward.
     """
     B, S, _ = x_proj.shape
-    H = w_hh.weight.size(1)
+    H = w_hh.tensor.size(1)
     steps = x_proj.unbind(1)  # S x [B, G]
     outs: list[Tensor | None] = [None] * S
-    h = x_proj.new_zeros(0 if reverse else B, H)  # [n, H]: the rows in play
-    c = torch.zeros_like(h)
-    done_h: list[Tensor] = []  # forward: states of rows that have ended, shortest first
-    done_c: list[Tensor] = []
+    # the rows in play: h [n, H], and c [n, H] for an LSTM (a tanh RNN has no cell state)
+    h = x_proj.new_zeros(0 if reverse else B, H)
+    c = torch.zeros_like(h) if lstm else None
+    done: list[tuple[Tensor, Tensor | None]] = []  # forward: states of rows that have ended, shortest first
+
+    def rows(n: int, state: Tensor | None) -> Tensor | None:
+        """``state`` cut to its first n rows, or grown to n with zero rows for rows that start."""
+        if state is None or n == state.size(0):
+            return state
+        return state[:n] if n < state.size(0) else torch.cat([state, state.new_zeros(n - state.size(0), H)])
+
     for t in (reversed(range(S)) if reverse else range(S)):
         n = active[t]
-        if reverse and n > h.size(0):      # rows whose last token is at t start here
-            h = torch.cat([h, h.new_zeros(n - h.size(0), H)])
-            c = torch.cat([c, c.new_zeros(n - c.size(0), H)])
-        elif not reverse and n < h.size(0):  # rows that ended at t - 1 keep their state
-            done_h.append(h[n:])
-            done_c.append(c[n:])
-            h, c = h[:n], c[:n]
+        if not reverse and n < h.size(0):  # rows that ended at t - 1 keep their state
+            done.append((h[n:], None if c is None else c[n:]))
+        h, c = rows(n, h), rows(n, c)      # backward: rows whose last token is at t start here
         if n == 0:
             continue
-        gates = steps[t][:n] + w_hh(h)  # [n, G]
-        if lstm:
-            h, c = lstm_update(gates, c)
-        else:
-            h = torch.tanh(gates)
+        h, c = cell_update(steps[t][:n] + w_hh(h), c, lstm)  # gates [n, G] -> [n, H]
         outs[t] = h
-    if h.size(0) < B and reverse:  # rows without tokens
-        h = torch.cat([h, h.new_zeros(B - h.size(0), H)])
-        c = torch.cat([c, c.new_zeros(B - c.size(0), H)])
-    h_n = torch.cat([h] + done_h[::-1])  # [B, H]
-    c_n = torch.cat([c] + done_c[::-1])
+    if reverse:  # rows without tokens
+        h, c = rows(B, h), rows(B, c)
+    h_n = torch.cat([h] + [dh for dh, _ in done[::-1]])  # [B, H]
+    c_n = torch.cat([c] + [dc for _, dc in done[::-1]]) if lstm else None
     zeros = x_proj.new_zeros(B, H)
     out = torch.stack([zeros if o is None else F.pad(o, (0, 0, 0, B - o.size(0))) for o in outs], 1)
-    return out, h_n, (c_n if lstm else None)
+    return out, h_n, c_n
 
 
 def run_encoder(module: nn.RNNBase, x: Tensor, lengths: Tensor,
@@ -87,9 +99,7 @@ def run_encoder(module: nn.RNNBase, x: Tensor, lengths: Tensor,
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return out, hidden
     order = torch.argsort(lengths.cpu(), descending=True, stable=True)
-    lens = lengths.cpu()[order]
-    S = x.size(1)
-    active = (lens.unsqueeze(1) > torch.arange(S)).sum(0).tolist()  # rows longer than t
+    active = active_rows(lengths.cpu()[order], x.size(1))  # rows longer than t
     x = x[order.to(x.device)]
     hs, cs = [], []
     directions = ["", "_reverse"] if module.bidirectional else [""]
@@ -98,9 +108,9 @@ def run_encoder(module: nn.RNNBase, x: Tensor, lengths: Tensor,
             x = dropout(x)
         outs = []
         for suffix in directions:
-            p = lambda name: getattr(module, f"{name}_l{layer}{suffix}")  # noqa: E731
-            x_proj = F.linear(x, p("weight_ih"), p("bias_ih") + p("bias_hh"))  # [B, S, G]: all steps at once
-            out, h, c = run_direction(x_proj, active, LoopWeight(p("weight_hh")), lstm, reverse=bool(suffix))
+            w_ih, w_hh, b_ih, b_hh = layer_params(module, layer, suffix)
+            x_proj = F.linear(x, w_ih, b_ih + b_hh)  # [B, S, G]: all steps at once
+            out, h, c = run_direction(x_proj, active, LoopWeight(w_hh), lstm, reverse=bool(suffix))
             outs.append(out)
             hs.append(h)
             cs.append(c)
@@ -110,7 +120,6 @@ def run_encoder(module: nn.RNNBase, x: Tensor, lengths: Tensor,
     if lstm:
         return x[inv], (h_n, torch.stack(cs)[:, inv])
     return x[inv], h_n
-
 
 
 @dataclass
@@ -142,8 +151,7 @@ class StackWeights:
     @classmethod
     def of_module(cls, module: nn.RNNBase) -> "StackWeights":
         """The weights of a unidirectional ``nn.RNN`` / ``nn.LSTM``."""
-        layers = [tuple(getattr(module, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                  for k in range(module.num_layers)]
+        layers = [layer_params(module, k) for k in range(module.num_layers)]
         return cls.build(layers, module.input_size, isinstance(module, nn.LSTM))
 
     def input_gates(self, emb: Tensor) -> Tensor:
@@ -164,12 +172,9 @@ class StackWeights:
                 gates = gates0 + self.rec[0](inp)                                             # [n, G]
             else:
                 gates = self.bias[layer] + self.rec[layer](torch.cat([dropout(x), h[layer]], 1))
-            if self.lstm:
-                x, c_new = lstm_update(gates, c[layer])
-                cs.append(c_new)
-            else:
-                x = torch.tanh(gates)
+            x, c_new = cell_update(gates, c[layer] if self.lstm else None, self.lstm)
             hs.append(x)
+            cs.append(c_new)
         if self.lstm:
             return x, (torch.stack(hs), torch.stack(cs))
         return x, torch.stack(hs)
