@@ -165,12 +165,9 @@ class StackWeights:
         new hidden), with ``dropout`` between layers."""
         h, c = hidden if self.lstm else (hidden, None)
         hs, cs = [], []
-        x = h[0]
+        gates = gates0 + self.rec[0](h[0] if extra0 is None else torch.cat([extra0, h[0]], 1))  # [n, G]
         for layer in range(len(self.rec)):
-            if layer == 0:
-                inp = h[0] if extra0 is None else torch.cat([extra0, h[0]], 1)
-                gates = gates0 + self.rec[0](inp)                                             # [n, G]
-            else:
+            if layer:
                 gates = self.bias[layer] + self.rec[layer](torch.cat([dropout(x), h[layer]], 1))
             x, c_new = cell_update(gates, c[layer] if self.lstm else None, self.lstm)
             hs.append(x)
