@@ -209,6 +209,34 @@ def test_a_row_does_not_depend_on_its_batch_mates(name, tiny_config, toy_example
             assert torch.allclose(together[position, :n, :width], alone[0, :n], atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_decode_steps_equal_the_teacher_forced_pass(name, tiny_config, toy_examples) -> None:
+    """``decode_step`` fed the reference tokens one by one (as decoding does, the Transformer from its
+    key/value cache) gives the teacher-forced pass's scores and attention, also after its state's rows
+    are reordered and repeated mid-way (as beam search does)."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(name, num_layers=2)).eval()
+    batch = make_batch(toy_examples(5, seed=8, min_len=5, max_len=8))
+    order = torch.tensor([4, 0, 0, 2, 1, 3])  # a permutation with a repeated row
+    switch = 3                                # the step after which the rows are reordered
+    with torch.no_grad():
+        ref, ref_attn = _forward(model, batch)
+        ref = torch.log_softmax(ref, -1)  # the copy model's scores are log-probabilities already
+        state = model.encode(batch.src, batch.src_lengths)
+        state.src_ext, state.n_oov = batch.src_ext, batch.n_oov
+        rows = torch.arange(5)
+        y_in = batch.trg_in.masked_fill(batch.trg_in >= model.config.trg_vocab_size, UNK)
+        for t in range(batch.trg_in.size(1)):
+            if t == switch:
+                rows, state = order, state.select(order)
+            logits, state, attn = model.decode_step(y_in[rows, t], state)
+            real = batch.trg_out[rows, t] != PAD  # the teacher-forced pass drops rows that have ended
+            assert real.any()
+            assert torch.allclose(torch.log_softmax(logits, -1)[real], ref[rows, t][real], atol=1e-5)
+            if attn is not None:
+                assert torch.allclose(attn[real], ref_attn[rows, t][real], atol=1e-5)
+
+
 @pytest.mark.parametrize("name", RECURRENT)
 def test_fast_path_equals_straightforward_reference(name, tiny_config, toy_examples) -> None:
     """Same sources lengths (the reference encoder does not pack), ragged targets, identical draws."""

@@ -291,6 +291,6 @@ def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 100
         "decode_batched_seq_per_s": round(len(examples) / batched_s, 1),
         "decode_single_seq_per_s": round(len(sample) / single_s, 1),
         "decode_speedup": round((len(examples) / batched_s) / (len(sample) / single_s), 1),
-        # approximate: weight products and attention only (the Transformer's prefix re-runs not counted)
+        # approximate: weight products and the recurrent models' attention only
         "decode_batched_approx_gflops": round(2 * macs / batched_s / 1e9, 1),
     }

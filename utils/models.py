@@ -51,6 +51,7 @@ class DecoderState:
     src_ext: Tensor | None = None    # [B, S] extended ids (copy model)
     n_oov: int = 0
     prev: Tensor | None = None       # [B, t] tokens so far (Transformer)
+    cache: tuple[Tensor, ...] = ()   # batch-first tensors a decoder keeps between steps (Transformer)
 
     def select(self, idx: Tensor) -> "DecoderState":
         """Keep (and reorder / repeat) batch rows ``idx`` — beam search and shrinking batches."""
@@ -63,7 +64,8 @@ class DecoderState:
 
         sel = lambda t: None if t is None else t.index_select(0, idx)  # noqa: E731
         return DecoderState(sel_h(self.hidden), sel(self.enc_out), sel(self.keys),
-                            sel(self.src_mask), sel(self.src_ext), self.n_oov, sel(self.prev))
+                            sel(self.src_mask), sel(self.src_ext), self.n_oov, sel(self.prev),
+                            tuple(sel(t) for t in self.cache))
 
 
 def teacher_forcing_mask(steps: int, ratio: float, generator: torch.Generator | None) -> list[bool]:
@@ -493,14 +495,53 @@ class TransformerDecoderLayer(nn.Module):
         x = x + self.dropout(self.ff(self.norms[2](x)))
         return x, w  # [B, T, d], [B, T, S]
 
+    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """The cross-attention's keys and values of the encoder states, per head: 2 x [B, h, S, d/h]."""
+        d = memory.size(-1)
+        w, b = self.cross_attn.in_proj_weight[d:], self.cross_attn.in_proj_bias[d:]
+        k, v = F.linear(memory, w, b).chunk(2, -1)  # [B, S, d] each
+        return _split_heads(k, self.cross_attn.num_heads), _split_heads(v, self.cross_attn.num_heads)
+
+    def step(self, x: Tensor, self_kv: tuple[Tensor, Tensor], memory_kv: tuple[Tensor, Tensor],
+             memory_pad: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
+        """One new position (inference, no dropout): x [B, 1, d] and the cached keys/values of the
+        earlier positions [B, h, t, d/h] -> (x [B, 1, d], keys/values [B, h, t+1, d/h], cross-attention
+        [B, S] averaged over heads). The same function as ``forward`` at the last position."""
+        sa, ca = self.self_attn, self.cross_attn
+        heads, d = sa.num_heads, x.size(-1)
+        q, k, v = F.linear(self.norms[0](x), sa.in_proj_weight, sa.in_proj_bias).chunk(3, -1)  # [B, 1, d] each
+        keys = torch.cat([self_kv[0], _split_heads(k, heads)], 2)    # [B, h, t+1, d/h]
+        values = torch.cat([self_kv[1], _split_heads(v, heads)], 2)
+        a = F.scaled_dot_product_attention(_split_heads(q, heads), keys, values)  # [B, h, 1, d/h]
+        x = x + sa.out_proj(_merge_heads(a))
+        q = F.linear(self.norms[1](x), ca.in_proj_weight[:d], ca.in_proj_bias[:d])  # [B, 1, d]
+        scores = _split_heads(q, heads) @ memory_kv[0].transpose(2, 3) / math.sqrt(d // heads)  # [B, h, 1, S]
+        w = torch.softmax(scores.masked_fill(memory_pad[:, None, None, :], float("-inf")), -1)
+        x = x + ca.out_proj(_merge_heads(w @ memory_kv[1]))
+        x = x + self.ff(self.norms[2](x))
+        return x, (keys, values), w.mean(1)[:, 0]
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    """[B, L, d] -> [B, h, L, d/h]."""
+    B, L, d = x.shape
+    return x.view(B, L, heads, d // heads).transpose(1, 2)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    """[B, h, L, d/h] -> [B, L, d]."""
+    B, h, L, dh = x.shape
+    return x.transpose(1, 2).reshape(B, L, h * dh)
+
 
 class TransformerSeq2Seq(Seq2SeqModel):
     """A small pre-norm encoder-decoder Transformer with sinusoidal positions.
 
     Width ``hidden_dim``, ``num_layers`` layers each side, ``n_heads`` heads, ``ff_dim`` inner size.
     With full teacher forcing all decoder steps run in parallel; the heatmaps read the last layer's
-    cross-attention averaged over heads. Decoding re-runs the prefix at each step (no cache): at 80
-    tokens that costs less than the bookkeeping a cache would need.
+    cross-attention averaged over heads. In eval mode ``decode_step`` runs only the new position,
+    reading the earlier positions' self-attention keys/values and the encoder states' cross-attention
+    keys/values from ``DecoderState.cache``; in training mode it re-runs the prefix.
     """
 
     has_attention = True
@@ -551,8 +592,25 @@ class TransformerSeq2Seq(Seq2SeqModel):
 
     def decode_step(self, y_prev: Tensor, state: DecoderState):
         prev = torch.cat([state.prev, y_prev.unsqueeze(1)], 1)  # [B, t]
-        feats, w = self._decode(prev, state)
-        return self.out(feats[:, -1]), replace(state, prev=prev), w[:, -1]
+        if self.training:  # dropout (attention weights' too) as in training: re-run the prefix
+            feats, w = self._decode(prev, state)
+            return self.out(feats[:, -1]), replace(state, prev=prev), w[:, -1]
+        t = prev.size(1) - 1
+        if t >= self.positions.size(0):
+            raise ValueError(f"Sequence of {t + 1} tokens exceeds max_positions={self.positions.size(0)}.")
+        cache = state.cache
+        if not cache:  # first step: the encoder states' keys/values, and no earlier positions
+            empty = state.enc_out.new_zeros(prev.size(0), self.config.n_heads, 0,
+                                            self.config.hidden_dim // self.config.n_heads)
+            cache = tuple(kv for layer in self.decoder_layers for kv in (empty, empty, *layer.memory_kv(state.enc_out)))
+        x = self.trg_embedding(y_prev).unsqueeze(1) * math.sqrt(self.config.hidden_dim) + self.positions[t]  # [B, 1, d]
+        new_cache: list[Tensor] = []
+        for i, layer in enumerate(self.decoder_layers):
+            sk, sv, mk, mv = cache[4 * i : 4 * i + 4]
+            x, (sk, sv), w = layer.step(x, (sk, sv), (mk, mv), ~state.src_mask)
+            new_cache += [sk, sv, mk, mv]
+        logits = self.out(self.final_norm(x[:, 0]))  # [B, V]
+        return logits, replace(state, prev=prev, cache=tuple(new_cache)), w
 
     def _run_decoder(self, state, trg_in, tf, predict):
         if all(tf):
