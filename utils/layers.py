@@ -81,9 +81,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             n = logits.size(0)
             tgt = targets[start : start + n]
             start += n
-            lse = torch.logsumexp(logits, 1, keepdim=True)                   # [n, 1]
-            total += (lse.squeeze(1) - logits.gather(1, tgt.unsqueeze(1)).squeeze(1)).sum()
-            g = logits.sub_(lse).exp_()                                      # softmax, in place
+            target_logit = logits.gather(1, tgt.unsqueeze(1))                # [n, 1]
+            top = logits.amax(1, keepdim=True)                               # [n, 1]
+            g = logits.sub_(top).exp_()                                      # in place: one exp pass
+            total_exp = g.sum(1, keepdim=True)                               # [n, 1]
+            total += (top + total_exp.log() - target_logit).sum()            # log-sum-exp - target
+            g.div_(total_exp)                                                # softmax
             g[torch.arange(n, device=g.device), tgt] -= 1.0                  # d loss / d logits
             grads.append(g)
         ctx.save_for_backward(x_known, x_new, weight, *grads)
@@ -92,12 +95,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x_known, x_new, weight, g_known, g_new = ctx.saved_tensors
-        g_known, g_new = g_known * grad_out, g_new * grad_out
+        # grad_out is a scalar: scale the small products, not the [N, V] gradients of the logits
         grad_w = g_new.t() @ x_new                                           # [V, F]
         if x_known.size(0):
             grad_w.addmm_(g_known.t(), x_known)
         grad_b = g_new.sum(0) + g_known.sum(0)
-        return g_known @ weight, g_new @ weight, grad_w, grad_b, None, None
+        return ((g_known @ weight).mul_(grad_out), (g_new @ weight).mul_(grad_out),
+                grad_w.mul_(grad_out), grad_b.mul_(grad_out), None, None)
 
 
 def linear_cross_entropy(x_known: Tensor, logits_known: Tensor, x_new: Tensor, layer: nn.Linear,

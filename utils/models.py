@@ -143,7 +143,7 @@ class Seq2SeqModel(nn.Module):
             with torch.no_grad():  # the argmax needs no gradient; the loss reuses these logits
                 logits = self.project_step(feat_t, attn_t, state)  # [n, V(+OOV)]
             early[t] = logits
-            pred = logits.argmax(-1)
+            pred = logits.max(-1).indices  # the first maximum, as argmax, but faster on CPU
             # extended (copied) ids are read back as <UNK> by the embedding
             return pred.masked_fill(pred >= self.config.trg_vocab_size, UNK)
 
