@@ -13,6 +13,7 @@ from utils.metrics import (
     attention_entropy,
     bucket_label,
     corpus_bleu_score,
+    distinct_outputs,
     evaluate_outputs,
     exact_match,
     identifier_recall,
@@ -158,6 +159,7 @@ def test_evaluate_outputs_worked_example():
     assert m["token_accuracy"] == pytest.approx(100 * (1 + (len(ref) - 1) / len(ref)) / 2)
     assert m["unk_rate"] == pytest.approx(100 * 1 / (2 * len(ref)))
     assert m["copied_identifiers"] == pytest.approx(100.0)  # "x" is mentioned and present in both outputs
+    assert m["distinct_outputs"] == pytest.approx(100.0)
     assert 0 < m["bleu"] < 100
     m2 = evaluate_outputs(hyps, refs, docs, trg_vocab=set(ref))
     assert m2["bleu_study"] >= m2["bleu"]
@@ -166,7 +168,7 @@ def test_evaluate_outputs_worked_example():
 def test_evaluate_outputs_empty_corpus_gives_nan():
     m = evaluate_outputs([], [], [])
     assert m["n"] == 0
-    ratios = ("bleu", "token_accuracy", "exact_match", "syntax_valid", "copied_identifiers")
+    ratios = ("bleu", "token_accuracy", "exact_match", "syntax_valid", "copied_identifiers", "distinct_outputs")
     assert all(math.isnan(m[k]) for k in ratios)
 
 
@@ -227,3 +229,11 @@ def test_attention_copy_alignment_counts():
     assert attention_copy_alignment(torch.tensor(attn), src, out) == (1, 2)
     with pytest.raises(ValueError, match="does not match"):
         attention_copy_alignment(attn, src[:-1], out)
+
+
+def test_distinct_outputs_counts_programs_not_inputs():
+    a, b = ["def", "f", "(", ")", ":"], ["return", "x"]
+    assert distinct_outputs([a, a, a, a]) == pytest.approx(25.0)   # one program for every input
+    assert distinct_outputs([a, b, a, b]) == pytest.approx(50.0)
+    assert distinct_outputs([a, a + ["<EOS>", "junk"]]) == pytest.approx(50.0)  # cut at <EOS>: the same
+    assert distinct_outputs([a, b]) == pytest.approx(100.0)

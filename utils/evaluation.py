@@ -54,6 +54,7 @@ RESULT_LABELS: dict[str, str] = {
     "syntax_valid": "syntax valid %",
     "unk_rate": "<UNK> in output %",
     "copied_identifiers": "copied identifiers %",
+    "distinct_outputs": "distinct outputs %",
     "test_ppl": "test perplexity (teacher-forced)",
     "decode_seconds": "decode s",
     "parameters": "parameters",

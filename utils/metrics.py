@@ -19,6 +19,9 @@ Definitions (all corpus figures in percent unless noted):
   ``ast.parse`` accepts it. Nothing is ever executed.
 * Copied identifiers: of the distinct reference identifiers (Python names that are not
   keywords) that the docstring mentions, the share the hypothesis contains (pooled).
+* Distinct outputs: distinct hypotheses (after cleaning) per 100 inputs. A decoder that ignores
+  its input writes one program for every docstring and scores 0.1 on 1,000 inputs; its BLEU is
+  then that one program's overlap with every reference.
 * An empty corpus gives NaN for ratio metrics rather than a made-up number.
 """
 from __future__ import annotations
@@ -227,8 +230,16 @@ def evaluate_outputs(
         syntax_valid=_mean_pct([is_valid_syntax(h) for h in hypotheses]),
         unk_rate=_pct(unk_rate(hypotheses)),
         copied_identifiers=_pct(hits / total) if total else float("nan"),
+        distinct_outputs=distinct_outputs(hypotheses),
     )
     return out
+
+
+def distinct_outputs(hypotheses: Sequence[Tokens]) -> float:
+    """Distinct cleaned hypotheses per 100 hypotheses (NaN for none)."""
+    if not hypotheses:
+        return float("nan")
+    return _pct(len({tuple(_honest_hyp(h)) for h in hypotheses}) / len(hypotheses))
 
 
 def bucket_label(n_tokens: int) -> str:
