@@ -67,6 +67,12 @@ def train_macs(config: Seq2SeqConfig, src_tokens: int, trg_tokens: int, mean_src
     return src_tokens * enc + trg_tokens * dec
 
 
+def examples_macs(config: Seq2SeqConfig, examples: Sequence[Example], trg_tokens: int) -> float:
+    """``train_macs`` of ``examples`` (sources with <SOS>/<EOS>) producing ``trg_tokens`` target tokens."""
+    src_tokens = sum(len(e.src) + 2 for e in examples)
+    return train_macs(config, src_tokens, trg_tokens, src_tokens / max(len(examples), 1))
+
+
 def time_training(model: Seq2SeqModel, batches: Sequence[Batch], loss_fn: Callable,
                   teacher_forcing: float, device: torch.device, seed: int = 0) -> dict:
     """Run one optimizer step per batch; return seconds and real target tokens."""
@@ -104,9 +110,7 @@ def benchmark_training(model_name: str, examples: list[Example], batch_size: int
     pool = examples[: batch_size * n_batches]
     fast_batches = list(bucketed_batches(pool, batch_size, shuffle=True, pool_batches=n_batches, seed=1))
     fast = time_training(model, fast_batches, lambda m, b, tf, g: m.loss(b, tf, g), config.teacher_forcing, device)
-    src_tokens = sum(len(e.src) + 2 for e in pool)
-    mean_src = src_tokens / max(len(pool), 1)
-    macs = train_macs(config, src_tokens, fast["tokens"], mean_src)
+    macs = examples_macs(config, pool, fast["tokens"])
     result = {
         "model": model_name,
         "device": str(device),

@@ -278,11 +278,10 @@ def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 100
     for e in sample:
         greedy_decode(model, make_batch([e]).to(device))
     single_s = time.perf_counter() - start
-    from utils.benchmark import train_macs  # forward multiply-accumulates of a batch (no cycle at import)
+    from utils.benchmark import examples_macs  # forward multiply-accumulates (no cycle at import)
 
-    src_tokens = sum(len(e.src) + 2 for e in examples)
     steps = sum(len(t) + 1 for t in batched.tokens)  # each generated token and the closing <EOS>
-    macs = train_macs(model.config, src_tokens, steps, src_tokens / max(len(examples), 1))
+    macs = examples_macs(model.config, examples, steps)
     return {
         "decode_model": which,
         "decode_sequences": len(examples),

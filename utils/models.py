@@ -568,10 +568,12 @@ class TransformerSeq2Seq(Seq2SeqModel):
         self.out = nn.Linear(d, c.trg_vocab_size)
         use_fast_dropout(self)  # the attention weights' own dropout (inside nn.MultiheadAttention) stays
 
-    def _embed(self, emb: nn.Embedding, ids: Tensor) -> Tensor:
-        if ids.size(1) > self.positions.size(0):
-            raise ValueError(f"Sequence of {ids.size(1)} tokens exceeds max_positions={self.positions.size(0)}.")
-        x = emb(ids) * math.sqrt(self.config.hidden_dim) + self.positions[: ids.size(1)]
+    def _embed(self, emb: nn.Embedding, ids: Tensor, start: int = 0) -> Tensor:
+        """ids [B, L] at positions start .. start + L - 1 -> scaled embeddings plus positions [B, L, d]."""
+        end = start + ids.size(1)
+        if end > self.positions.size(0):
+            raise ValueError(f"Sequence of {end} tokens exceeds max_positions={self.positions.size(0)}.")
+        x = emb(ids) * math.sqrt(self.config.hidden_dim) + self.positions[start:end]
         return self.dropout(x)  # [B, L, d]
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
@@ -595,19 +597,17 @@ class TransformerSeq2Seq(Seq2SeqModel):
         if self.training:  # dropout (attention weights' too) as in training: re-run the prefix
             feats, w = self._decode(prev, state)
             return self.out(feats[:, -1]), replace(state, prev=prev), w[:, -1]
-        t = prev.size(1) - 1
-        if t >= self.positions.size(0):
-            raise ValueError(f"Sequence of {t + 1} tokens exceeds max_positions={self.positions.size(0)}.")
         cache = state.cache
         if not cache:  # first step: the encoder states' keys/values, and no earlier positions
             empty = state.enc_out.new_zeros(prev.size(0), self.config.n_heads, 0,
                                             self.config.hidden_dim // self.config.n_heads)
             cache = tuple(kv for layer in self.decoder_layers for kv in (empty, empty, *layer.memory_kv(state.enc_out)))
-        x = self.trg_embedding(y_prev).unsqueeze(1) * math.sqrt(self.config.hidden_dim) + self.positions[t]  # [B, 1, d]
+        x = self._embed(self.trg_embedding, y_prev.unsqueeze(1), start=prev.size(1) - 1)  # [B, 1, d]
+        memory_pad = ~state.src_mask
         new_cache: list[Tensor] = []
         for i, layer in enumerate(self.decoder_layers):
             sk, sv, mk, mv = cache[4 * i : 4 * i + 4]
-            x, (sk, sv), w = layer.step(x, (sk, sv), (mk, mv), ~state.src_mask)
+            x, (sk, sv), w = layer.step(x, (sk, sv), (mk, mv), memory_pad)
             new_cache += [sk, sv, mk, mv]
         logits = self.out(self.final_norm(x[:, 0]))  # [B, V]
         return logits, replace(state, prev=prev, cache=tuple(new_cache)), w
