@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from utils.recurrent import StackWeights, run_encoder
+from utils.recurrent import StackWeights, first_rows, run_encoder, stack_hidden
 
 MODULES = [(nn.RNN, False), (nn.LSTM, False), (nn.LSTM, True)]
 
@@ -62,6 +62,28 @@ def test_stack_step_equals_one_module_step(cls) -> None:
         ref_out, ref_hidden = module(emb.unsqueeze(0), hidden)
         w = StackWeights.of_module(module)
         out, new_hidden = w.step(w.input_gates(emb), hidden, lambda t: t)
+        # the per-layer lists a step returns are read by the next step as the stacked form is
+        out2, hidden2 = w.step(w.input_gates(emb), new_hidden, lambda t: t)
+        out2_stacked, _ = w.step(w.input_gates(emb), stack_hidden(new_hidden), lambda t: t)
+        ref_out2, _ = module(emb.unsqueeze(0), ref_hidden)
     assert torch.allclose(out, ref_out[0], atol=1e-6)
-    for a, b in zip(_flat(new_hidden), _flat(ref_hidden)):
+    for a, b in zip(_flat(stack_hidden(new_hidden)), _flat(ref_hidden)):
+        assert a.shape == b.shape
         assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(out2, ref_out2[0], atol=1e-6)
+    assert torch.equal(out2, out2_stacked)
+
+
+@pytest.mark.parametrize("lstm", [False, True])
+def test_first_rows_cuts_both_forms_of_layer_states(lstm: bool) -> None:
+    stacked = torch.randn(2, 5, 3)       # [L, n, H]
+    layers = list(stacked.unbind(0))     # L x [n, H], what a step returns
+    for form in (stacked, layers):
+        hidden = (form, form) if lstm else form
+        cut = first_rows(hidden, 2)
+        as_tensor = cut if isinstance(form, Tensor) else stack_hidden(cut)
+        for got in _flat(as_tensor):
+            assert torch.equal(got, stacked[:, :2])
+        # all rows: nothing is sliced (no autograd node per step for nothing)
+        whole = first_rows(form, 5)
+        assert whole is form if isinstance(form, Tensor) else all(a is b for a, b in zip(whole, form))

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from utils.batch import Batch
 from utils.config import Seq2SeqConfig
 from utils.layers import Dropout, LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy, use_fast_dropout
-from utils.recurrent import StackWeights, active_rows, run_encoder
+from utils.recurrent import StackWeights, active_rows, first_rows, run_encoder, stack_hidden
 from utils.vocabulary import PAD, UNK
 
 Hidden = Tensor | tuple[Tensor, Tensor]
@@ -241,7 +241,7 @@ class RecurrentSeq2Seq(Seq2SeqModel):
         w = self._decoding_weights(lambda: StackWeights.of_module(self.decoder))
         emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
         out, hidden = w.step(w.input_gates(emb), state.hidden, self.dropout)  # [B, H]
-        return self.out(out), replace(state, hidden=hidden), None
+        return self.out(out), replace(state, hidden=stack_hidden(hidden)), None
 
     def _run_decoder(self, state, trg_in, tf, predict):
         B, T = trg_in.shape
@@ -259,7 +259,7 @@ class RecurrentSeq2Seq(Seq2SeqModel):
             n = active[t]
             if n == 0:
                 break
-            hidden = _slice_hidden(hidden, n)
+            hidden = first_rows(hidden, n)
             if tf[t] or pred is None:
                 gates0 = gate_steps[t][:n]
             else:
@@ -274,12 +274,6 @@ class RecurrentSeq2Seq(Seq2SeqModel):
 def _pad_steps(x: Tensor, T: int) -> Tensor:
     """[B, T_run, D] -> [B, T, D] with zero steps after the last row has ended (no copy if T_run == T)."""
     return x if x.size(1) == T else F.pad(x, (0, 0, 0, T - x.size(1)))
-
-
-def _slice_hidden(h: Hidden, n: int) -> Hidden:
-    if isinstance(h, tuple):
-        return tuple(x[:, :n] for x in h)  # type: ignore[return-value]
-    return h[:, :n]
 
 
 class VanillaRNNSeq2Seq(RecurrentSeq2Seq):
@@ -382,7 +376,7 @@ class AttentionSeq2Seq(Seq2SeqModel):
         emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
         memory = (state.keys, state.enc_out, state.src_mask)
         feats, hidden, weights = self._cell_step(w[0].input_gates(emb), emb, state.hidden, memory, w)
-        return self.project_step(feats, weights, state), replace(state, hidden=hidden), weights
+        return self.project_step(feats, weights, state), replace(state, hidden=stack_hidden(hidden)), weights
 
     def _run_decoder(self, state, trg_in, tf, predict):
         B, T = trg_in.shape
@@ -402,7 +396,7 @@ class AttentionSeq2Seq(Seq2SeqModel):
             n = active[t]
             if n == 0:
                 break
-            hidden = _slice_hidden(hidden, n)
+            hidden = first_rows(hidden, n)
             if n not in memories:
                 memories[n] = (state.keys[:n], values, state.src_mask[:n])
             if tf[t] or pred is None:

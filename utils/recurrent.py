@@ -23,6 +23,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from utils.layers import LoopWeight
 
+# The states of a stack of L recurrent layers: an [L, n, H] tensor or a list of L [n, H] tensors
+# (both index by layer), and for an LSTM a tuple (h, c) of two such.
+Layered = Tensor | list[Tensor] | tuple[Tensor | list[Tensor], Tensor | list[Tensor]]
+
 
 def cell_update(gates: Tensor, c: Tensor | None, lstm: bool) -> tuple[Tensor, Tensor | None]:
     """New (h, c) from pre-activations: LSTM gates [n, 4H] (i, f, g, o) with cell state [n, H], or
@@ -158,11 +162,14 @@ class StackWeights:
         """Layer 0's embedding part with both biases: [..., E] -> [..., G]."""
         return F.linear(emb, self.w_in0, self.bias[0])
 
-    def step(self, gates0: Tensor, hidden: Tensor | tuple[Tensor, Tensor],
-             dropout: Callable[[Tensor], Tensor], extra0: Tensor | None = None):
-        """One time step of the stack: ``gates0`` [n, G] from ``input_gates``, ``hidden`` [L, n, H]
-        (a pair for LSTMs), ``extra0`` [n, D] more input for layer 0. Returns (top output [n, H],
-        new hidden), with ``dropout`` between layers."""
+    def step(self, gates0: Tensor, hidden: Layered, dropout: Callable[[Tensor], Tensor],
+             extra0: Tensor | None = None) -> tuple[Tensor, Layered]:
+        """One time step of the stack: ``gates0`` [n, G] from ``input_gates``, ``hidden`` the layers'
+        states (see ``Layered``), ``extra0`` [n, D] more input for layer 0. Returns (top output [n, H],
+        new hidden as lists of L [n, H]), with ``dropout`` between layers. Lists, not [L, n, H]
+        tensors: a training loop then never stacks the states at one step to pick them apart at the
+        next (and, in backward, never fills zero gradients for the layers it did not pick);
+        ``stack_hidden`` gives the [L, n, H] form."""
         h, c = hidden if self.lstm else (hidden, None)
         hs, cs = [], []
         gates = gates0 + self.rec[0](h[0] if extra0 is None else torch.cat([extra0, h[0]], 1))  # [n, G]
@@ -172,6 +179,20 @@ class StackWeights:
             x, c_new = cell_update(gates, c[layer] if self.lstm else None, self.lstm)
             hs.append(x)
             cs.append(c_new)
-        if self.lstm:
-            return x, (torch.stack(hs), torch.stack(cs))
-        return x, torch.stack(hs)
+        return x, ((hs, cs) if self.lstm else hs)
+
+
+def stack_hidden(hidden: Layered) -> Tensor | tuple[Tensor, Tensor]:
+    """Per-layer states -> [L, n, H] (a pair for LSTMs), the form ``DecoderState`` keeps."""
+    if isinstance(hidden, tuple):
+        return tuple(torch.stack(list(h)) for h in hidden)  # type: ignore[return-value]
+    return torch.stack(list(hidden))
+
+
+def first_rows(hidden: Layered, n: int) -> Layered:
+    """The states of the first ``n`` rows (no-op when there are n)."""
+    if isinstance(hidden, tuple):
+        return tuple(first_rows(h, n) for h in hidden)  # type: ignore[return-value]
+    if isinstance(hidden, Tensor):
+        return hidden if hidden.size(1) == n else hidden[:, :n]
+    return [h if h.size(0) == n else h[:n] for h in hidden]
