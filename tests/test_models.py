@@ -237,6 +237,31 @@ def test_decode_steps_equal_the_teacher_forced_pass(name, tiny_config, toy_examp
                 assert torch.allclose(attn[real], ref_attn[rows, t][real], atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_decode_step_branches_from_one_state(name, tiny_config, toy_examples) -> None:
+    """Two steps from the same state (as a plain beam search does) leave each branch its own
+    history: a step never changes the state it was given (the Transformer's key/value cache included)."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(name, num_layers=2)).eval()
+    batch = make_batch(toy_examples(3, seed=9, min_len=4, max_len=6))
+    y = batch.trg_in.masked_fill(batch.trg_in >= model.config.trg_vocab_size, UNK)
+    with torch.no_grad():
+        state = model.encode(batch.src, batch.src_lengths)
+        state.src_ext, state.n_oov = batch.src_ext, batch.n_oov
+        for t in range(3):
+            _, state, _ = model.decode_step(y[:, t], state)
+        twin = state.select(torch.arange(3))  # an independent copy of the same state
+        _, a, _ = model.decode_step(y[:, 3], state)
+        _, b, _ = model.decode_step(y[:, 4], state)  # a second branch from the same state
+        _, a_ref, _ = model.decode_step(y[:, 3], twin)
+        _, b_ref, _ = model.decode_step(y[:, 4], twin.select(torch.arange(3)))
+        for branch, ref in ((a, a_ref), (b, b_ref)):
+            logits, _, _ = model.decode_step(y[:, 5], branch)
+            logits_ref, _, _ = model.decode_step(y[:, 5], ref)
+            assert torch.allclose(logits, logits_ref, atol=1e-6)
+        assert not torch.allclose(model.decode_step(y[:, 5], a)[0], model.decode_step(y[:, 5], b)[0])
+
+
 @pytest.mark.parametrize("name", RECURRENT)
 def test_fast_path_equals_straightforward_reference(name, tiny_config, toy_examples) -> None:
     """Same sources lengths (the reference encoder does not pack), ragged targets, identical draws."""
