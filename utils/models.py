@@ -452,18 +452,20 @@ class CopyAttentionSeq2Seq(AttentionSeq2Seq):
     def project_step(self, feat_t, attn_t, state):
         return self._mix(feat_t, attn_t, self._src_ext(state, feat_t.size(0)), state.n_oov)
 
+    def _src_ext_at(self, state: DecoderState, mask: Tensor) -> Tensor:
+        """The extended source ids [N, S] of the rows of the positions ``mask`` [B, T] selects."""
+        return self._src_ext(state, mask.size(0)).unsqueeze(1).expand(-1, mask.size(1), -1)[mask]
+
     def project_positions(self, features, attn, state, mask):
-        B = features.size(0)
-        src_ext = self._src_ext(state, B).unsqueeze(1).expand(-1, mask.size(1), -1)  # [B, T, S]
-        return self._mix(features[mask], attn[mask], src_ext[mask], state.n_oov)
+        return self._mix(features[mask], attn[mask], self._src_ext_at(state, mask), state.n_oov)
 
     def positions_nll(self, features, attn, state, mask, targets):
         """``-log p(y)`` with ``p(y) = p_gen softmax(out(f))_y + (1 - p_gen) sum_{j: src_j = y} a_j``,
         from each row's log-sum-exp and target logit: the same loss as the cross-entropy of
         ``project_positions`` (whose rows sum to 1), without building, scattering into and taking
         the log of the [N, V + OOV] distribution (a third less time for 4,000 target tokens)."""
-        B, V = features.size(0), self.config.trg_vocab_size
-        src_ext = self._src_ext(state, B).unsqueeze(1).expand(-1, mask.size(1), -1)[mask]  # [N, S]
+        V = self.config.trg_vocab_size
+        src_ext = self._src_ext_at(state, mask)                                           # [N, S]
         feats, weights = features[mask], attn[mask]                                       # [N, F], [N, S]
         p_gen = torch.sigmoid(self.gate(feats)).squeeze(1)                                 # [N]
         logits = self.out(feats)                                                           # [N, V]
