@@ -248,7 +248,8 @@ def ids_to_tokens(ids: Sequence[int], trg_vocab, src_oov: Sequence[str] | None =
 
 def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 1000, batch_size: int = 250,
                        checkpoint_dir: str = "checkpoints") -> dict:
-    """Sequences per second decoding the test split greedily: batched vs one at a time.
+    """Sequences per second decoding the test split greedily: batched vs one at a time, each timed
+    after one untimed warm-up pass.
 
     Uses the trained ``<checkpoint_dir>/<model>_best.pt`` when there is one (output lengths, and so
     cost, depend on training), else a freshly initialised model, and says which.
@@ -270,6 +271,10 @@ def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 100
         which = "untrained"
     rows = load_split(data_dir, "test")[:n]
     examples = encode_pairs(rows, src_vocab, trg_vocab, with_copy=True)
+    # one untimed pass of each kind first (weight caches, allocator, thread pool), as the training
+    # benchmark does: the first batched pass was measured 10-30% slower than the next ones
+    decode_examples(model, examples[:batch_size], batch_size=batch_size, device=device)
+    greedy_decode(model, make_batch(examples[:1]).to(device))
     start = time.perf_counter()
     batched = decode_examples(model, examples, batch_size=batch_size, device=device)
     batched_s = time.perf_counter() - start
