@@ -249,7 +249,7 @@ def ids_to_tokens(ids: Sequence[int], trg_vocab, src_oov: Sequence[str] | None =
 def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 1000, batch_size: int = 250,
                        checkpoint_dir: str = "checkpoints") -> dict:
     """Sequences per second decoding the test split greedily: batched vs one at a time, each timed
-    after one untimed warm-up pass.
+    after one untimed warm-up pass, the two taking turns batch by batch.
 
     Uses the trained ``<checkpoint_dir>/<model>_best.pt`` when there is one (output lengths, and so
     cost, depend on training), else a freshly initialised model, and says which.
@@ -271,30 +271,40 @@ def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 100
         which = "untrained"
     rows = load_split(data_dir, "test")[:n]
     examples = encode_pairs(rows, src_vocab, trg_vocab, with_copy=True)
+    # the batches decode_examples forms (sources sorted by length), one after another
+    batches = sorted(examples, key=lambda e: len(e.src))
+    batches = [batches[i : i + batch_size] for i in range(0, len(batches), batch_size)]
     # one untimed pass of each kind first (weight caches, allocator, thread pool), as the training
     # benchmark does: the first batched pass was measured 10-30% slower than the next ones
-    decode_examples(model, examples[:batch_size], batch_size=batch_size, device=device)
+    decode_examples(model, batches[0], batch_size=batch_size, device=device)
     greedy_decode(model, make_batch(examples[:1]).to(device))
-    start = time.perf_counter()
-    batched = decode_examples(model, examples, batch_size=batch_size, device=device)
-    batched_s = time.perf_counter() - start
-    sample = examples[::10]  # one at a time is slow: time every 10th sequence and report the rate
-    start = time.perf_counter()
-    for e in sample:
-        greedy_decode(model, make_batch([e]).to(device))
-    single_s = time.perf_counter() - start
+    # The two ways take turns, batch by batch, so that both see the same machine load: each batch
+    # is decoded at once, then every 10th of its sequences one at a time (all of them would be slow).
+    batched_s = single_s = 0.0
+    out_lengths: list[int] = []
+    sample = 0
+    for chunk in batches:
+        start = time.perf_counter()
+        hyp = decode_examples(model, chunk, batch_size=batch_size, device=device)
+        batched_s += time.perf_counter() - start
+        out_lengths += map(len, hyp.tokens)
+        start = time.perf_counter()
+        for e in chunk[::10]:
+            greedy_decode(model, make_batch([e]).to(device))
+        single_s += time.perf_counter() - start
+        sample += len(chunk[::10])
     from utils.benchmark import examples_macs  # forward multiply-accumulates (no cycle at import)
 
-    steps = sum(len(t) + 1 for t in batched.tokens)  # each generated token and the closing <EOS>
+    steps = sum(out_lengths) + len(out_lengths)  # each generated token and the closing <EOS>
     macs = examples_macs(model.config, examples, steps)
     return {
         "decode_model": which,
         "decode_sequences": len(examples),
-        "decode_mean_output_tokens": round(sum(map(len, batched.tokens)) / max(len(examples), 1), 1),
+        "decode_mean_output_tokens": round(sum(out_lengths) / max(len(examples), 1), 1),
         "decode_batch_size": batch_size,
         "decode_batched_seq_per_s": round(len(examples) / batched_s, 1),
-        "decode_single_seq_per_s": round(len(sample) / single_s, 1),
-        "decode_speedup": round((len(examples) / batched_s) / (len(sample) / single_s), 1),
+        "decode_single_seq_per_s": round(sample / single_s, 1),
+        "decode_speedup": round((len(examples) / batched_s) / (sample / single_s), 1),
         # approximate: weight products and the recurrent models' attention only
         "decode_batched_approx_gflops": round(2 * macs / batched_s / 1e9, 1),
     }
