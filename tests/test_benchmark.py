@@ -58,3 +58,20 @@ def test_train_macs_grow_with_tokens(model) -> None:
     small, big = train_macs(cfg, 100, 100, 10.0), train_macs(cfg, 200, 200, 10.0)
     assert 0 < small < big
     assert big == pytest.approx(2 * small, rel=0.05)
+
+
+def test_time_interleaved_takes_turns_and_sums() -> None:
+    """Steppers run batch by batch in turn (a shorter list just stops), and each gets its own totals."""
+    from utils.benchmark import time_interleaved
+
+    calls = []
+
+    def stepper(name: str, seconds: float):
+        def step(batch):
+            calls.append((name, batch))
+            return seconds, batch
+        return step
+
+    totals = time_interleaved([stepper("a", 0.5), stepper("b", 2.0)], [[1, 2, 3], [10, 20]])
+    assert calls == [("a", 1), ("b", 10), ("a", 2), ("b", 20), ("a", 3)]
+    assert totals == [{"seconds": 1.5, "tokens": 6}, {"seconds": 4.0, "tokens": 30}]

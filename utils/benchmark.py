@@ -5,8 +5,9 @@
 
 Training throughput is measured side by side, in one run, for the fast path (length-bucketed
 batches, packed encoder, keys projected once, vocabulary projection over real tokens only) and for
-the straightforward reference in ``utils.naive`` on the same model, the same examples and the same
-teacher-forcing draws. Figures vary with machine load: compare ratios from one run only.
+the straightforward reference in ``utils.naive`` on the same model (same initial weights), the same
+examples and the same teacher-forcing ratio. The two take turns batch by batch, so both see the same
+machine load. Figures vary with machine load: compare ratios from one run only.
 """
 from __future__ import annotations
 
@@ -73,30 +74,45 @@ def examples_macs(config: Seq2SeqConfig, examples: Sequence[Example], trg_tokens
     return train_macs(config, src_tokens, trg_tokens, src_tokens / max(len(examples), 1))
 
 
-def time_training(model: Seq2SeqModel, batches: Sequence[Batch], loss_fn: Callable,
-                  teacher_forcing: float, device: torch.device, seed: int = 0) -> dict:
-    """Run one optimizer step per batch; return seconds and real target tokens."""
+def training_stepper(model: Seq2SeqModel, loss_fn: Callable, teacher_forcing: float, device: torch.device,
+                     warmup: Batch, seed: int = 0) -> Callable[[Batch], tuple[float, int]]:
+    """A function that runs one timed optimizer step on a batch and returns (seconds, target tokens).
+    One untimed step on ``warmup`` runs first, so allocator and thread-pool start-up are not timed."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     gen = torch.Generator().manual_seed(seed)
-    # one warm-up step so allocator and thread-pool start-up are not timed
-    loss, n = loss_fn(model, batches[0].to(device), teacher_forcing, gen)
+    loss, n = loss_fn(model, warmup.to(device), teacher_forcing, gen)
     (loss / n).backward()
     opt.zero_grad(set_to_none=True)
-    tokens = 0
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for batch in batches:
+
+    def step(batch: Batch) -> tuple[float, int]:
+        sync()
+        start = time.perf_counter()
         batch = batch.to(device)
         loss, n = loss_fn(model, batch, teacher_forcing, gen)
         (loss / n).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += n
-    sync()
-    return {"seconds": time.perf_counter() - start, "tokens": tokens}
+        sync()
+        return time.perf_counter() - start, n
+
+    return step
+
+
+def time_interleaved(steppers: Sequence[Callable[[Batch], tuple[float, int]]],
+                     batch_lists: Sequence[Sequence[Batch]]) -> list[dict]:
+    """Step every stepper through its batches, taking turns batch by batch, so that all of them see
+    the same machine load; per stepper, total seconds and target tokens."""
+    totals = [{"seconds": 0.0, "tokens": 0} for _ in steppers]
+    for i in range(max(len(b) for b in batch_lists)):
+        for step, batches, total in zip(steppers, batch_lists, totals):
+            if i < len(batches):
+                seconds, n = step(batches[i])
+                total["seconds"] += seconds
+                total["tokens"] += n
+    return totals
 
 
 def benchmark_training(model_name: str, examples: list[Example], batch_size: int, n_batches: int,
@@ -109,7 +125,18 @@ def benchmark_training(model_name: str, examples: list[Example], batch_size: int
     model = build_model(config).to(device)
     pool = examples[: batch_size * n_batches]
     fast_batches = list(bucketed_batches(pool, batch_size, shuffle=True, pool_batches=n_batches, seed=1))
-    fast = time_training(model, fast_batches, lambda m, b, tf, g: m.loss(b, tf, g), config.teacher_forcing, device)
+    fast_loss = lambda m, b, tf, g: m.loss(b, tf, g)  # noqa: E731
+    steppers = [training_stepper(model, fast_loss, config.teacher_forcing, device, fast_batches[0])]
+    batch_lists: list[list[Batch]] = [fast_batches]
+    compare = compare and model_name in ("rnn", "lstm", "attention")
+    if compare:  # the reference on the same model (same initial weights), the same examples unsorted
+        torch.manual_seed(config.seed)
+        ref_model = build_model(config).to(device)
+        plain = [make_batch(pool[i : i + batch_size]) for i in range(0, len(pool), batch_size)]
+        steppers.append(training_stepper(ref_model, naive_loss, config.teacher_forcing, device, plain[0]))
+        batch_lists.append(plain)
+    timings = time_interleaved(steppers, batch_lists)
+    fast = timings[0]
     macs = examples_macs(config, pool, fast["tokens"])
     result = {
         "model": model_name,
@@ -126,11 +153,8 @@ def benchmark_training(model_name: str, examples: list[Example], batch_size: int
     if peak_gflops:
         result["matmul_peak_gflops"] = round(peak_gflops, 1)
         result["share_of_matmul_peak"] = round(6 * macs / fast["seconds"] / 1e9 / peak_gflops, 3)
-    if compare and model_name in ("rnn", "lstm", "attention"):
-        torch.manual_seed(config.seed)
-        ref_model = build_model(config).to(device)
-        plain = [make_batch(pool[i : i + batch_size]) for i in range(0, len(pool), batch_size)]
-        ref = time_training(ref_model, plain, naive_loss, config.teacher_forcing, device)
+    if compare:
+        ref = timings[1]
         result["reference_train_target_tokens_per_s"] = round(ref["tokens"] / ref["seconds"], 1)
         result["reference_seconds_per_batch"] = round(ref["seconds"] / len(plain), 4)
         result["speedup_vs_reference"] = round(
