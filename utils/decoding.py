@@ -212,6 +212,13 @@ def decode_batch(model: Seq2SeqModel, batch: Batch, beam_size: int = 1, max_len:
     return beam_search(model, batch, beam_size, max_len, length_penalty, constraint)
 
 
+def source_length_batches(examples: Sequence[Example], batch_size: int) -> list[list[Example]]:
+    """``examples`` sorted by source length and cut into groups of ``batch_size``: the batches
+    ``decode_examples`` decodes (the references' lengths are not looked at)."""
+    ordered = sorted(examples, key=lambda e: len(e.src))
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
 def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size: int = 128,
                     beam_size: int = 1, max_len: int = 80, length_penalty: float = 1.0,
                     device: torch.device | None = None, syntax_aware: bool = False,
@@ -225,9 +232,8 @@ def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size
     scores = [0.0] * n
     position = {id(e): i for i, e in enumerate(examples)}
     indexed = [Example(e.src, e.trg, position[id(e)], e.src_oov, e.src_ext, e.trg_ext) for e in examples]
-    indexed.sort(key=lambda e: len(e.src))
-    for start in range(0, n, batch_size):
-        batch = make_batch(indexed[start : start + batch_size])
+    for group in source_length_batches(indexed, batch_size):
+        batch = make_batch(group)
         hyp = decode_batch(model, batch.to(device), beam_size, max_len, length_penalty, syntax_aware, trg_vocab)
         for k, i in enumerate(batch.indices):
             tokens[i], attention[i], scores[i] = hyp.tokens[k], hyp.attention[k], hyp.scores[k]
@@ -271,9 +277,7 @@ def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 100
         which = "untrained"
     rows = load_split(data_dir, "test")[:n]
     examples = encode_pairs(rows, src_vocab, trg_vocab, with_copy=True)
-    # the batches decode_examples forms (sources sorted by length), one after another
-    batches = sorted(examples, key=lambda e: len(e.src))
-    batches = [batches[i : i + batch_size] for i in range(0, len(batches), batch_size)]
+    batches = source_length_batches(examples, batch_size)  # the batches decode_examples forms
     # one untimed pass of each kind first (weight caches, allocator, thread pool), as the training
     # benchmark does: the first batched pass was measured 10-30% slower than the next ones
     decode_examples(model, batches[0], batch_size=batch_size, device=device)
@@ -288,11 +292,12 @@ def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 100
         hyp = decode_examples(model, chunk, batch_size=batch_size, device=device)
         batched_s += time.perf_counter() - start
         out_lengths += map(len, hyp.tokens)
+        singles = chunk[::10]
         start = time.perf_counter()
-        for e in chunk[::10]:
+        for e in singles:
             greedy_decode(model, make_batch([e]).to(device))
         single_s += time.perf_counter() - start
-        sample += len(chunk[::10])
+        sample += len(singles)
     from utils.benchmark import examples_macs  # forward multiply-accumulates (no cycle at import)
 
     steps = sum(out_lengths) + len(out_lengths)  # each generated token and the closing <EOS>
