@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
                      help="docstrings decoded together (default: 64)")
     dec.add_argument("--syntax-aware", action="store_true",
-                     help="syntax-aware decoding, where utils.decoding offers it")
+                     help="only let the decoder pick tokens that keep the program on a path to valid Python "
+                          "(every model, greedy and beam)")
     out = p.add_argument_group("output")
     out.add_argument("--attention-plot", metavar="PATH",
                      help="save the attention heatmap (PNG) of the first docstring; needs a model with attention")

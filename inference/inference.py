@@ -15,7 +15,6 @@ the source vocabulary become ``<UNK>`` (the copy model can still copy them into 
 from __future__ import annotations
 
 import functools
-import inspect
 import numbers
 import os
 import warnings
@@ -43,7 +42,6 @@ __all__ = [
 ]
 
 EMPTY_DOCSTRING = "docstring is empty: describe the function to generate"
-_DECODE_PARAMS = frozenset(inspect.signature(decode_batch).parameters)
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -138,12 +136,7 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
 def _decode_options(beam_size: int, max_length: int, syntax_aware: bool) -> dict:
     _check_int("max_length", max_length)
     _check_int("beam_size", beam_size)
-    options = {"beam_size": int(beam_size), "max_len": int(max_length)}
-    if "syntax_aware" in _DECODE_PARAMS:
-        options["syntax_aware"] = bool(syntax_aware)
-    elif syntax_aware:
-        raise ValueError("syntax_aware decoding is not available: utils.decoding.decode_batch has no such option.")
-    return options
+    return {"beam_size": int(beam_size), "max_len": int(max_length), "syntax_aware": bool(syntax_aware)}
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -235,9 +228,7 @@ def _output_tokens(ids: Sequence[int], trg_vocab: Vocabulary, src_oov: list[str]
 
 def _decode(loaded: LoadedModel, prepared: Sequence[_Prepared], options: dict):
     batch = make_batch([p.example for p in prepared]).to(loaded.device)
-    if options.get("syntax_aware") and "trg_vocab" in _DECODE_PARAMS:
-        options = {**options, "trg_vocab": loaded.trg_vocab}
-    return decode_batch(loaded.model, batch, **options)
+    return decode_batch(loaded.model, batch, trg_vocab=loaded.trg_vocab, **options)
 
 
 def _fit_max_length(loaded: LoadedModel, options: dict) -> dict:
