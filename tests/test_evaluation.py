@@ -102,7 +102,7 @@ def test_load_trained_skips_missing_with_a_note(ckpt_dir, capsys):
 def test_load_trained_without_any_checkpoint_says_how_to_train(tmp_path):
     with pytest.raises(FileNotFoundError, match="02_train"):
         load_trained(tmp_path, ["rnn", "lstm"], "cpu", log=lambda s: None)
-    with pytest.raises(ValueError, match="Unknown model"):
+    with pytest.raises(ValueError, match="Unknown or missing model name.*gru"):
         load_trained(tmp_path, ["gru"], "cpu")
 
 

@@ -1,6 +1,8 @@
 """The one configuration object: every hyperparameter and model choice, saved in each checkpoint."""
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -52,6 +54,18 @@ class Seq2SeqConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def model_names(models: str | Sequence[str]) -> list[str]:
+    """Model names from a list, or from one string ("attention", "rnn,lstm", "rnn lstm": what
+    ``papermill -p models ...`` passes); every name checked against ``MODEL_NAMES``."""
+    names = re.split(r"[\s,]+", models.strip(" []")) if isinstance(models, str) else list(models)
+    names = [n.strip("'\"") if isinstance(n, str) else n for n in names if n != ""]
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown or not names:
+        raise ValueError(f"Unknown or missing model name(s) {unknown or models!r}; choose from "
+                         f"{', '.join(MODEL_NAMES)} (a list, or one string such as 'rnn,lstm').")
+    return names
+
+
 def resolve_device(device: str | None = None) -> torch.device:
     """``None``/"auto" picks CUDA when available, else CPU; anything else is used as given."""
     if device in (None, "", "auto"):
@@ -75,7 +89,7 @@ MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
 def make_config(model: str, **params: Any) -> Seq2SeqConfig:
     """A config for ``model`` from shared parameters (unknown keys ignored), then its overrides."""
     known = {f.name for f in fields(Seq2SeqConfig)}
-    cfg = Seq2SeqConfig(model=model, **{k: v for k, v in params.items() if k in known and k != "model"})
+    cfg = Seq2SeqConfig(model=model, **{k: v for k, v in params.items() if k in known})
     for key, value in MODEL_OVERRIDES.get(model, {}).items():
         setattr(cfg, key, value)
     return cfg

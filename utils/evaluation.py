@@ -22,7 +22,7 @@ import torch
 
 from utils.batch import encode_pairs
 from utils.checkpoint import load_model
-from utils.config import MODEL_NAMES, resolve_device
+from utils.config import model_names, resolve_device
 from utils.decoding import decode_examples, ids_to_tokens
 from utils.metrics import (
     attention_copy_alignment,
@@ -110,16 +110,14 @@ def _device(device: str | torch.device | None) -> torch.device:
     return device if isinstance(device, torch.device) else resolve_device(device)
 
 
-def load_trained(checkpoint_dir: str | Path, models: Sequence[str], device: str | torch.device | None = "auto",
+def load_trained(checkpoint_dir: str | Path, models: str | Sequence[str], device: str | torch.device | None = "auto",
                  log=print) -> dict[str, LoadedModel]:
     """Load ``<checkpoint_dir>/<model>_best.pt`` for each model name, in the given order.
 
     A model without a checkpoint is skipped with a note; if none has one, FileNotFoundError.
     A checkpoint that exists but cannot be loaded raises (a broken file is not silently ignored).
     """
-    unknown = [m for m in models if m not in MODEL_NAMES]
-    if unknown:
-        raise ValueError(f"Unknown model name(s) {unknown}; choose from {', '.join(MODEL_NAMES)}.")
+    models = model_names(models)
     device = _device(device)
     folder = project_path(checkpoint_dir)
     loaded: dict[str, LoadedModel] = {}

@@ -31,7 +31,29 @@ def load_params(path: str | Path) -> dict:
     return params
 
 
+def declared_parameters(notebooks: list[str | Path]) -> dict[Path, set[str]]:
+    """Each notebook's path and the names its ``parameters`` cell declares; a missing file is a
+    FileNotFoundError that names it (checked for all before anything runs)."""
+    import papermill as pm
+
+    paths = [project_path(nb) for nb in notebooks]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"Notebook(s) not found: {', '.join(missing)}; see notebooks/ for the numbered ones.")
+    return {p: set(pm.inspect_notebook(str(p))) for p in paths}
+
+
+def check_parameters(params: dict, declared: dict[Path, set[str]]) -> None:
+    """A ValueError for parameters that none of the notebooks declares (a typo would else be ignored)."""
+    known = set().union(*declared.values())
+    unused = sorted(set(params) - known)
+    if unused:
+        raise ValueError(f"Parameter(s) {', '.join(unused)} are declared by none of the notebooks "
+                         f"({', '.join(p.name for p in declared)}); their parameters: {', '.join(sorted(known))}.")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the notebooks in order with the parameter file; 2 on a bad parameter file or notebook path."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="+", help="notebooks to run, in order")
     ap.add_argument("--params", required=True, help="YAML file of parameters (params/full.yaml, quick, smoke)")
@@ -50,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         params = load_params(args.params)
+        declared = declared_parameters(args.notebooks)
+        check_parameters(params, declared)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -57,12 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     total = time.perf_counter()
-    for nb in args.notebooks:
-        src = project_path(nb)
+    for src, accepted in declared.items():
         dst = out / src.name
         print(f"== {src.name} -> {dst}", flush=True)
         start = time.perf_counter()
-        accepted = pm.inspect_notebook(str(src))  # pass each notebook only the parameters it declares
+        # each notebook gets only the parameters it declares
         pm.execute_notebook(str(src), str(dst), parameters={k: v for k, v in params.items() if k in accepted},
                             kernel_name=args.kernel,
                             prepare_only=args.prepare_only, log_output=not args.prepare_only,

@@ -1,0 +1,58 @@
+"""The configuration: model names from lists or strings, per-model overrides, round trips, devices."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from utils.config import MODEL_NAMES, MODEL_OVERRIDES, Seq2SeqConfig, make_config, model_names, resolve_device
+
+
+@pytest.mark.parametrize("given, expected", [
+    (["rnn", "copy"], ["rnn", "copy"]),
+    ("attention", ["attention"]),
+    ("rnn,lstm", ["rnn", "lstm"]),
+    ("rnn lstm", ["rnn", "lstm"]),
+    ('["rnn", "transformer"]', ["rnn", "transformer"]),  # what `papermill -p models '[...]'` passes
+])
+def test_model_names_from_lists_and_strings(given, expected) -> None:
+    assert model_names(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "gru", ["rnn", "gru"], []])
+def test_model_names_reject_unknown_or_empty(bad) -> None:
+    with pytest.raises(ValueError, match="choose from rnn, lstm"):
+        model_names(bad)
+
+
+def test_unknown_model_in_config() -> None:
+    with pytest.raises(ValueError, match="Unknown model 'gru'"):
+        Seq2SeqConfig(model="gru")
+
+
+def test_make_config_applies_shared_parameters_then_overrides() -> None:
+    shared = {"hidden_dim": 32, "teacher_forcing": 0.5, "dropout": 0.4, "not_a_field": 1}
+    lstm = make_config("lstm", **shared)
+    assert (lstm.model, lstm.hidden_dim, lstm.teacher_forcing, lstm.dropout) == ("lstm", 32, 0.5, 0.4)
+    tf = make_config("transformer", **shared)
+    assert tf.hidden_dim == 32
+    for key, value in MODEL_OVERRIDES["transformer"].items():
+        assert getattr(tf, key) == value
+    assert set(MODEL_NAMES) >= set(MODEL_OVERRIDES)
+
+
+def test_config_round_trip_ignores_unknown_keys() -> None:
+    cfg = make_config("copy", hidden_dim=48, epochs=3)
+    d = cfg.to_dict()
+    assert Seq2SeqConfig.from_dict(d) == cfg
+    assert Seq2SeqConfig.from_dict({**d, "from_a_newer_version": True}) == cfg
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None) == resolve_device("auto")
+    with pytest.raises(ValueError, match="Unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")

@@ -1,0 +1,74 @@
+"""Running notebooks with a parameter file: each notebook gets the parameters it declares; a missing
+notebook or a parameter that no notebook declares stops the run before anything executes."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+import yaml
+
+from utils.run_notebooks import check_parameters, declared_parameters, load_params, main
+
+
+def _notebook(path, params: str) -> str:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("print('ran')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return str(path)
+
+
+def _params(path, values: dict) -> str:
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def _injected(path) -> str:
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1
+    return cells[0]
+
+
+def test_load_params(tmp_path) -> None:
+    assert load_params(_params(tmp_path / "p.yaml", {"epochs": 2})) == {"epochs": 2}
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_params(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        load_params(tmp_path / "list.yaml")
+
+
+def test_declared_parameters_and_unknown_keys(tmp_path) -> None:
+    a = _notebook(tmp_path / "01_a.ipynb", "epochs = 1\nmodels = ['rnn']")
+    declared = declared_parameters([a])
+    assert list(declared.values()) == [{"epochs", "models"}]
+    check_parameters({"epochs": 3}, declared)
+    with pytest.raises(ValueError, match="Parameter\\(s\\) epoch are declared by none"):
+        check_parameters({"epoch": 3}, declared)
+    with pytest.raises(FileNotFoundError, match="02_missing.ipynb"):
+        declared_parameters([a, tmp_path / "02_missing.ipynb"])
+
+
+def test_each_notebook_gets_only_its_parameters(tmp_path) -> None:
+    a = _notebook(tmp_path / "01_a.ipynb", "epochs = 1\nshared = 'x'")
+    b = _notebook(tmp_path / "02_b.ipynb", "beam_size = 1\nshared = 'x'")
+    params = _params(tmp_path / "p.yaml", {"epochs": 4, "beam_size": 3, "shared": "y"})
+    out = tmp_path / "out"
+    assert main([a, b, "--params", params, "--out", str(out), "--prepare-only"]) == 0
+    first, second = _injected(out / "01_a.ipynb"), _injected(out / "02_b.ipynb")
+    assert "epochs = 4" in first and 'shared = "y"' in first and "beam_size" not in first
+    assert "beam_size = 3" in second and 'shared = "y"' in second and "epochs" not in second
+
+
+def test_bad_runs_stop_before_executing(tmp_path, capsys) -> None:
+    a = _notebook(tmp_path / "01_a.ipynb", "epochs = 1")
+    out = tmp_path / "out"
+    assert main([a, "--params", _params(tmp_path / "typo.yaml", {"epoch": 2}), "--out", str(out)]) == 2
+    assert "epoch are declared by none" in capsys.readouterr().err
+    good = _params(tmp_path / "p.yaml", {"epochs": 2})
+    assert main([a, str(tmp_path / "nope.ipynb"), "--params", good, "--out", str(out)]) == 2
+    assert "nope.ipynb" in capsys.readouterr().err
+    assert main([a, "--params", str(tmp_path / "none.yaml"), "--out", str(out)]) == 2
+    assert not out.exists()  # nothing ran, nothing was written
