@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from utils.benchmark import synthetic_examples, train_macs
+from utils.benchmark import main, synthetic_examples, train_macs
 from utils.config import Seq2SeqConfig
 from utils.paths import REPO_ROOT
 
@@ -35,6 +35,24 @@ def test_benchmark_cli_rejects_bad_arguments() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--batches and --batch-size must be at least 1" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "bogus"], "Unknown device 'bogus'"),
+    (["--data-dir", "/nonexistent/processed"], "No processed data at /nonexistent/processed"),
+    (["--src-vocab", "3"], "must be at least 5"),
+    (["--teacher-forcing", "1.5"], "between 0 and 1"),
+    (["--threads", "-1"], "--threads must be 0"),
+    (["--decode"], "--decode needs --data-dir"),
+    (["--synthetic", "--data-dir", "data/processed"], "exclude each other"),
+])
+def test_benchmark_bad_arguments_stop_with_one_line(args, message, capsys) -> None:
+    """Checked before any model is timed: exit status 2 and a message, not a traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 def test_synthetic_examples_lengths_and_ids() -> None:

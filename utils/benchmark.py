@@ -163,6 +163,7 @@ def benchmark_training(model_name: str, examples: list[Example], batch_size: int
 
 
 def main(argv: Iterable[str] | None = None) -> int:
+    """Parse the arguments, time each model, print one JSON line per model; bad arguments exit 2."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=MODEL_NAMES, action="append",
                    help="model to time (repeatable; default: rnn, lstm, attention)")
@@ -182,9 +183,22 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = p.parse_args(list(argv) if argv is not None else None)
     if args.batches < 1 or args.batch_size < 1:
         p.error("--batches and --batch-size must be at least 1")
+    if min(args.src_vocab, args.trg_vocab) < 5:
+        p.error("--src-vocab and --trg-vocab must be at least 5 (four special tokens and one word)")
+    if not 0.0 <= args.teacher_forcing <= 1.0:
+        p.error(f"--teacher-forcing must be between 0 and 1, got {args.teacher_forcing}")
+    if args.threads < 0:
+        p.error(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if args.data_dir and args.synthetic:
+        p.error("--synthetic and --data-dir exclude each other: pick random batches or the real split")
+    if args.decode and not args.data_dir:
+        p.error("--decode needs --data-dir (it decodes the real test split)")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        p.error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
     models = args.model or ["rnn", "lstm", "attention"]
     peak = matmul_peak_gflops() if device.type == "cpu" else None
 
@@ -192,7 +206,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         from utils.data import load_split, load_vocabs
         from utils.batch import encode_pairs
 
-        src_vocab, trg_vocab = load_vocabs(args.data_dir)
+        try:
+            src_vocab, trg_vocab = load_vocabs(args.data_dir)
+        except (FileNotFoundError, ValueError) as e:
+            p.error(str(e))
         n_src, n_trg = len(src_vocab), len(trg_vocab)
         train_rows = load_split(args.data_dir, "train")
         base_examples = encode_pairs(train_rows, src_vocab, trg_vocab, with_copy=True)
@@ -210,8 +227,6 @@ def main(argv: Iterable[str] | None = None) -> int:
         if args.decode:
             from utils.decoding import benchmark_decoding
 
-            if not args.data_dir:
-                p.error("--decode needs --data-dir (it decodes the real test split)")
             res.update(benchmark_decoding(cfg, args.data_dir, device))
             if peak:
                 res["decode_batched_share_of_matmul_peak"] = round(res["decode_batched_approx_gflops"] / peak, 3)
