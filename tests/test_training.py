@@ -8,6 +8,7 @@ import torch
 
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.training import train_model
+from utils.vocabulary import SPECIALS, Vocabulary
 
 # Fields of a history record that depend on the computation, not on the clock.
 METRICS = ("epoch", "train_loss", "val_loss", "val_ppl", "val_token_acc_greedy", "lr")
@@ -153,6 +154,25 @@ def test_resume_with_another_architecture(tmp_path, run) -> None:
     assert str(tmp_path / "rnn_last.pt") in msg
     assert "different model" in msg and "hidden_dim=32" in msg and "resume=False" in msg
     run(tmp_path, epochs=1, hidden_dim=16, resume=False)  # the way out the message gives
+
+
+def test_resume_with_other_training_settings(tmp_path, run) -> None:
+    run(tmp_path, epochs=1)
+    with pytest.raises(CheckpointError) as err:
+        run(tmp_path, epochs=2, lr=1e-3, teacher_forcing=0.0)
+    msg = str(err.value)
+    assert "other training settings" in msg and "lr=0.01 (now 0.001)" in msg and "teacher_forcing" in msg
+    assert "different model" not in msg
+
+
+def test_resume_with_another_vocabulary(tmp_path, splits, tiny_config, toy_vocab) -> None:
+    """Same sizes, other words (the data was preprocessed again): not resumed into the old run."""
+    kw = dict(checkpoint_dir=tmp_path, device="cpu", progress=False, log=lambda s: None)
+    train_model(tiny_config("rnn", epochs=1), *splits, toy_vocab, toy_vocab, **kw)
+    words = toy_vocab.itos[len(SPECIALS):]
+    other = Vocabulary(SPECIALS + words[::-1])
+    with pytest.raises(CheckpointError, match="another target vocabulary"):
+        train_model(tiny_config("rnn", epochs=2), *splits, toy_vocab, other, **kw)
 
 
 def test_empty_splits_rejected(tmp_path, tiny_config, toy_vocab, splits) -> None:

@@ -33,6 +33,10 @@ from utils.vocabulary import Vocabulary
 # Fields that change the architecture: a checkpoint that differs in any of them cannot be resumed.
 ARCHITECTURE_FIELDS = ("model", "src_vocab_size", "trg_vocab_size", "embed_dim", "hidden_dim",
                        "num_layers", "n_heads", "ff_dim", "max_positions")
+# Fields that change how training goes on: resuming with other values would mix two runs in one
+# history. (``epochs`` and ``patience`` may change: more epochs continue a finished run.)
+TRAINING_FIELDS = ("dropout", "lr", "weight_decay", "clip", "batch_size", "teacher_forcing",
+                   "warmup_steps", "seed", "max_src_len", "max_trg_len")
 
 
 @dataclass
@@ -79,13 +83,25 @@ def _warmup(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
 
 
-def _check_resumable(ckpt: dict, config: Seq2SeqConfig, path: Path) -> None:
+def _check_resumable(ckpt: dict, config: Seq2SeqConfig, src_vocab: Vocabulary, trg_vocab: Vocabulary,
+                     path: Path) -> None:
+    """A CheckpointError unless ``ckpt`` was saved by this very run: same architecture, training
+    settings and vocabularies."""
     saved = ckpt["config"]
-    diff = [f for f in ARCHITECTURE_FIELDS if saved.get(f) != getattr(config, f)]
-    if diff:
-        raise CheckpointError(
-            f"{path} was saved for a different model ({', '.join(f'{f}={saved.get(f)!r}' for f in diff)}); "
-            "delete it or pass resume=False to start over.")
+    changed = lambda fields: [f"{f}={saved.get(f)!r} (now {getattr(config, f)!r})"  # noqa: E731
+                              for f in fields if saved.get(f) != getattr(config, f)]
+    problems = []
+    if arch := changed(ARCHITECTURE_FIELDS):
+        problems.append(f"a different model ({', '.join(arch)})")
+    if train := changed(TRAINING_FIELDS):
+        problems.append(f"other training settings ({', '.join(train)})")
+    vocabs = [name for name, key, vocab in (("source", "src_vocab", src_vocab), ("target", "trg_vocab", trg_vocab))
+              if list(ckpt[key]) != list(vocab.itos)]
+    if vocabs:
+        problems.append(f"another {' and '.join(vocabs)} vocabulary (the data was preprocessed again?)")
+    if problems:
+        raise CheckpointError(f"{path} cannot be resumed: it was saved with {'; '.join(problems)}. "
+                              "Delete it, or pass resume=False, to start this model over.")
 
 
 def train_model(
@@ -124,7 +140,7 @@ def train_model(
 
     if resume and last_path.exists():
         ckpt = load_checkpoint(last_path, device)
-        _check_resumable(ckpt, config, last_path)
+        _check_resumable(ckpt, config, src_vocab, trg_vocab, last_path)
         model.load_state_dict(ckpt["model_state"])
         optimizer.load_state_dict(ckpt["optimizer_state"])
         scheduler.load_state_dict(ckpt["scheduler_state"])
