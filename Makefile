@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Executed notebooks go to runs/<parameter set>/ (git-ignored); sources stay output-free.
 RUNS   := runs
+# More pip options, e.g. PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu" (CPU-only torch)
+PIP_EXTRA ?=
 
 .PHONY: setup main quick test unit notebooks-smoke benchmark clean-runs
 
@@ -14,7 +16,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet $(PIP_EXTRA) -r requirements.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (seq2seq)" > /dev/null
 	echo "$(CURDIR)" > "$$($(PY) -c 'import site; print(site.getsitepackages()[0])')/seq2seq_repo.pth"
 	touch $@
