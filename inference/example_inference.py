@@ -18,10 +18,10 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import warnings  # noqa: E402
 
+from utils.paths import TRAIN_HINT, user_path  # noqa: E402  (no torch: --help and path errors answer fast)
+
 # Same names as utils.config.MODEL_NAMES; spelled out so that --help answers without importing torch.
 MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
-TRAIN_HINT = ("train one with `make main` (or run notebooks/02_train.ipynb with jupyter or papermill), "
-              "or pass --checkpoint PATH")
 
 EPILOG = """\
 examples (from the repository root; train a model first with `make main`):
@@ -119,12 +119,6 @@ def _read_docstrings(args: argparse.Namespace) -> list[str]:
     return docstrings
 
 
-def _resolve(path: str) -> Path:
-    """As inference.resolve_model_path: the path as given if it exists from here, else from the repo root."""
-    p = Path(path).expanduser()
-    return p.resolve() if p.is_absolute() or p.exists() else REPO_ROOT / p
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {str(message).splitlines()[0]}", file=sys.stderr)
 
@@ -135,11 +129,13 @@ def _header(docstring: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
-        checkpoint = _resolve(args.checkpoint)
+        checkpoint = user_path(args.checkpoint)
     else:
         checkpoint = REPO_ROOT / "checkpoints" / f"{args.model or 'attention'}_best.pt"
     if not checkpoint.is_file():  # checked before torch is imported: the common first-run mistake answers fast
-        raise UsageError(f"no trained checkpoint at {checkpoint}; {TRAIN_HINT}")
+        if args.checkpoint is not None:
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such file ({checkpoint}); {TRAIN_HINT}")
+        raise UsageError(f"no trained checkpoint at {checkpoint}; {TRAIN_HINT}, or pass --checkpoint PATH")
     docstrings = _read_docstrings(args)
 
     from inference.inference import batch_generate, generate_with_attention, load_generator, plot_attention

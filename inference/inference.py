@@ -32,7 +32,7 @@ from utils.config import resolve_device
 from utils.data import docstring_summary
 from utils.decoding import decode_batch, ids_to_tokens
 from utils.models import Seq2SeqModel
-from utils.paths import project_path
+from utils.paths import project_path, user_path
 from utils.tokenizer import detokenize, tokenize_docstring
 from utils.vocabulary import SPECIALS, UNK, Vocabulary
 
@@ -120,11 +120,7 @@ def _check_docstring(docstring: object, where: str = "docstring") -> str:
 def _check_path(name: str, value: object) -> Path:
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise TypeError(f"{name} must be a file path (str or Path), got {value!r}.")
-    p = Path(value).expanduser()
-    # A path the caller can see from the working directory wins; otherwise it is read from the repo root.
-    if p.is_absolute() or p.exists():
-        return p.resolve()
-    return project_path(p)
+    return user_path(value)
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:

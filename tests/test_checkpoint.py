@@ -77,7 +77,7 @@ def test_missing_file(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="does not exist") as err:
         load_model(path)
     assert str(path) in str(err.value)
-    assert "train one" in str(err.value)  # says how to get one
+    assert "train with `make main`" in str(err.value)  # says how to get one
 
 
 def _assert_unreadable(path: Path) -> None:

@@ -288,7 +288,7 @@ def test_files_that_are_not_checkpoints(tiny, tmp_path) -> None:
     text = tmp_path / "text.pt"
     text.write_text("hi\n")
     cases = {random_bytes: "cannot be read", text: "cannot be read", truncated: "cannot be read", foreign: "not a checkpoint of this project",
-             tmp_path / "missing.pt": "does not exist; train one"}
+             tmp_path / "missing.pt": "does not exist; train with `make main`"}
     for path, message in cases.items():
         with pytest.raises(CheckpointError, match=message) as e:
             generate_code(DOC, path)

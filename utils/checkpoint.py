@@ -15,11 +15,11 @@ import torch
 
 from utils.config import Seq2SeqConfig
 from utils.models import Seq2SeqModel, build_model
+from utils.paths import TRAIN_HINT
 from utils.vocabulary import Vocabulary
 
 FORMAT = "seq2seq-checkpoint-v1"
 REQUIRED_KEYS = ("format", "config", "model_state", "src_vocab", "trg_vocab")
-TRAIN_HINT = "train one with notebooks/02_train.ipynb or `make main`"
 
 
 class CheckpointError(ValueError):

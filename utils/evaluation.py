@@ -33,12 +33,11 @@ from utils.metrics import (
     perplexity,
 )
 from utils.models import Seq2SeqModel
-from utils.paths import project_path
+from utils.paths import TRAIN_HINT, project_path
 from utils.tokenizer import detokenize
 from utils.training import evaluate_loss
 from utils.vocabulary import Vocabulary
 
-TRAIN_HINT = "run notebooks/02_train.ipynb (or `make main`) first"
 FLOOR_MODEL = "reference-shuffled (floor)"
 FLOOR_DECODING = "other reference"
 

@@ -4,9 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 
 REPO_ROOT: Path = Path(__file__).resolve().parents[1]
+# How to get trained checkpoints, for every "no checkpoint" message.
+TRAIN_HINT = "train with `make main` (or run notebooks/02_train.ipynb with jupyter or papermill)"
 
 
 def project_path(path: str | Path) -> Path:
     """Return ``path`` unchanged if absolute, else resolved against the repository root."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else REPO_ROOT / p
+
+
+def user_path(path: str | Path) -> Path:
+    """A path a user typed: as given when it exists from the working directory (or is absolute),
+    else relative to the repository root (so ``checkpoints/x.pt`` works from any folder)."""
+    p = Path(path).expanduser()
+    return p.resolve() if p.is_absolute() or p.exists() else project_path(p)
