@@ -1,6 +1,7 @@
 """utils.evaluation on tiny untrained models saved as real checkpoints in a temporary folder."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -22,6 +23,7 @@ from utils.evaluation import (
     decode_models,
     decode_split,
     decoding_label,
+    evaluation_setup,
     length_bucket_results,
     load_trained,
     pick_heatmap_examples,
@@ -97,6 +99,18 @@ def test_load_trained_skips_missing_with_a_note(ckpt_dir, capsys):
     lm = got["attention"]
     assert lm.best_epoch == 2 and lm.training_seconds == pytest.approx(4.0)
     assert lm.history == HISTORY and lm.path == ckpt_dir / "attention_best.pt"
+
+
+def test_evaluation_setup_reads_the_test_split_and_the_models(tmp_path, rows, ckpt_dir):
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines: list[str] = []
+    got_rows, loaded, dev = evaluation_setup(tmp_path, ckpt_dir, "rnn,attention", "cpu", max_examples=3,
+                                            log=lines.append)
+    assert got_rows == rows[:3] and list(loaded) == ["rnn", "attention"] and dev.type == "cpu"
+    assert lines[-1] == "3 test examples; models: rnn, attention; device: cpu"
+    assert evaluation_setup(tmp_path, ckpt_dir, ["rnn"], "cpu", log=lines.append)[0] == rows  # 0: all
+    with pytest.raises(FileNotFoundError, match="No processed data"):
+        evaluation_setup(tmp_path / "nothing", ckpt_dir, ["rnn"], "cpu")
 
 
 def test_load_trained_without_any_checkpoint_says_how_to_train(tmp_path):

@@ -23,6 +23,7 @@ import torch
 from utils.batch import encode_pairs
 from utils.checkpoint import load_model
 from utils.config import model_names, resolve_device
+from utils.data import load_split
 from utils.decoding import decode_examples, ids_to_tokens
 from utils.metrics import (
     attention_copy_alignment,
@@ -131,6 +132,19 @@ def load_trained(checkpoint_dir: str | Path, models: str | Sequence[str], device
         raise FileNotFoundError(
             f"No trained checkpoint (<model>_best.pt) for any of {list(models)} in {folder}; {TRAIN_HINT}.")
     return loaded
+
+
+def evaluation_setup(data_dir: str | Path, checkpoint_dir: str | Path, models: str | Sequence[str],
+               device: str | torch.device | None = "auto", max_examples: int = 0,
+               log=print) -> tuple[list[dict], dict[str, LoadedModel], torch.device]:
+    """What notebooks 03-05 start from: the test rows (the first ``max_examples`` when positive), the
+    trained models that have a checkpoint, and the device; one line says what was found."""
+    device = _device(device)
+    rows = load_split(data_dir, "test")
+    rows = rows[:max_examples] if max_examples else rows
+    loaded = load_trained(checkpoint_dir, models, device, log=log)
+    log(f"{len(rows):,} test examples; models: {', '.join(loaded)}; device: {device}")
+    return rows, loaded, device
 
 
 # -- decoding -----------------------------------------------------------------------------------
