@@ -86,7 +86,8 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint",
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", expected_model: str | None = None,
-               src_vocab: Vocabulary | None = None, trg_vocab: Vocabulary | None = None):
+               src_vocab: Vocabulary | None = None,
+               trg_vocab: Vocabulary | None = None) -> tuple[Seq2SeqModel, Vocabulary, Vocabulary, dict]:
     """Load a checkpoint and rebuild its model; given vocabularies must equal the checkpoint's.
 
     Returns (model, src_vocab, trg_vocab, checkpoint dict).

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from utils.batch import Batch, Example, make_batch
+from utils.config import Seq2SeqConfig
 from utils.models import DecoderState, Seq2SeqModel
 from utils.syntax_constraints import PythonSyntaxConstraint, SyntaxState, syntax_constraint
 from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
@@ -240,7 +241,7 @@ def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size
     return Hypotheses(tokens, attention, scores)
 
 
-def ids_to_tokens(ids: Sequence[int], trg_vocab, src_oov: Sequence[str] | None = None) -> list[str]:
+def ids_to_tokens(ids: Sequence[int], trg_vocab: Vocabulary, src_oov: Sequence[str] | None = None) -> list[str]:
     """Target ids -> tokens; extended ids (copy model) become the copied source words."""
     base = len(trg_vocab)
     out = []
@@ -252,7 +253,7 @@ def ids_to_tokens(ids: Sequence[int], trg_vocab, src_oov: Sequence[str] | None =
     return out
 
 
-def benchmark_decoding(config, data_dir: str, device: torch.device, n: int = 1000, batch_size: int = 250,
+def benchmark_decoding(config: Seq2SeqConfig, data_dir: str, device: torch.device, n: int = 1000, batch_size: int = 250,
                        checkpoint_dir: str = "checkpoints") -> dict:
     """Sequences per second decoding the test split greedily: batched vs one at a time, each timed
     after one untimed warm-up pass, the two taking turns batch by batch.

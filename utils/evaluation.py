@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,7 +111,7 @@ def _device(device: str | torch.device | None) -> torch.device:
 
 
 def load_trained(checkpoint_dir: str | Path, models: str | Sequence[str], device: str | torch.device | None = "auto",
-                 log=print) -> dict[str, LoadedModel]:
+                 log: Callable[[str], None] = print) -> dict[str, LoadedModel]:
     """Load ``<checkpoint_dir>/<model>_best.pt`` for each model name, in the given order.
 
     A model without a checkpoint is skipped with a note; if none has one, FileNotFoundError.
@@ -135,8 +135,8 @@ def load_trained(checkpoint_dir: str | Path, models: str | Sequence[str], device
 
 
 def evaluation_setup(data_dir: str | Path, checkpoint_dir: str | Path, models: str | Sequence[str],
-               device: str | torch.device | None = "auto", max_examples: int = 0,
-               log=print) -> tuple[list[dict], dict[str, LoadedModel], torch.device]:
+                     device: str | torch.device | None = "auto", max_examples: int = 0,
+                     log: Callable[[str], None] = print) -> tuple[list[dict], dict[str, LoadedModel], torch.device]:
     """What notebooks 03-05 start from: the test rows (the first ``max_examples`` when positive), the
     trained models that have a checkpoint, and the device; one line says what was found."""
     device = _device(device)
@@ -226,7 +226,8 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
 
 def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_size: int = 5, max_len: int = 80,
                   batch_size: int = 128, device: str | torch.device | None = None,
-                  syntax_aware: bool | Sequence[bool] = False, greedy: bool = True, log=print) -> list[DecodedSplit]:
+                  syntax_aware: bool | Sequence[bool] = False, greedy: bool = True,
+                  log: Callable[[str], None] = print) -> list[DecodedSplit]:
     """Greedy (if ``greedy``) and beam-``beam_size`` outputs for every model (beam size 1: greedy only).
 
     ``syntax_aware`` may list both settings (``[False, True]``) to decode with and without the constraint.

@@ -103,9 +103,12 @@ class Seq2SeqModel(nn.Module):
 
     # -- to be provided by subclasses ------------------------------------------------------
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        """Read the sources [B, S] (real lengths [B]) once: the state the first decoder step starts from."""
         raise NotImplementedError
 
     def decode_step(self, y_prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """One free-running step: previous tokens [n] -> (scores [n, V(+OOV)], next state, attention [n, S]
+        or None)."""
         raise NotImplementedError
 
     def project(self, features: Tensor) -> Tensor:
@@ -238,11 +241,13 @@ class RecurrentSeq2Seq(Seq2SeqModel):
         self.out = nn.Linear(c.hidden_dim, c.trg_vocab_size)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        """The encoder's final hidden state (per layer) starts the decoder."""
         emb = self.dropout(self.src_embedding(src))  # [B, S, E]
         _, hidden = run_encoder(self.encoder, emb, src_lengths, self.dropout)  # [L, B, H] (x2 for LSTM)
         return DecoderState(hidden=hidden, src_mask=src != PAD)
 
-    def decode_step(self, y_prev: Tensor, state: DecoderState):
+    def decode_step(self, y_prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, None]:
+        """One step of the decoder stack, then the output layer; no attention."""
         w = self._decoding_weights(lambda: StackWeights.of_module(self.decoder))
         emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
         out, hidden = w.step(w.input_gates(emb), state.hidden, self.dropout)  # [B, H]
@@ -349,6 +354,7 @@ class AttentionSeq2Seq(Seq2SeqModel):
         self.out = nn.Linear(self.out_dim, c.trg_vocab_size)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        """Encoder states, their attention keys (projected once), the bridged initial state, the mask."""
         B, S = src.shape
         emb = self.dropout(self.src_embedding(src))  # [B, S, E]
         enc_out, (h, c) = run_encoder(self.encoder, emb, src_lengths, self.dropout)  # [B, S, 2H]
@@ -376,7 +382,8 @@ class AttentionSeq2Seq(Seq2SeqModel):
         features = torch.cat([x, context, emb], -1)  # [n, H + 2H + E]
         return features, hidden, weights
 
-    def decode_step(self, y_prev: Tensor, state: DecoderState):
+    def decode_step(self, y_prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
+        """Attend with the top layer's state, step the stack on [embedding; context], project."""
         w = self._decoding_weights(self._step_weights)
         emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
         memory = (state.keys, state.enc_out, state.src_mask)
@@ -449,17 +456,20 @@ class CopyAttentionSeq2Seq(AttentionSeq2Seq):
                              "examples built with encode_pairs(..., with_copy=True)).")
         return state.src_ext[:n]
 
-    def project_step(self, feat_t, attn_t, state):
+    def project_step(self, feat_t: Tensor, attn_t: Tensor, state: DecoderState) -> Tensor:
+        """Log-probabilities [n, V + OOV] of one step: generation and copying mixed."""
         return self._mix(feat_t, attn_t, self._src_ext(state, feat_t.size(0)), state.n_oov)
 
     def _src_ext_at(self, state: DecoderState, mask: Tensor) -> Tensor:
         """The extended source ids [N, S] of the rows of the positions ``mask`` [B, T] selects."""
         return self._src_ext(state, mask.size(0)).unsqueeze(1).expand(-1, mask.size(1), -1)[mask]
 
-    def project_positions(self, features, attn, state, mask):
+    def project_positions(self, features: Tensor, attn: Tensor, state: DecoderState, mask: Tensor) -> Tensor:
+        """Log-probabilities [N, V + OOV] at the positions ``mask`` [B, T] selects."""
         return self._mix(features[mask], attn[mask], self._src_ext_at(state, mask), state.n_oov)
 
-    def positions_nll(self, features, attn, state, mask, targets):
+    def positions_nll(self, features: Tensor, attn: Tensor, state: DecoderState, mask: Tensor,
+                      targets: Tensor) -> Tensor:
         """``-log p(y)`` with ``p(y) = p_gen softmax(out(f))_y + (1 - p_gen) sum_{j: src_j = y} a_j``,
         from each row's log-sum-exp and target logit: the same loss as the cross-entropy of
         ``project_positions`` (whose rows sum to 1), without building, scattering into and taking
@@ -594,6 +604,8 @@ class TransformerSeq2Seq(Seq2SeqModel):
         return self.dropout(x)  # [B, L, d]
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+        """Encoder layers over the sources: the memory [B, S, d] and its mask (decoding caches its keys
+        and values at the first step)."""
         mask = src != PAD
         memory = self.encoder(self._embed(self.src_embedding, src), src_key_padding_mask=~mask)  # [B, S, d]
         prev = src.new_empty(src.size(0), 0)
@@ -609,7 +621,8 @@ class TransformerSeq2Seq(Seq2SeqModel):
             x, w = layer(x, state.enc_out, causal, ~state.src_mask)
         return self.final_norm(x), w
 
-    def decode_step(self, y_prev: Tensor, state: DecoderState):
+    def decode_step(self, y_prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
+        """One position: self-attention over the cached keys and values of the earlier ones."""
         prev = torch.cat([state.prev, y_prev.unsqueeze(1)], 1)  # [B, t]
         if self.training:  # dropout (attention weights' too) as in training: re-run the prefix
             feats, w = self._decode(prev, state)

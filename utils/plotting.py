@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from utils.paths import project_path
@@ -106,8 +107,8 @@ def plot_length_buckets(table: pd.DataFrame, out_path: str | Path, metric: str =
     return fig
 
 
-def plot_attention_heatmap(attention, row_tokens: Sequence[str], col_tokens: Sequence[str],
-                           out_path: str | Path | None = None, ax=None, title: str | None = None,
+def plot_attention_heatmap(attention: np.ndarray, row_tokens: Sequence[str], col_tokens: Sequence[str],
+                           out_path: str | Path | None = None, ax: Axes | None = None, title: str | None = None,
                            max_label_chars: int | None = None) -> Figure:
     """Attention [T, S] as a heatmap: row t is generated token t, column j is source token j.
 
