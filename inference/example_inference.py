@@ -55,6 +55,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="example_inference.py",
@@ -82,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="maximum number of generated code tokens (default: 80)")
     dec.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
                      help="docstrings decoded together (default: 64)")
+    dec.add_argument("--length-penalty", type=_non_negative_float, default=1.0, metavar="A",
+                     help="beam search ranks finished hypotheses by log-probability / ((5 + length) / 6) ** A; "
+                          "0 ranks by raw log-probability (default: 1.0)")
     dec.add_argument("--syntax-aware", action="store_true",
                      help="only let the decoder pick tokens that keep the program on a path to valid Python "
                           "(every model, greedy and beam)")
@@ -148,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"the '{loaded.name}' model has no attention, so --attention-plot cannot draw one; "
                          "use --model attention (or another model with attention)")
     opts = dict(vocab_path=args.vocab, max_length=args.max_length, device=args.device, beam_size=args.beam_size,
-                syntax_aware=args.syntax_aware)
+                syntax_aware=args.syntax_aware, length_penalty=args.length_penalty)
     codes = batch_generate(docstrings, checkpoint, batch_size=args.batch_size, **opts)
     if args.attention_plot:
         with warnings.catch_warnings():

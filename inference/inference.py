@@ -129,10 +129,15 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return _check_path("model_path", path)
 
 
-def _decode_options(beam_size: int, max_length: int, syntax_aware: bool) -> dict:
+def _decode_options(beam_size: int, max_length: int, syntax_aware: bool, length_penalty: float = 1.0) -> dict:
     _check_int("max_length", max_length)
     _check_int("beam_size", beam_size)
-    return {"beam_size": int(beam_size), "max_len": int(max_length), "syntax_aware": bool(syntax_aware)}
+    if (isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real)
+            or not 0.0 <= float(length_penalty) < float("inf")):
+        raise ValueError(f"length_penalty must be a number >= 0 (0 ranks beams by raw log-probability), "
+                         f"got {length_penalty!r}.")
+    return {"beam_size": int(beam_size), "max_len": int(max_length), "syntax_aware": bool(syntax_aware),
+            "length_penalty": float(length_penalty)}
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -241,22 +246,23 @@ def _fit_max_length(loaded: LoadedModel, options: dict) -> dict:
 
 def generate_code(docstring: str, model_path: str | os.PathLike, vocab_path: str | os.PathLike | None = None,
                   max_length: int = 80, device: str | torch.device = "cpu", beam_size: int = 1,
-                  syntax_aware: bool = False) -> str:
+                  syntax_aware: bool = False, length_penalty: float = 1.0) -> str:
     """Generate the Python source (indented, newline-terminated) of a function described by ``docstring``.
 
-    ``max_length`` caps the generated tokens; ``beam_size`` 1 is greedy decoding.
+    ``max_length`` caps the generated tokens; ``beam_size`` 1 is greedy decoding; beam search ranks
+    finished hypotheses by log-probability / ((5 + length) / 6) ** ``length_penalty``.
     """
     return generate_with_attention(docstring, model_path, vocab_path, max_length, device, beam_size,
-                                   syntax_aware=syntax_aware).code
+                                   syntax_aware=syntax_aware, length_penalty=length_penalty).code
 
 
 def generate_with_attention(docstring: str, model_path: str | os.PathLike,
                             vocab_path: str | os.PathLike | None = None, max_length: int = 80,
                             device: str | torch.device = "cpu", beam_size: int = 1,
-                            syntax_aware: bool = False) -> AttentionResult:
+                            syntax_aware: bool = False, length_penalty: float = 1.0) -> AttentionResult:
     """Like ``generate_code``, also returning the tokens and the attention matrix (see ``AttentionResult``)."""
     docstring = _check_docstring(docstring)
-    options = _decode_options(beam_size, max_length, syntax_aware)
+    options = _decode_options(beam_size, max_length, syntax_aware, length_penalty)
     loaded = load_generator(model_path, vocab_path, device)
     options = _fit_max_length(loaded, options)
     tokens = _docstring_tokens(docstring)
@@ -283,7 +289,7 @@ def generate_with_attention(docstring: str, model_path: str | os.PathLike,
 def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,
                    vocab_path: str | os.PathLike | None = None, max_length: int = 80,
                    device: str | torch.device = "cpu", beam_size: int = 1, batch_size: int = 64,
-                   syntax_aware: bool = False) -> list[str]:
+                   syntax_aware: bool = False, length_penalty: float = 1.0) -> list[str]:
     """``generate_code`` for many docstrings, decoded in length-sorted batches; results keep the input order.
 
     Every docstring is checked before any decoding: a bad one raises naming its index.
@@ -291,7 +297,7 @@ def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,
     if isinstance(docstrings, (str, bytes)) or not isinstance(docstrings, Iterable):
         raise TypeError("docstrings must be a list of str; for a single docstring use generate_code.")
     texts = [_check_docstring(d, f"docstring {i}") for i, d in enumerate(list(docstrings))]
-    options = _decode_options(beam_size, max_length, syntax_aware)
+    options = _decode_options(beam_size, max_length, syntax_aware, length_penalty)
     _check_int("batch_size", batch_size)
     loaded = load_generator(model_path, vocab_path, device)
     options = _fit_max_length(loaded, options)

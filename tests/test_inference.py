@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import utils.checkpoint
+import inference.inference as inference_module
 from inference import example_inference
 from inference.inference import (AttentionResult, CheckpointError, batch_generate, clear_cache, generate_code,
                                  generate_with_attention, load_generator, plot_attention)
@@ -204,6 +205,9 @@ def test_bad_arguments(tiny) -> None:
         generate_code(DOC, ck, beam_size=0)
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         batch_generate([DOC], ck, batch_size=0)
+    for value in (-1.0, float("nan"), float("inf"), "1", True):
+        with pytest.raises(ValueError, match="length_penalty must be a number >= 0"):
+            generate_code(DOC, ck, beam_size=2, length_penalty=value)
     for value in ("80", 2.5, True, None):
         with pytest.raises(TypeError, match="max_length must be an int"):
             generate_code(DOC, ck, max_length=value)
@@ -390,11 +394,29 @@ def test_cli_errors_are_one_line(tiny, tmp_path, capsys, monkeypatch) -> None:
         code, out, err = _main(capsys, *args)
         assert code == 2, (args, err)
         assert message in err and len(err.strip().splitlines()) == 1, (args, err)
-    with pytest.raises(SystemExit) as e:
-        example_inference.main(["--beam-size", "0", "-d", DOC])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert "must be at least 1" in err and len(err.strip().splitlines()) == 1
+    for flag, value, message in (("--beam-size", "0", "must be at least 1"),
+                                 ("--length-penalty", "-0.5", "must be 0 or more")):
+        with pytest.raises(SystemExit) as e:
+            example_inference.main([flag, value, "-d", DOC])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_length_penalty_reaches_the_beam_search(tiny, monkeypatch, capsys) -> None:
+    seen: list[float] = []
+    real = inference_module.decode_batch
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["length_penalty"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference_module, "decode_batch", spy)
+    generate_code(DOC, tiny["attention"], beam_size=2, length_penalty=0.0)
+    batch_generate([DOC], tiny["attention"], beam_size=2, length_penalty=2.5)
+    assert example_inference.main(["-c", str(tiny["attention"]), "-b", "2", "--length-penalty", "0.7",
+                                   "-d", DOC]) == 0
+    assert seen == [0.0, 2.5, 0.7]
 
 
 def test_cli_file_and_long_docstring(tiny, tmp_path, capsys) -> None:

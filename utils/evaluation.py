@@ -226,7 +226,7 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
 
 def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_size: int = 5, max_len: int = 80,
                   batch_size: int = 128, device: str | torch.device | None = None,
-                  syntax_aware: bool | Sequence[bool] = False, greedy: bool = True,
+                  syntax_aware: bool | Sequence[bool] = False, greedy: bool = True, length_penalty: float = 1.0,
                   log: Callable[[str], None] = print) -> list[DecodedSplit]:
     """Greedy (if ``greedy``) and beam-``beam_size`` outputs for every model (beam size 1: greedy only).
 
@@ -238,7 +238,7 @@ def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_
     for name, lm in loaded.items():
         for k, mode in ((k, m) for m in modes for k in sizes):
             d = decode_split(lm, rows, beam_size=k, max_len=max_len, batch_size=batch_size, device=device,
-                             syntax_aware=mode)
+                             syntax_aware=mode, length_penalty=length_penalty)
             log(f"{name:>12} {d.decoding:>7}: {len(d)} outputs in {d.seconds:.1f} s")
             out.append(d)
     return out
