@@ -30,7 +30,7 @@ import utils.checkpoint as _checkpoint
 from utils.checkpoint import CheckpointError
 from utils.config import resolve_device
 from utils.data import docstring_summary
-from utils.decoding import decode_batch, ids_to_tokens
+from utils.decoding import check_length_penalty, decode_batch, ids_to_tokens
 from utils.models import Seq2SeqModel
 from utils.paths import project_path, user_path
 from utils.tokenizer import detokenize, tokenize_docstring
@@ -132,12 +132,8 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
 def _decode_options(beam_size: int, max_length: int, syntax_aware: bool, length_penalty: float = 1.0) -> dict:
     _check_int("max_length", max_length)
     _check_int("beam_size", beam_size)
-    if (isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real)
-            or not 0.0 <= float(length_penalty) < float("inf")):
-        raise ValueError(f"length_penalty must be a number >= 0 (0 ranks beams by raw log-probability), "
-                         f"got {length_penalty!r}.")
     return {"beam_size": int(beam_size), "max_len": int(max_length), "syntax_aware": bool(syntax_aware),
-            "length_penalty": float(length_penalty)}
+            "length_penalty": check_length_penalty(length_penalty)}  # checked before any model is loaded
 
 
 # ----------------------------------------------------------------------------------------------- loading

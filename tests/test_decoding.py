@@ -228,6 +228,9 @@ def test_invalid_arguments(trained_models, sources) -> None:
         greedy_decode(model, batch, max_len=0)
     with pytest.raises(ValueError, match="beam_size must be at least 1"):
         decode_examples(model, sources, beam_size=0)
+    for alpha in (-0.5, float("nan"), float("inf"), "1", True):
+        with pytest.raises(ValueError, match="length_penalty must be a number >= 0"):
+            beam_search(model, batch, beam_size=2, length_penalty=alpha)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)

@@ -7,6 +7,7 @@ batch, so no work is spent on them. <PAD> and <SOS> are never generated.
 """
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -110,6 +111,14 @@ def greedy_decode(model: Seq2SeqModel, batch: Batch, max_len: int = 80,
     return Hypotheses(tokens, attention, scores.tolist())
 
 
+def check_length_penalty(alpha: object) -> float:
+    """``alpha`` as a float; a ValueError unless it is a finite number >= 0."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= float(alpha) < float("inf"):
+        raise ValueError(f"length_penalty must be a number >= 0 (0 ranks beams by raw log-probability), "
+                         f"got {alpha!r}.")
+    return float(alpha)
+
+
 def _length_penalty(length: int, alpha: float) -> float:
     """GNMT length normalisation ((5 + len) / 6) ** alpha; alpha = 0 ranks by raw log-probability."""
     return ((5.0 + length) / 6.0) ** alpha
@@ -126,6 +135,7 @@ def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: 
         raise ValueError(f"beam_size must be at least 1, got {beam_size}.")
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}.")
+    length_penalty = check_length_penalty(length_penalty)
     model.eval()
     B, K = batch.src.size(0), beam_size
     device = batch.src.device
