@@ -16,9 +16,12 @@ from utils.config import Seq2SeqConfig
 from utils.decoding import Hypotheses
 from utils.evaluation import (
     FLOOR_MODEL,
+    TUNING_CSV,
     RESULT_COLUMNS,
     DecodedSplit,
     attention_statistics,
+    choose_length_penalty,
+    chosen_length_penalties,
     code_block,
     decode_models,
     decode_split,
@@ -26,6 +29,7 @@ from utils.evaluation import (
     evaluation_setup,
     length_bucket_results,
     load_trained,
+    penalty_for,
     pick_heatmap_examples,
     render_example,
     results_table,
@@ -33,8 +37,9 @@ from utils.evaluation import (
     study_comparison,
     study_table,
     teacher_forced_perplexity,
+    tune_length_penalty,
 )
-from utils.metrics import evaluate_outputs
+from utils.metrics import corpus_bleu_score, evaluate_outputs
 from utils.models import build_model
 from utils.tokenizer import tokenize_code
 from utils.vocabulary import Vocabulary
@@ -222,6 +227,10 @@ def test_results_table(loaded, rows, decoded, tmp_path):
     saved = pd.read_csv(out)
     assert list(saved.columns) == RESULT_COLUMNS and len(saved) == len(table)
     assert len(results_table(decoded, loaded, rows, include_floor=False)) == 4
+    # the beam's length penalty is recorded; greedy decoding has none
+    assert list(models["length_penalty"].isna()) == [True, False, True, False]
+    assert (models["length_penalty"].dropna() == 1.0).all()
+    assert (models["output_length"] >= 0).all()
 
 
 def test_results_table_rejects_outputs_of_another_split(loaded, rows, decoded):
@@ -318,3 +327,70 @@ def test_save_csv_creates_folders(tmp_path):
     path = ev.save_csv(pd.DataFrame({"a": [1, 2]}), tmp_path / "new" / "deeper" / "t.csv")
     assert path.is_file() and pd.read_csv(path)["a"].tolist() == [1, 2]
 
+
+
+# -- the beam's length penalty ---------------------------------------------------------------------
+
+def test_tune_length_penalty_keeps_the_best_bleu_of_each_decoding(loaded, rows):
+    two = {name: loaded[name] for name in ("rnn", "attention")}
+    table = tune_length_penalty(two, rows, [2.0, 0.0, 1.0, 1.0], beam_size=2, max_len=12,
+                                syntax_aware=[False, True], log=lambda s: None)
+    assert len(table) == 2 * 2 * 3 and sorted(set(table["length_penalty"])) == [0.0, 1.0, 2.0]
+    assert set(table["decoding"]) == {"beam2", "beam2+syntax"}
+    for _, group in table.groupby(["model", "decoding"]):
+        chosen = group[group["chosen"]]
+        assert len(chosen) == 1
+        best = group["bleu"].max()
+        assert chosen["bleu"].iloc[0] == best
+        assert chosen["length_penalty"].iloc[0] == group.loc[group["bleu"] == best, "length_penalty"].min()
+    # each row is the BLEU of that decoding on those rows
+    row = table[(table["model"] == "attention") & (table["decoding"] == "beam2")
+                & (table["length_penalty"] == 2.0)].iloc[0]
+    d = decode_split(loaded["attention"], rows, beam_size=2, max_len=12, length_penalty=2.0)
+    assert row["bleu"] == pytest.approx(corpus_bleu_score(d.hypotheses, [r["code_tokens"] for r in rows]))
+    assert chosen_length_penalties(table).keys() == {(m, d) for m in two for d in ("beam2", "beam2+syntax")}
+    with pytest.raises(ValueError, match="only matters for beam search"):
+        tune_length_penalty(two, rows, [1.0], beam_size=1)
+    with pytest.raises(ValueError, match="length_penalty must be a number"):
+        tune_length_penalty(two, rows, [-1.0], beam_size=2)
+
+
+def test_tune_length_penalty_breaks_ties_towards_the_smaller_penalty(loaded, rows, monkeypatch):
+    monkeypatch.setattr(ev, "corpus_bleu_score", lambda hyps, refs: 5.0)  # every candidate scores the same
+    table = tune_length_penalty({"rnn": loaded["rnn"]}, rows[:2], [3.0, 0.5], beam_size=2, max_len=5,
+                                log=lambda s: None)
+    assert chosen_length_penalties(table) == {("rnn", "beam2"): 0.5}
+
+
+def test_choose_length_penalty_number_candidates_and_tuned(loaded, rows, tmp_path):
+    data, plots = tmp_path / "data", tmp_path / "plots"
+    data.mkdir()
+    (data / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    two = {name: loaded[name] for name in ("rnn", "attention")}
+    quiet = {"max_len": 12, "log": lambda s: None}
+    assert choose_length_penalty(1.5, two, data, plots, beam_size=2, **quiet) == (1.5, None)
+    with pytest.raises(FileNotFoundError, match="03_bleu"):
+        choose_length_penalty("tuned", two, data, plots, beam_size=2)
+    penalties, table = choose_length_penalty([0.0, 2.0], two, data, plots, beam_size=2, tune_examples=3, **quiet)
+    assert (table["n"] == 3).all() and (plots / TUNING_CSV).is_file()
+    assert penalties == chosen_length_penalties(table) and set(penalties.values()) <= {0.0, 2.0}
+    read, _ = choose_length_penalty("tuned", two, data, plots, beam_size=2)
+    assert read == penalties  # what 04 and 05 use is what 03 chose
+    d = decode_split(two["rnn"], rows, beam_size=2, max_len=12, length_penalty=read)
+    assert d.length_penalty == read[("rnn", "beam2")]
+    # greedy decoding has no length penalty to choose
+    assert choose_length_penalty("tuned", two, tmp_path / "none", tmp_path / "none", beam_size=1) == (1.0, None)
+    assert decode_split(two["rnn"], rows, beam_size=1, max_len=12, length_penalty=read).length_penalty is None
+    with pytest.raises(ValueError, match='a list of candidates or "tuned"'):
+        choose_length_penalty("best", two, data, plots, beam_size=2)
+    with pytest.raises(ValueError, match="length_penalty must be a number"):
+        choose_length_penalty(-2, two, data, plots, beam_size=2)
+
+
+def test_penalty_for_names_what_is_missing():
+    assert penalty_for(2.0, "rnn", "beam5") == 2.0
+    assert penalty_for({("rnn", "beam5"): 3.0}, "rnn", "beam5") == 3.0
+    with pytest.raises(KeyError, match="attention beam5.*chosen for: rnn beam5.*set length_penalty to a number"):
+        penalty_for({("rnn", "beam5"): 3.0}, "attention", "beam5")
+    with pytest.raises(ValueError, match="no column chosen"):
+        chosen_length_penalties(pd.DataFrame({"model": [], "decoding": [], "length_penalty": []}))

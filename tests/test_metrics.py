@@ -19,6 +19,7 @@ from utils.metrics import (
     identifier_recall,
     is_valid_syntax,
     length_bucket_table,
+    output_length,
     perplexity,
     strip_special,
     study_bleu_score,
@@ -160,15 +161,25 @@ def test_evaluate_outputs_worked_example():
     assert m["unk_rate"] == pytest.approx(100 * 1 / (2 * len(ref)))
     assert m["copied_identifiers"] == pytest.approx(100.0)  # "x" is mentioned and present in both outputs
     assert m["distinct_outputs"] == pytest.approx(100.0)
+    assert m["output_length"] == pytest.approx(100.0)  # the <UNK> output is as long as its reference
     assert 0 < m["bleu"] < 100
     m2 = evaluate_outputs(hyps, refs, docs, trg_vocab=set(ref))
     assert m2["bleu_study"] >= m2["bleu"]
 
 
+def test_output_length_is_pooled_and_ignores_specials():
+    refs = [["a", "b", "c", "d"], ["a", "b", "c", "d", "e", "f"]]
+    hyps = [["<SOS>", "a", "<EOS>", "x", "y"], ["a", "b", "c", "d", "<PAD>"]]  # 1 + 4 real tokens
+    assert output_length(hyps, refs) == pytest.approx(50.0)
+    assert output_length([refs[1], refs[0]], refs) == pytest.approx(100.0)
+    assert math.isnan(output_length([["a"]], [["<EOS>"]]))
+
+
 def test_evaluate_outputs_empty_corpus_gives_nan():
     m = evaluate_outputs([], [], [])
     assert m["n"] == 0
-    ratios = ("bleu", "token_accuracy", "exact_match", "syntax_valid", "copied_identifiers", "distinct_outputs")
+    ratios = ("bleu", "token_accuracy", "exact_match", "syntax_valid", "copied_identifiers", "distinct_outputs",
+              "output_length")
     assert all(math.isnan(m[k]) for k in ratios)
 
 

@@ -24,13 +24,16 @@ from utils.batch import encode_pairs
 from utils.checkpoint import load_model
 from utils.config import model_names, resolve_device
 from utils.data import load_split
-from utils.decoding import decode_examples, ids_to_tokens
+from utils.decoding import check_length_penalty, decode_examples, ids_to_tokens
 from utils.metrics import (
     attention_copy_alignment,
     attention_entropy,
+    corpus_bleu_score,
+    distinct_outputs,
     evaluate_outputs,
     is_identifier,
     length_bucket_table,
+    output_length,
     perplexity,
 )
 from utils.models import Seq2SeqModel
@@ -46,6 +49,7 @@ FLOOR_DECODING = "other reference"
 RESULT_LABELS: dict[str, str] = {
     "model": "model",
     "decoding": "decoding",
+    "length_penalty": "length penalty (beam)",
     "n": "test examples",
     "bleu": "BLEU",
     "bleu_study": "BLEU (study variant, inflated)",
@@ -55,6 +59,7 @@ RESULT_LABELS: dict[str, str] = {
     "unk_rate": "<UNK> in output %",
     "copied_identifiers": "copied identifiers %",
     "distinct_outputs": "distinct outputs %",
+    "output_length": "output length % of reference",
     "test_ppl": "test perplexity (teacher-forced)",
     "decode_seconds": "decode s",
     "parameters": "parameters",
@@ -63,6 +68,11 @@ RESULT_LABELS: dict[str, str] = {
     "best_epoch": "best epoch",
 }
 RESULT_COLUMNS: list[str] = list(RESULT_LABELS)
+
+# Beam search's length penalty: one value for every model, or one per (model, decoding label).
+LengthPenalties = float | Mapping[tuple[str, str], float]
+TUNED = "tuned"  # the length-penalty setting that reads the values notebook 03 chose
+TUNING_CSV = "length_penalty.csv"
 
 # The original study's published test-set results. QUOTED LITERATURE VALUES, not computed here.
 _STUDY_RESULTS = [
@@ -175,6 +185,7 @@ class DecodedSplit:
     scores: list[float]
     seconds: float
     syntax_aware: bool = False
+    length_penalty: float | None = None  # None for greedy decoding
     notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -187,9 +198,12 @@ class DecodedSplit:
 
 def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, max_len: int = 80,
                  batch_size: int = 128, device: str | torch.device | None = None, syntax_aware: bool = False,
-                 length_penalty: float = 1.0) -> DecodedSplit:
-    """Decode every row's docstring with ``loaded``'s model (greedy for beam size 1, else beam search)."""
+                 length_penalty: LengthPenalties = 1.0) -> DecodedSplit:
+    """Decode every row's docstring with ``loaded``'s model (greedy for beam size 1, else beam search
+    with ``length_penalty``: one value, or one per (model, decoding) as :func:`choose_length_penalty`
+    gives them)."""
     label = decoding_label(beam_size, syntax_aware)
+    length_penalty = penalty_for(length_penalty, loaded.name, label) if beam_size > 1 else 1.0
     model = loaded.model
     device = next(model.parameters()).device if device is None else _device(device)
     model.to(device).eval()
@@ -221,14 +235,16 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
         srcs.append(src)
         seen.append(["<SOS>", *loaded.src_vocab.decode(ex.src, strip_special=False), "<EOS>"])
     scores = list(hyp.scores) if hyp is not None else []
-    return DecodedSplit(loaded.name, label, beam_size, hyps, attns, srcs, seen, scores, seconds, syntax_aware)
+    return DecodedSplit(loaded.name, label, beam_size, hyps, attns, srcs, seen, scores, seconds, syntax_aware,
+                        length_penalty if beam_size > 1 else None)
 
 
 def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_size: int = 5, max_len: int = 80,
                   batch_size: int = 128, device: str | torch.device | None = None,
-                  syntax_aware: bool | Sequence[bool] = False, greedy: bool = True, length_penalty: float = 1.0,
-                  log: Callable[[str], None] = print) -> list[DecodedSplit]:
-    """Greedy (if ``greedy``) and beam-``beam_size`` outputs for every model (beam size 1: greedy only).
+                  syntax_aware: bool | Sequence[bool] = False, greedy: bool = True,
+                  length_penalty: LengthPenalties = 1.0, log: Callable[[str], None] = print) -> list[DecodedSplit]:
+    """Greedy (if ``greedy``) and beam-``beam_size`` outputs for every model (beam size 1: greedy only),
+    the beam with ``length_penalty`` (one value, or one per (model, decoding)).
 
     ``syntax_aware`` may list both settings (``[False, True]``) to decode with and without the constraint.
     """
@@ -239,9 +255,100 @@ def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_
         for k, mode in ((k, m) for m in modes for k in sizes):
             d = decode_split(lm, rows, beam_size=k, max_len=max_len, batch_size=batch_size, device=device,
                              syntax_aware=mode, length_penalty=length_penalty)
-            log(f"{name:>12} {d.decoding:>7}: {len(d)} outputs in {d.seconds:.1f} s")
+            alpha = "" if d.length_penalty is None else f" (length penalty {d.length_penalty:g})"
+            log(f"{name:>12} {d.decoding:>7}: {len(d)} outputs in {d.seconds:.1f} s{alpha}")
             out.append(d)
     return out
+
+
+# -- the beam's length penalty, chosen on the validation split --------------------------------------
+
+def penalty_for(length_penalty: LengthPenalties, model: str, decoding: str) -> float:
+    """The length penalty of ``model``'s ``decoding`` (e.g. "beam5+syntax") in ``length_penalty``."""
+    if not isinstance(length_penalty, Mapping):
+        return check_length_penalty(length_penalty)
+    try:
+        return check_length_penalty(length_penalty[(model, decoding)])
+    except KeyError:
+        chosen = ", ".join(f"{m} {d}" for m, d in length_penalty) or "none"
+        raise KeyError(f"No length penalty was chosen for {model} {decoding} (chosen for: {chosen}). Run "
+                       f"notebooks/03_bleu.ipynb with these models and beam size, or set length_penalty "
+                       f"to a number.") from None
+
+
+def tune_length_penalty(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], candidates: Sequence[float],
+                        beam_size: int = 5, max_len: int = 80, batch_size: int = 128,
+                        device: str | torch.device | None = None, syntax_aware: bool | Sequence[bool] = False,
+                        log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Beam search over ``rows`` (validation rows: never the split that is reported) with every
+    candidate length penalty, per model and syntax setting. One row per try: BLEU, output length and
+    distinct outputs; ``chosen`` marks the highest BLEU of each (model, decoding), the smallest
+    penalty among equals."""
+    if beam_size < 2:
+        raise ValueError(f"The length penalty only matters for beam search: beam_size is {beam_size}.")
+    alphas = sorted({check_length_penalty(a) for a in candidates})
+    if not alphas or not rows:
+        raise ValueError("Choosing a length penalty needs at least one candidate and one validation row.")
+    modes = [syntax_aware] if isinstance(syntax_aware, bool) else list(syntax_aware)
+    refs, _ = _references(rows)
+    records = []
+    for name, lm in loaded.items():
+        for mode in modes:
+            for alpha in alphas:
+                d = decode_split(lm, rows, beam_size, max_len, batch_size, device, mode, alpha)
+                records.append({"model": name, "decoding": d.decoding, "length_penalty": alpha, "n": len(rows),
+                                "bleu": corpus_bleu_score(d.hypotheses, refs),
+                                "output_length": output_length(d.hypotheses, refs),
+                                "distinct_outputs": distinct_outputs(d.hypotheses)})
+    table = pd.DataFrame(records)
+    ranked = table.sort_values(["bleu", "length_penalty"], ascending=[False, True], kind="stable")
+    table["chosen"] = table.index.isin(ranked.groupby(["model", "decoding"], sort=False).head(1).index)
+    for r in table[table["chosen"]].itertuples():
+        log(f"{r.model:>12} {r.decoding:>12}: length penalty {r.length_penalty:g} (validation BLEU {r.bleu:.2f})")
+    return table
+
+
+def chosen_length_penalties(table: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """{(model, decoding): length penalty} from the rows of a :func:`tune_length_penalty` table marked ``chosen``."""
+    missing = {"model", "decoding", "length_penalty", "chosen"} - set(table.columns)
+    if missing:
+        raise ValueError(f"Not a length-penalty table: no column {', '.join(sorted(missing))}.")
+    chosen = table[table["chosen"].astype(bool)]
+    return {(str(r.model), str(r.decoding)): float(r.length_penalty) for r in chosen.itertuples()}
+
+
+def choose_length_penalty(setting: float | str | Sequence[float], loaded: Mapping[str, LoadedModel],
+                          data_dir: str | Path, plots_dir: str | Path, beam_size: int = 5,
+                          syntax_aware: bool | Sequence[bool] = False, tune_examples: int = 300,
+                          max_len: int = 80, batch_size: int = 128, device: str | torch.device | None = None,
+                          log: Callable[[str], None] = print) -> tuple[LengthPenalties, pd.DataFrame | None]:
+    """The notebooks' ``length_penalty`` parameter made concrete:
+
+    * a number: that value for every model (no table);
+    * a list of candidates: each model and decoding gets the one with the best BLEU on the first
+      ``tune_examples`` validation rows; the table is saved as ``<plots_dir>/length_penalty.csv``;
+    * ``"tuned"``: the values that table holds (notebook 03 writes it; 04 and 05 read it).
+
+    With ``beam_size`` 1 (greedy only) there is nothing to choose: a list or "tuned" gives 1.0.
+    """
+    if beam_size < 2 and (isinstance(setting, str) or isinstance(setting, Sequence)):
+        return 1.0, None
+    if isinstance(setting, str):
+        if setting != TUNED:
+            raise ValueError(f'length_penalty must be a number, a list of candidates or "{TUNED}", got {setting!r}.')
+        path = project_path(plots_dir) / TUNING_CSV
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: notebooks/03_bleu.ipynb writes it when its "
+                                    f"length_penalty is a list of candidates. Run 03 first, or set "
+                                    f"length_penalty to a number.")
+        table = pd.read_csv(path)
+        return chosen_length_penalties(table), table
+    if isinstance(setting, Sequence):
+        rows = load_split(data_dir, "valid")[: max(tune_examples, 1)]
+        table = tune_length_penalty(loaded, rows, setting, beam_size, max_len, batch_size, device, syntax_aware, log)
+        save_csv(table, project_path(plots_dir) / TUNING_CSV)
+        return chosen_length_penalties(table), table
+    return check_length_penalty(setting), None
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -274,7 +381,8 @@ def shuffled_reference_baseline(rows: Sequence[dict], trg_vocab: Vocabulary | No
     refs, docs = _references(rows)
     if len(refs) < 2:
         return {"n": len(refs), **{k: float("nan") for k in ("bleu", "bleu_study", "token_accuracy", "exact_match",
-                                                            "syntax_valid", "unk_rate", "copied_identifiers")}}
+                                                            "syntax_valid", "unk_rate", "copied_identifiers",
+                                                            "distinct_outputs", "output_length")}}
     shifted = refs[1:] + refs[:1]
     return evaluate_outputs(shifted, refs, docs, trg_vocab)
 
@@ -298,7 +406,7 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
             ppl[d.model] = teacher_forced_perplexity(lm, rows, device, batch_size)
         m = evaluate_outputs(d.hypotheses, refs, docs, lm.trg_vocab)
         records.append({
-            "model": d.model, "decoding": d.decoding, **m,
+            "model": d.model, "decoding": d.decoding, "length_penalty": d.length_penalty, **m,
             "test_ppl": ppl[d.model],
             "decode_seconds": d.seconds,
             "parameters": lm.n_parameters,

@@ -22,6 +22,9 @@ Definitions (all corpus figures in percent unless noted):
 * Distinct outputs: distinct hypotheses (after cleaning) per 100 inputs. A decoder that ignores
   its input writes one program for every docstring and scores 0.1 on 1,000 inputs; its BLEU is
   then that one program's overlap with every reference.
+* Output length: output tokens per 100 reference tokens, pooled over the corpus (specials stripped):
+  the ratio behind BLEU's brevity penalty, which scales BLEU by ``exp(1 - 100 / output_length)``
+  below 100. Beam search that ends hypotheses too early shows here first.
 * An empty corpus gives NaN for ratio metrics rather than a made-up number.
 """
 from __future__ import annotations
@@ -231,8 +234,16 @@ def evaluate_outputs(
         unk_rate=_pct(unk_rate(hypotheses)),
         copied_identifiers=_pct(hits / total) if total else float("nan"),
         distinct_outputs=distinct_outputs(hypotheses),
+        output_length=output_length(hypotheses, references),
     )
     return out
+
+
+def output_length(hypotheses: Sequence[Tokens], references: Sequence[Tokens]) -> float:
+    """Output tokens per 100 reference tokens over the corpus, specials stripped (NaN without references)."""
+    _check_parallel("hypotheses", hypotheses, "references", references)
+    ref_tokens = sum(len(strip_special(r)) for r in references)
+    return _pct(sum(len(strip_special(h)) for h in hypotheses) / ref_tokens) if ref_tokens else float("nan")
 
 
 def distinct_outputs(hypotheses: Sequence[Tokens]) -> float:
