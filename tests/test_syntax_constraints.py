@@ -99,3 +99,48 @@ def test_constraint_guarantees_on_untrained_models(corpus, name: str) -> None:
     free_valid = sum(is_valid_syntax(vocab.decode(o)) for o in free)
     print(f"\n{name}: {valid}/{len(outputs)} parse with the constraint, {free_valid}/{len(free)} without")
     assert valid > free_valid
+
+
+def _allowed_after(tokens: list[str]) -> set[str]:
+    """The tokens the constraint allows after ``tokens`` (a vocabulary of just what is needed)."""
+    words = ["def", "f", "(", "x", ")", ":", "return", "pass", "if", "elif", "else", "for", "in", "while",
+             "try", "except", "finally", "with", "as", "y", NEWLINE, INDENT, DEDENT]
+    vocab = Vocabulary(["<PAD>", "<SOS>", "<EOS>", "<UNK>", *words])
+    c = PythonSyntaxConstraint(vocab)
+    s = c.initial()
+    for tok in tokens:
+        assert c.mask([s], len(vocab), 100)[0, vocab.stoi[tok]], f"{tok!r} refused after {tokens}"
+        s = c.advance(s, vocab.stoi[tok])
+    return {vocab.itos[i] for i in c.mask([s], len(vocab), 100)[0].nonzero().flatten().tolist()}
+
+
+CONTINUATION = {"elif", "else", "except", "finally"}
+
+
+@pytest.mark.parametrize("header, followers", [
+    (["def", "f", "(", "x", ")", ":"], set()),            # no `else` after a function body
+    (["if", "x", ":"], {"elif", "else"}),
+    (["elif", "x", ":"], {"elif", "else"}),
+    (["for", "y", "in", "x", ":"], {"else"}),
+    (["while", "x", ":"], {"else"}),
+    (["with", "x", "as", "y", ":"], set()),
+    (["else", ":"], set()),                                # the else of an if or a loop
+])
+def test_block_continuations_follow_only_their_block(header, followers) -> None:
+    prefix = ["def", "f", "(", "x", ")", ":", NEWLINE, INDENT]
+    if header[0] in ("elif", "else"):  # these need an `if` block before them
+        prefix += ["if", "x", ":", NEWLINE, INDENT, "pass", NEWLINE, DEDENT]
+    body = [NEWLINE, INDENT, "pass", NEWLINE, DEDENT]
+    if header[0] == "def":
+        prefix, body = [], [NEWLINE, INDENT, "return", "x", NEWLINE, DEDENT]
+    got = _allowed_after(prefix + header + body)
+    assert got & CONTINUATION == followers
+
+
+def test_try_must_be_followed_by_except_or_finally() -> None:
+    prefix = ["def", "f", "(", "x", ")", ":", NEWLINE, INDENT, "try", ":", NEWLINE, INDENT, "pass", NEWLINE, DEDENT]
+    assert _allowed_after(prefix) == {"except", "finally"}
+    handler = ["except", ":", NEWLINE, INDENT, "pass", NEWLINE, DEDENT]
+    assert _allowed_after(prefix + handler) & CONTINUATION == {"except", "else", "finally"}
+    try_else = ["else", ":", NEWLINE, INDENT, "pass", NEWLINE, DEDENT]
+    assert _allowed_after(prefix + handler + try_else) & CONTINUATION == {"finally"}

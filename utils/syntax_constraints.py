@@ -7,6 +7,9 @@ Cheap incremental checks over the token stream of ``utils.tokenizer.tokenize_cod
   needs its right operand, and after a ``:`` only on a line that starts a compound statement;
 - ``<INDENT>`` exactly when a line ended with ``:``, so a block is never left empty;
 - ``<DEDENT>`` only at the start of a line inside a block;
+- ``elif``/``else``/``except``/``finally`` only right after the block they continue (``else`` after
+  ``if``/``elif``/``for``/``while``/``except``, ``except`` after ``try``/``except``, ...), and a
+  ``try`` block only followed by ``except`` or ``finally``;
 - ``<EOS>`` only at the start of a line once every bracket is closed and a line is complete;
 - no two operands in a row (``x y``, ``f() x``), only a name after ``.``, no ``<UNK>`` (it is
   never valid Python), and the program starts with ``def``, ``async`` or a decorator;
@@ -44,6 +47,11 @@ NOT_AT_LINE_START = CLOSE | {",", ".", ":", "=", "->", "!=", "==", "<", ">", "<=
                              "|", "&", "^", "<<", ">>", "and", "or", "in", "is", "as", ";"}
 # block continuations: only right after a block closed
 CONTINUATIONS = {"elif", "else", "except", "finally"}
+# the continuations each kind of block may be followed by ("try-else": the else of a try statement)
+FOLLOWERS: dict[str, tuple[str, ...]] = {
+    "if": ("elif", "else"), "elif": ("elif", "else"), "for": ("else",), "while": ("else",),
+    "try": ("except", "finally"), "except": ("except", "else", "finally"), "try-else": ("finally",),
+}
 # keywords that only start a statement (mid-line they are always an error)
 STATEMENT_ONLY = {"def", "class", "return", "pass", "break", "continue", "raise", "import", "global",
                   "nonlocal", "del", "assert", "while", "try", "except", "finally", "elif", "with", "async"}
@@ -116,6 +124,10 @@ class SyntaxState:
     assign_ok: bool = False   # the line so far is an assignment target (names, attributes, subscripts)
     kwarg_ok: bool = False    # inside a call, right after `(name` or `, name`: '=' may follow
     arg_start: bool = False   # inside a call, right after '(' or ','
+    line_kind: str = ""       # the statement this line starts ("try-else" for the else of a try)
+    header: str = ""          # the kind of block the awaited INDENT opens
+    blocks: tuple[str, ...] = ()  # the kinds of the open blocks, innermost last
+    closed: str = ""          # the kind of block the last DEDENT closed
 
 
 class PythonSyntaxConstraint:
@@ -139,14 +151,16 @@ class PythonSyntaxConstraint:
         steps = s.steps + 1
         if tok == NEWLINE:
             return replace(s, prev=LINE, prev_tok=tok, line_start=True, await_indent=s.prev == COLON,
+                           header=s.line_kind if s.prev == COLON else "",
                            line_compound=False, line_colon=False, lines=s.lines + 1, steps=steps,
                            after_decorator=s.line_first == "@", line_first="", lambdas=0, param_part=0,
                            param_stars=0, line_tokens=0)
         if tok == INDENT:
             return replace(s, prev=LINE, prev_tok=tok, line_start=True, await_indent=False,
-                           depth=s.depth + 1, steps=steps)
+                           depth=s.depth + 1, steps=steps, blocks=s.blocks + (s.header,))
         if tok == DEDENT:
-            return replace(s, prev=LINE, prev_tok=tok, line_start=True, depth=max(s.depth - 1, 0), steps=steps)
+            return replace(s, prev=LINE, prev_tok=tok, line_start=True, depth=max(s.depth - 1, 0), steps=steps,
+                           blocks=s.blocks[:-1], closed=s.blocks[-1] if s.blocks else "")
         stack = s.stack
         if tok in OPEN:
             stack = stack + (OPEN[tok],)
@@ -179,7 +193,12 @@ class PythonSyntaxConstraint:
                        def_stage=def_stage, param_part=param_part,
                        param_stars=param_stars, line_tokens=min(s.line_tokens + 1, 2) if not s.line_start else 1,
                        ternaries=ternaries, assign_ok=assign_ok and tok != "=", kwarg_ok=kwarg_ok,
-                       arg_start=arg_start)
+                       arg_start=arg_start, line_kind=self._line_kind(s, tok) if s.line_start else s.line_kind)
+
+    @staticmethod
+    def _line_kind(s: SyntaxState, tok: str) -> str:
+        """The kind of statement a line starting with ``tok`` opens (an ``else`` after ``except`` is a try's)."""
+        return "try-else" if tok == "else" and s.prev_tok == DEDENT and s.closed == "except" else tok
 
     # -- masks -----------------------------------------------------------------------------
     def _min_to_finish(self, s: SyntaxState) -> int:
@@ -201,12 +220,13 @@ class PythonSyntaxConstraint:
                 s.line_start, s.await_indent, s.depth > 0, s.line_compound, s.line_colon, s.lines > 0,
                 s.steps == 0, closing, s.line_first in ("def", "async"), s.lambdas > 0, s.after_decorator,
                 s.def_stage, s.line_first == "from", def_params(s) and s.param_part + 1, s.param_stars, s.line_tokens,
-                s.ternaries > 0, s.assign_ok, s.kwarg_ok, prev_bytes)
+                s.ternaries > 0, s.assign_ok, s.kwarg_ok, prev_bytes,
+                s.closed if s.prev_tok == DEDENT else "")
 
     def _build(self, key: tuple) -> tuple[Tensor, bool]:
         (top, in_brackets, prev, prev_tok, line_start, await_indent, in_block, compound, colon,
          has_line, first, closing, def_line, in_lambda, after_decorator, def_stage, from_line, params, stars, line_tokens,
-         ternary_open, assign_ok, kwarg_ok, prev_bytes) = key
+         ternary_open, assign_ok, kwarg_ok, prev_bytes, closed) = key
         allowed = torch.zeros(self.V, dtype=torch.bool)
         ids = self.ids
 
@@ -236,14 +256,19 @@ class PythonSyntaxConstraint:
             allow("(")
             return allowed, False
         if line_start:
+            follow = FOLLOWERS.get(closed, ())  # empty unless a block was just closed
             for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
-                if c not in (LINE, SPECIAL) and tok not in NOT_AT_LINE_START and (tok not in CONTINUATIONS or prev_tok == DEDENT):
+                if c not in (LINE, SPECIAL) and tok not in NOT_AT_LINE_START and (tok not in CONTINUATIONS or tok in follow):
                     allowed[i] = True
             if in_block and prev_tok != INDENT:
                 allow(DEDENT)
             if has_line and prev_tok != INDENT:
                 allowed[EOS] = True
             name_ok = True
+            if closed == "try" and not closing:  # a try needs its except or finally
+                allowed = torch.zeros_like(allowed)
+                allow(*follow)
+                name_ok = False
         else:
             allowed[:] = True
             for t in (INDENT, DEDENT):
