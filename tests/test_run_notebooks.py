@@ -72,3 +72,14 @@ def test_bad_runs_stop_before_executing(tmp_path, capsys) -> None:
     assert "nope.ipynb" in capsys.readouterr().err
     assert main([a, "--params", str(tmp_path / "none.yaml"), "--out", str(out)]) == 2
     assert not out.exists()  # nothing ran, nothing was written
+
+
+def test_part_of_the_chain_runs_with_the_chain_parameter_file(tmp_path, capsys) -> None:
+    """params/full.yaml names training sizes that 03 does not declare: not a typo when 03 runs alone."""
+    out = tmp_path / "out"
+    assert main(["notebooks/03_bleu.ipynb", "--params", "params/full.yaml", "--out", str(out), "--prepare-only"]) == 0
+    injected = _injected(out / "03_bleu.ipynb")
+    assert "beam_size = 5" in injected and "train_size" not in injected and "epochs" not in injected
+    typo = _params(tmp_path / "typo.yaml", {"beam_sise": 3})
+    assert main(["notebooks/03_bleu.ipynb", "--params", typo, "--out", str(out), "--prepare-only"]) == 2
+    assert "beam_sise are declared by none" in capsys.readouterr().err

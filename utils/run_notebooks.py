@@ -2,7 +2,10 @@
 
     python -m utils.run_notebooks --params params/full.yaml --out runs/full notebooks/0*.ipynb
 
-Executed copies go to ``--out`` (git-ignored); the source notebooks are never written. With
+A parameter file serves the whole chain, so part of it can run with the same file (for example
+``notebooks/03_bleu.ipynb`` alone with ``params/full.yaml``): a parameter is accepted when one of the
+given notebooks or one of the numbered notebooks in ``notebooks/`` declares it, and each notebook
+gets the ones it declares. Executed copies go to ``--out`` (git-ignored); the source notebooks are never written. With
 ``--prepare-only`` the parameters are injected without executing (nbval then runs the copies).
 Each notebook's wall time is printed and written to ``<out>/timings.json``.
 """
@@ -52,6 +55,11 @@ def check_parameters(params: dict, declared: dict[Path, set[str]]) -> None:
                          f"({', '.join(p.name for p in declared)}); their parameters: {', '.join(sorted(known))}.")
 
 
+def chain_notebooks() -> list[Path]:
+    """The project's numbered notebooks, in order (``notebooks/NN_*.ipynb``)."""
+    return sorted(project_path("notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the notebooks in order with the parameter file; 2 on a bad parameter file or notebook path."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         declared = declared_parameters(args.notebooks)
-        check_parameters(params, declared)
+        check_parameters(params, {**declared_parameters(chain_notebooks()), **declared})
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
