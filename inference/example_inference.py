@@ -22,6 +22,8 @@ from utils.paths import TRAIN_HINT, user_path  # noqa: E402  (no torch: --help a
 
 # Same names as utils.config.MODEL_NAMES; spelled out so that --help answers without importing torch.
 MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
+# Same value as inference.inference.LENGTH_PENALTY (a test checks both pairs).
+LENGTH_PENALTY = 3.0
 
 EPILOG = """\
 examples (from the repository root; train a model first with `make main`):
@@ -92,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="maximum number of generated code tokens (default: 80)")
     dec.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
                      help="docstrings decoded together (default: 64)")
-    dec.add_argument("--length-penalty", type=_non_negative_float, default=1.0, metavar="A",
+    dec.add_argument("--length-penalty", type=_non_negative_float, default=LENGTH_PENALTY, metavar="A",
                      help="beam search ranks finished hypotheses by log-probability / ((5 + length) / 6) ** A; "
-                          "0 ranks by raw log-probability (default: 1.0)")
+                          "0 ranks by raw log-probability, which favours short outputs "
+                          f"(default: {LENGTH_PENALTY:g}, chosen on validation rows)")
     dec.add_argument("--syntax-aware", action="store_true",
                      help="only let the decoder pick tokens that keep the program on a path to valid Python "
                           "(every model, greedy and beam)")

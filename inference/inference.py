@@ -129,7 +129,13 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return _check_path("model_path", path)
 
 
-def _decode_options(beam_size: int, max_length: int, syntax_aware: bool, length_penalty: float = 1.0) -> dict:
+# Beam search's default length penalty: the value notebook 03 chose on validation rows for most models
+# of the full run, and as good as the chosen one for the others (plots/length_penalty.csv). With 1.0,
+# beam outputs came out about 40% as long as the references and lost BLEU to the brevity penalty.
+LENGTH_PENALTY = 3.0
+
+
+def _decode_options(beam_size: int, max_length: int, syntax_aware: bool, length_penalty: float = LENGTH_PENALTY) -> dict:
     _check_int("max_length", max_length)
     _check_int("beam_size", beam_size)
     return {"beam_size": int(beam_size), "max_len": int(max_length), "syntax_aware": bool(syntax_aware),
@@ -242,7 +248,7 @@ def _fit_max_length(loaded: LoadedModel, options: dict) -> dict:
 
 def generate_code(docstring: str, model_path: str | os.PathLike, vocab_path: str | os.PathLike | None = None,
                   max_length: int = 80, device: str | torch.device = "cpu", beam_size: int = 1,
-                  syntax_aware: bool = False, length_penalty: float = 1.0) -> str:
+                  syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY) -> str:
     """Generate the Python source (indented, newline-terminated) of a function described by ``docstring``.
 
     ``max_length`` caps the generated tokens; ``beam_size`` 1 is greedy decoding; beam search ranks
@@ -255,7 +261,7 @@ def generate_code(docstring: str, model_path: str | os.PathLike, vocab_path: str
 def generate_with_attention(docstring: str, model_path: str | os.PathLike,
                             vocab_path: str | os.PathLike | None = None, max_length: int = 80,
                             device: str | torch.device = "cpu", beam_size: int = 1,
-                            syntax_aware: bool = False, length_penalty: float = 1.0) -> AttentionResult:
+                            syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY) -> AttentionResult:
     """Like ``generate_code``, also returning the tokens and the attention matrix (see ``AttentionResult``)."""
     docstring = _check_docstring(docstring)
     options = _decode_options(beam_size, max_length, syntax_aware, length_penalty)
@@ -285,7 +291,7 @@ def generate_with_attention(docstring: str, model_path: str | os.PathLike,
 def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,
                    vocab_path: str | os.PathLike | None = None, max_length: int = 80,
                    device: str | torch.device = "cpu", beam_size: int = 1, batch_size: int = 64,
-                   syntax_aware: bool = False, length_penalty: float = 1.0) -> list[str]:
+                   syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY) -> list[str]:
     """``generate_code`` for many docstrings, decoded in length-sorted batches; results keep the input order.
 
     Every docstring is checked before any decoding: a bad one raises naming its index.

@@ -339,6 +339,7 @@ def test_cli_help(where) -> None:
 def test_cli_model_names_match_the_config() -> None:
     from utils.config import MODEL_NAMES
     assert example_inference.MODEL_NAMES == MODEL_NAMES
+    assert example_inference.LENGTH_PENALTY == inference_module.LENGTH_PENALTY
 
 
 def test_cli_from_root_prints_code_and_plot(tiny, tmp_path) -> None:
@@ -417,6 +418,9 @@ def test_length_penalty_reaches_the_beam_search(tiny, monkeypatch, capsys) -> No
     assert example_inference.main(["-c", str(tiny["attention"]), "-b", "2", "--length-penalty", "0.7",
                                    "-d", DOC]) == 0
     assert seen == [0.0, 2.5, 0.7]
+    generate_code(DOC, tiny["attention"], beam_size=2)  # the default: the value chosen on validation rows
+    assert example_inference.main(["-c", str(tiny["attention"]), "-b", "2", "-d", DOC]) == 0
+    assert seen[3:] == [inference_module.LENGTH_PENALTY] * 2 == [3.0, 3.0]
 
 
 def test_cli_file_and_long_docstring(tiny, tmp_path, capsys) -> None:
