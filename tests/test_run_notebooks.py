@@ -2,11 +2,14 @@
 notebook or a parameter that no notebook declares stops the run before anything executes."""
 from __future__ import annotations
 
+import ast
+import json
+
 import nbformat
 import pytest
 import yaml
 
-from utils.run_notebooks import check_parameters, declared_parameters, load_params, main
+from utils.run_notebooks import chain_notebooks, check_parameters, declared_parameters, load_params, main
 
 
 def _notebook(path, params: str) -> str:
@@ -83,3 +86,19 @@ def test_part_of_the_chain_runs_with_the_chain_parameter_file(tmp_path, capsys) 
     typo = _params(tmp_path / "typo.yaml", {"beam_sise": 3})
     assert main(["notebooks/03_bleu.ipynb", "--params", typo, "--out", str(out), "--prepare-only"]) == 2
     assert "beam_sise are declared by none" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", chain_notebooks(), ids=lambda p: p.name)
+def test_stored_notebooks_are_clean(path) -> None:
+    """Stored without outputs, every cell with its own id, one `parameters` cell of plain literals."""
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    ids = [c.get("id") for c in cells]
+    assert None not in ids and len(set(ids)) == len(ids)
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    for stmt in ast.parse("".join(tagged[0]["source"])).body:
+        assert isinstance(stmt, ast.Assign), ast.dump(stmt)
+        ast.literal_eval(stmt.value)  # a plain literal: papermill can replace it
