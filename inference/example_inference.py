@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore")  # batch_generate has already said it if the docstring is cut
             result = generate_with_attention(docstrings[0], checkpoint, **opts)
         plot_path = Path(args.attention_plot).expanduser().resolve()  # relative to where the user stands
+        if not plot_path.suffix:  # matplotlib would add .png itself: say the name it gets
+            plot_path = plot_path.with_suffix(".png")
         plot_attention(result, plot_path)
         print(f"attention heatmap saved to {plot_path}", file=sys.stderr)
     for i, (doc, code) in enumerate(zip(docstrings, codes)):

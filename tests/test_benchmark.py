@@ -93,3 +93,18 @@ def test_time_interleaved_takes_turns_and_sums() -> None:
     totals = time_interleaved([stepper("a", 0.5), stepper("b", 2.0)], [[1, 2, 3], [10, 20]])
     assert calls == [("a", 1), ("b", 10), ("a", 2), ("b", 20), ("a", 3)]
     assert totals == [{"seconds": 1.5, "tokens": 6}, {"seconds": 4.0, "tokens": 30}]
+
+
+def test_benchmark_decode_on_an_empty_test_split_stops_with_one_line(tmp_path, capsys) -> None:
+    from utils.vocabulary import Vocabulary
+
+    row = {"docstring_tokens": ["add", "one"], "code_tokens": ["def", "f", "(", ")", ":"]}
+    (tmp_path / "train.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "test.jsonl").write_text("")
+    Vocabulary.build([row["docstring_tokens"]], min_freq=1).save(tmp_path / "src_vocab.json")
+    Vocabulary.build([row["code_tokens"]], min_freq=1).save(tmp_path / "trg_vocab.json")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data-dir", str(tmp_path), "--decode", "--model", "rnn", "--batches", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "the test split in" in err and "is empty" in err and "Traceback" not in err

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from utils.data import (build_python_corpus, file_bucket, filter_by_length, load_codesearchnet, load_split,
+from utils.data import (build_python_corpus, check_split_sizes, file_bucket, filter_by_length, load_codesearchnet, load_split,
                         load_vocabs, preprocess, split_by_file)
 from utils.tokenizer import tokenize_code
 
@@ -276,3 +276,17 @@ def test_preprocess_bad_input_gives_one_clear_sentence(tmp_path: Path, csn_files
         load_split(tmp_path / "empty", "train")
     with pytest.raises(FileNotFoundError, match="01_preprocess"):
         load_vocabs(tmp_path / "empty")
+
+
+def test_check_split_sizes_stops_on_an_empty_split_and_warns_on_a_short_one() -> None:
+    rows = lambda n: [{"i": i} for i in range(n)]  # noqa: E731
+    check_split_sizes({"train": rows(5), "valid": rows(2), "test": rows(2)}, (5, 2, 2))  # as asked: silent
+    with pytest.raises(ValueError, match=r"The test split is empty \(train 360, valid 72, test 0\).*max_files"):
+        check_split_sizes({"train": rows(360), "valid": rows(72), "test": []}, (10000, 1000, 1000))
+    with pytest.raises(ValueError, match="The valid and test splits are empty"):
+        check_split_sizes({"train": rows(3), "valid": [], "test": []}, None)
+    check_split_sizes({"train": rows(3), "valid": [], "test": rows(1)}, (3, 0, 1))  # 0 asked for: fine
+    with pytest.raises(ValueError, match="The train split is empty"):
+        check_split_sizes({"train": [], "valid": rows(1), "test": rows(1)}, (0, 1, 1))
+    with pytest.warns(UserWarning, match="Fewer pairs than asked for: valid 2 of 30"):
+        check_split_sizes({"train": rows(5), "valid": rows(2), "test": rows(2)}, (5, 30, 2))

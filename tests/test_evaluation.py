@@ -116,6 +116,9 @@ def test_evaluation_setup_reads_the_test_split_and_the_models(tmp_path, rows, ck
     assert evaluation_setup(tmp_path, ckpt_dir, ["rnn"], "cpu", log=lines.append)[0] == rows  # 0: all
     with pytest.raises(FileNotFoundError, match="No processed data"):
         evaluation_setup(tmp_path / "nothing", ckpt_dir, ["rnn"], "cpu")
+    (tmp_path / "test.jsonl").write_text("")
+    with pytest.raises(ValueError, match="The test split in .* is empty: run notebooks/01_preprocess.ipynb"):
+        evaluation_setup(tmp_path, ckpt_dir, ["rnn"], "cpu")
 
 
 def test_load_trained_without_any_checkpoint_says_how_to_train(tmp_path):

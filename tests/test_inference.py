@@ -299,6 +299,9 @@ def test_files_that_are_not_checkpoints(tiny, tmp_path) -> None:
         assert "\n" not in str(e.value)
         with pytest.raises(CheckpointError, match=message):
             batch_generate([DOC], path)
+    with pytest.raises(CheckpointError) as e:  # no unpickler detail such as ": 104." that means nothing
+        generate_code(DOC, text)
+    assert str(e.value).endswith("(truncated, or not a checkpoint of this project).")
 
 
 # ----------------------------------------------------------------------------------------------- property
@@ -353,6 +356,10 @@ def test_cli_from_root_prints_code_and_plot(tiny, tmp_path) -> None:
     assert r.stdout.count("def ") >= 1
     assert generate_code(DOC, tiny["attention"]) in r.stdout
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    bare = tmp_path / "heatmap"  # no extension: the PNG gets one, and the message names the real file
+    r = _cli("--checkpoint", str(tiny["attention"]), "-d", DOC, "--attention-plot", str(bare))
+    assert r.returncode == 0, r.stderr
+    assert f"saved to {bare}.png" in r.stderr and (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cli_inside_inference_reads_stdin(tiny) -> None:

@@ -212,6 +212,9 @@ def main(argv: Iterable[str] | None = None) -> int:
             p.error(str(e))
         n_src, n_trg = len(src_vocab), len(trg_vocab)
         train_rows = load_split(args.data_dir, "train")
+        if args.decode and not load_split(args.data_dir, "test"):
+            p.error(f"--decode: the test split in {args.data_dir} is empty (nothing to decode); "
+                    "run notebooks/01_preprocess.ipynb with more files")
         base_examples = encode_pairs(train_rows, src_vocab, trg_vocab, with_copy=True)
         random.Random(0).shuffle(base_examples)
     else:

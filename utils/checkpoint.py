@@ -55,9 +55,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except (RuntimeError, EOFError, KeyError, IndexError, zipfile.BadZipFile, pickle.UnpicklingError,
             OSError, ValueError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
-        raise CheckpointError(
-            f"Checkpoint {path} cannot be read (truncated, or not a checkpoint of this project): {reason}.") from None
+        # a KeyError/IndexError from the unpickler names a byte of the file ('101'): no help to anyone
+        reason = "" if isinstance(e, (KeyError, IndexError)) else \
+            (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
+        raise CheckpointError(f"Checkpoint {path} cannot be read (truncated, or not a checkpoint of this project)"
+                              f"{': ' + reason if reason else ''}.") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no '{FORMAT}' marker).")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]

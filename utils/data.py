@@ -525,6 +525,23 @@ def split_by_file(rows: Iterable[dict], sizes: Sequence[int | None] | None = (10
     return splits
 
 
+def check_split_sizes(splits: dict[str, list[dict]], sizes: Sequence[int | None] | None) -> None:
+    """A ValueError when a split came out empty (train always needs rows; valid or test unless asked
+    for 0), a warning when a split holds fewer pairs than asked for."""
+    sizes = (None, None, None) if sizes is None else tuple(sizes)
+    got = ", ".join(f"{name} {len(splits[name]):,}" for name in SPLITS)
+    empty = [name for name, size in zip(SPLITS, sizes) if not splits[name] and (size != 0 or name == "train")]
+    if empty:
+        raise ValueError(f"The {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty ({got}). "
+                         "Functions are split by file, so a few files can leave a split without any: raise "
+                         "max_files (or pass more CodeSearchNet files), or raise the size asked for.")
+    short = [f"{name} {len(splits[name]):,} of {size:,}" for name, size in zip(SPLITS, sizes)
+             if size and len(splits[name]) < size]
+    if short:
+        warnings.warn(f"Fewer pairs than asked for: {', '.join(short)} (not enough files within the limits).",
+                      stacklevel=2)
+
+
 # ----------------------------------------------------------------------------------------------- pipeline
 
 def _sha256(path: Path) -> str:
@@ -590,8 +607,7 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
                          f"max_doc_tokens={max_doc_tokens}, max_code_tokens={max_code_tokens}); "
                          "raise the token limits or max_files, or check the input files.")
     splits = split_by_file(rows, split_sizes, seed=seed, stats=stats)
-    if not splits["train"]:
-        raise ValueError("The train split is empty; raise train_size or max_files so that some files land in train.")
+    check_split_sizes(splits, split_sizes)
     src_vocab = Vocabulary.build((r["docstring_tokens"] for r in splits["train"]), min_freq=min_freq)
     trg_vocab = Vocabulary.build((r["code_tokens"] for r in splits["train"]), min_freq=min_freq)
 

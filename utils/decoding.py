@@ -287,6 +287,8 @@ def benchmark_decoding(config: Seq2SeqConfig, data_dir: str, device: torch.devic
         model = build_model(config).to(device).eval()
         which = "untrained"
     rows = load_split(data_dir, "test")[:n]
+    if not rows:
+        raise ValueError(f"The test split in {project_path(data_dir)} is empty: nothing to decode.")
     examples = encode_pairs(rows, src_vocab, trg_vocab, with_copy=True)
     batches = source_length_batches(examples, batch_size)  # the batches decode_examples forms
     # one untimed pass of each kind first (weight caches, allocator, thread pool), as the training
