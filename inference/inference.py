@@ -131,7 +131,7 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
 
 # Beam search's default length penalty: the value notebook 03 chose on validation rows for 7 of the 10
 # model/decoding pairs of the full run, within 0.1 BLEU of the chosen 2 for the other three
-# (plots/length_penalty.csv). With 1.0, beam outputs came out 35-47% as long as the references and
+# (plots/length_penalty.csv). With 1.0, beam outputs came out 34-54% as long as the references and
 # lost BLEU to the brevity penalty.
 LENGTH_PENALTY = 3.0
 
