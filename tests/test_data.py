@@ -262,8 +262,9 @@ def test_preprocess_writes_splits_vocabs_and_manifest(tmp_path: Path, csn_files:
 
 
 def test_preprocess_default_python_source_small(tmp_path: Path) -> None:
-    manifest = preprocess(out_dir=tmp_path, max_files=40, split_sizes=(50, 10, 10), min_freq=1)
-    assert manifest["source"] == "python" and manifest["counts"]["files_parsed"] == 40
+    manifest = preprocess(out_dir=tmp_path, max_files=60, split_sizes=(50, 10, 10), min_freq=1)
+    assert manifest["source"] == "python" and manifest["counts"]["files_parsed"] == 60
+    assert manifest["split_sizes"] == {"train": 50, "valid": 10, "test": 10}
     assert load_split(tmp_path, "train")[0]["repo"] == "stdlib"
 
 
