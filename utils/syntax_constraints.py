@@ -108,7 +108,6 @@ class SyntaxState:
     prev_tok: str = ""
     line_start: bool = True
     await_indent: bool = False
-    depth: int = 0
     line_compound: bool = False
     line_colon: bool = False  # a ':' at bracket depth 0 on this line
     lines: int = 0
@@ -126,7 +125,7 @@ class SyntaxState:
     arg_start: bool = False   # inside a call, right after '(' or ','
     line_kind: str = ""       # the statement this line starts ("try-else" for the else of a try)
     header: str = ""          # the kind of block the awaited INDENT opens
-    blocks: tuple[str, ...] = ()  # the kinds of the open blocks, innermost last
+    blocks: tuple[str, ...] = ()  # the kinds of the open blocks, innermost last (their number: the depth)
     closed: str = ""          # the kind of block the last DEDENT closed
 
 
@@ -157,10 +156,10 @@ class PythonSyntaxConstraint:
                            param_stars=0, line_tokens=0)
         if tok == INDENT:
             return replace(s, prev=LINE, prev_tok=tok, line_start=True, await_indent=False,
-                           depth=s.depth + 1, steps=steps, blocks=s.blocks + (s.header,))
+                           steps=steps, blocks=s.blocks + (s.header,))
         if tok == DEDENT:
-            return replace(s, prev=LINE, prev_tok=tok, line_start=True, depth=max(s.depth - 1, 0), steps=steps,
-                           blocks=s.blocks[:-1], closed=s.blocks[-1] if s.blocks else "")
+            return replace(s, prev=LINE, prev_tok=tok, line_start=True, steps=steps, blocks=s.blocks[:-1],
+                           closed=s.blocks[-1] if s.blocks else "")
         stack = s.stack
         if tok in OPEN:
             stack = stack + (OPEN[tok],)
@@ -217,7 +216,7 @@ class PythonSyntaxConstraint:
         specific = s.prev not in (NAME, NUMBER, STRING)
         prev_bytes = s.prev == STRING and "b" in s.prev_tok.split("'")[0].split('"')[0].lower()
         return (s.stack[-1] if s.stack else None, bool(s.stack), s.prev, s.prev_tok if specific else "",
-                s.line_start, s.await_indent, s.depth > 0, s.line_compound, s.line_colon, s.lines > 0,
+                s.line_start, s.await_indent, bool(s.blocks), s.line_compound, s.line_colon, s.lines > 0,
                 s.steps == 0, closing, s.line_first in ("def", "async"), s.lambdas > 0, s.after_decorator,
                 s.def_stage, s.line_first == "from", def_params(s) and s.param_part + 1, s.param_stars, s.line_tokens,
                 s.ternaries > 0, s.assign_ok, s.kwarg_ok, prev_bytes,
