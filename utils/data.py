@@ -649,15 +649,19 @@ def _missing(path: Path) -> FileNotFoundError:
     return FileNotFoundError(f"No processed data at {path}; {MISSING_DATA_HINT} first.")
 
 
-def load_split(data_dir: str | Path, split: str) -> list[dict]:
-    """Rows of one processed split (train/valid/test)."""
+def load_split(data_dir: str | Path, split: str, required: bool = False) -> list[dict]:
+    """Rows of one processed split (train/valid/test); with ``required``, a ValueError if it has none."""
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
     path = project_path(data_dir) / f"{split}.jsonl"
     if not path.is_file():
         raise _missing(path)
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = [json.loads(line) for line in f if line.strip()]
+    if required and not rows:
+        raise ValueError(f"The {split} split in {project_path(data_dir)} is empty: run notebooks/01_preprocess.ipynb "
+                         f"with more files (max_files) so that some land in the {split} split.")
+    return rows
 
 
 def load_vocabs(data_dir: str | Path) -> tuple[Vocabulary, Vocabulary]:

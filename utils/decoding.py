@@ -286,9 +286,7 @@ def benchmark_decoding(config: Seq2SeqConfig, data_dir: str, device: torch.devic
         torch.manual_seed(config.seed)
         model = build_model(config).to(device).eval()
         which = "untrained"
-    rows = load_split(data_dir, "test")[:n]
-    if not rows:
-        raise ValueError(f"The test split in {project_path(data_dir)} is empty: nothing to decode.")
+    rows = load_split(data_dir, "test", required=True)[:n]
     examples = encode_pairs(rows, src_vocab, trg_vocab, with_copy=True)
     batches = source_length_batches(examples, batch_size)  # the batches decode_examples forms
     # one untimed pass of each kind first (weight caches, allocator, thread pool), as the training

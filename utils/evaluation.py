@@ -150,10 +150,7 @@ def evaluation_setup(data_dir: str | Path, checkpoint_dir: str | Path, models: s
     """What notebooks 03-05 start from: the test rows (the first ``max_examples`` when positive), the
     trained models that have a checkpoint, and the device; one line says what was found."""
     device = _device(device)
-    rows = load_split(data_dir, "test")
-    if not rows:
-        raise ValueError(f"The test split in {project_path(data_dir)} is empty: run notebooks/01_preprocess.ipynb "
-                         "with more files (max_files) so that some land in the test split.")
+    rows = load_split(data_dir, "test", required=True)
     rows = rows[:max_examples] if max_examples else rows
     loaded = load_trained(checkpoint_dir, models, device, log=log)
     log(f"{len(rows):,} test examples; models: {', '.join(loaded)}; device: {device}")
