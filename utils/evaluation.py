@@ -203,7 +203,7 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
     with ``length_penalty``: one value, or one per (model, decoding) as :func:`choose_length_penalty`
     gives them)."""
     label = decoding_label(beam_size, syntax_aware)
-    length_penalty = penalty_for(length_penalty, loaded.name, label) if beam_size > 1 else 1.0
+    alpha = penalty_for(length_penalty, loaded.name, label) if beam_size > 1 else None  # greedy has none
     model = loaded.model
     device = next(model.parameters()).device if device is None else _device(device)
     model.to(device).eval()
@@ -211,7 +211,7 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
     start = time.perf_counter()
     if examples:
         hyp = decode_examples(model, examples, batch_size=batch_size, beam_size=beam_size, max_len=max_len,
-                              length_penalty=length_penalty, device=device, syntax_aware=syntax_aware,
+                              length_penalty=1.0 if alpha is None else alpha, device=device, syntax_aware=syntax_aware,
                               trg_vocab=loaded.trg_vocab)
     else:
         hyp = None
@@ -235,8 +235,7 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
         srcs.append(src)
         seen.append(["<SOS>", *loaded.src_vocab.decode(ex.src, strip_special=False), "<EOS>"])
     scores = list(hyp.scores) if hyp is not None else []
-    return DecodedSplit(loaded.name, label, beam_size, hyps, attns, srcs, seen, scores, seconds, syntax_aware,
-                        length_penalty if beam_size > 1 else None)
+    return DecodedSplit(loaded.name, label, beam_size, hyps, attns, srcs, seen, scores, seconds, syntax_aware, alpha)
 
 
 def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_size: int = 5, max_len: int = 80,
@@ -331,7 +330,7 @@ def choose_length_penalty(setting: float | str | Sequence[float], loaded: Mappin
 
     With ``beam_size`` 1 (greedy only) there is nothing to choose: a list or "tuned" gives 1.0.
     """
-    if beam_size < 2 and (isinstance(setting, str) or isinstance(setting, Sequence)):
+    if beam_size < 2 and isinstance(setting, Sequence):  # a list, or "tuned"
         return 1.0, None
     if isinstance(setting, str):
         if setting != TUNED:

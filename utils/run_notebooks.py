@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         declared = declared_parameters(args.notebooks)
-        check_parameters(params, {**declared_parameters(chain_notebooks()), **declared})
+        chain = declared_parameters([p for p in chain_notebooks() if p not in declared])  # each read once
+        check_parameters(params, {**chain, **declared})
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
