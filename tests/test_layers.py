@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.layers import Dropout, LoopEmbedding, LoopMemory, LoopWeight, dropout_mask, linear_cross_entropy
+from utils.layers import (Dropout, LoopEmbedding, LoopMemory, LoopWeight, dropout_mask, linear_cross_entropy,
+                          missing_ranges)
 
 
 @pytest.mark.parametrize("p", [0.5, 0.1, 0.3])
@@ -46,28 +47,36 @@ def test_dropout_module_train_eval_and_gradient() -> None:
         Dropout(1.0)
 
 
-@pytest.mark.parametrize("n_known", [0, 5])
-def test_linear_cross_entropy_matches_cross_entropy_and_its_gradients(n_known) -> None:
+@pytest.mark.parametrize("filled", [[], [(0, 3)], [(2, 5), (7, 9)], [(0, 12)]])
+def test_linear_cross_entropy_matches_cross_entropy_and_its_gradients(filled) -> None:
+    """Rows of the logits buffer filled beforehand (``filled``) are used as they are; the rest are
+    computed; value and gradients equal those of the plain cross-entropy of ``layer(x)``."""
     torch.manual_seed(0)
     layer = nn.Linear(8, 11)
-    x_known = torch.randn(n_known, 8, requires_grad=True)
-    x_new = torch.randn(7, 8, requires_grad=True)
-    targets = torch.randint(0, 11, (n_known + 7,))
+    x = torch.randn(12, 8, requires_grad=True)
+    targets = torch.randint(0, 11, (12,))
+    logits = torch.full((12, 11), float("nan"))  # rows never filled must not be read
     with torch.no_grad():
-        known_logits = layer(x_known)
-    loss = linear_cross_entropy(x_known, known_logits, x_new, layer, targets)
+        for start, end in filled:
+            logits[start:end] = layer(x[start:end])
+    loss = linear_cross_entropy(x, layer, targets, logits, missing_ranges(filled, 12))
     (2.5 * loss).backward()
-    fused = [loss.detach(), x_known.grad, x_new.grad, layer.weight.grad.clone(), layer.bias.grad.clone()]
-    x_known.grad = x_new.grad = None
+    fused = [loss.detach(), x.grad, layer.weight.grad.clone(), layer.bias.grad.clone()]
+    x.grad = None
     layer.zero_grad()
-    ref = F.cross_entropy(layer(torch.cat([x_known, x_new])), targets, reduction="sum")
+    ref = F.cross_entropy(layer(x), targets, reduction="sum")
     (2.5 * ref).backward()
-    expected = [ref.detach(), x_known.grad, x_new.grad, layer.weight.grad, layer.bias.grad]
-    for a, b in zip(fused, expected):
-        if b is None:  # no known rows: nothing flows to the empty block
-            assert a is None or a.numel() == 0
-        else:
-            assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(fused, [ref.detach(), x.grad, layer.weight.grad, layer.bias.grad]):
+        assert torch.allclose(a, b, atol=1e-5)
+    # without a buffer every row is computed
+    assert torch.allclose(linear_cross_entropy(x, layer, targets), ref, atol=1e-5)
+
+
+def test_missing_ranges() -> None:
+    assert missing_ranges([], 5) == [(0, 5)]
+    assert missing_ranges([(0, 2), (4, 5)], 5) == [(2, 4)]
+    assert missing_ranges([(1, 2), (2, 3)], 6) == [(0, 1), (3, 6)]
+    assert missing_ranges([(0, 6)], 6) == []
 
 
 def _loop(n_rows, use_loop: bool, w: torch.Tensor, values: torch.Tensor, table: nn.Embedding):

@@ -10,8 +10,8 @@
 - ``linear_cross_entropy``: summed cross-entropy of ``x @ W.T + b`` that never keeps
   log-probabilities for backward: the forward pass turns the logits into their gradient
   (softmax minus one-hot) in place, and backward needs just two large matrix products. Rows whose
-  logits are already known (computed without gradient to pick the next input) are passed in and
-  not computed again.
+  logits a decoder has computed already (without gradient, to pick its next input) are written
+  straight into the buffer the loss completes, so they are neither computed nor copied again.
 """
 from __future__ import annotations
 
@@ -67,52 +67,54 @@ def use_fast_dropout(module: nn.Module) -> nn.Module:
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Summed CE over two row blocks: ``known`` rows with given logits, ``new`` rows computed here."""
+    """Summed CE of ``x @ W.T + b`` over all rows, in a logits buffer that is partly filled already."""
 
     @staticmethod
-    def forward(ctx, x_known: Tensor, x_new: Tensor, weight: Tensor, bias: Tensor,
-                logits_known: Tensor, targets: Tensor) -> Tensor:
-        # x_* [N_*, F], weight [V, F], bias [V], logits_known [N_known, V], targets [N_known + N_new]
-        logits_new = torch.addmm(bias, x_new, weight.t())  # [N_new, V]
-        total = x_new.new_zeros(())
-        grads = []
-        start = 0
-        for logits in (logits_known, logits_new):
-            n = logits.size(0)
-            tgt = targets[start : start + n]
-            start += n
-            target_logit = logits.gather(1, tgt.unsqueeze(1))                # [n, 1]
-            top = logits.amax(1, keepdim=True)                               # [n, 1]
-            g = logits.sub_(top).exp_()                                      # in place: one exp pass
-            total_exp = g.sum(1, keepdim=True)                               # [n, 1]
-            total += (top + total_exp.log() - target_logit).sum()            # log-sum-exp - target
-            g.div_(total_exp)                                                # softmax
-            g[torch.arange(n, device=g.device), tgt] -= 1.0                  # d loss / d logits
-            grads.append(g)
-        ctx.save_for_backward(x_known, x_new, weight, *grads)
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, logits: Tensor, targets: Tensor,
+                missing: list[tuple[int, int]]) -> Tensor:
+        # x [N, F], weight [V, F], bias [V], logits [N, V] (rows outside ``missing`` filled), targets [N]
+        for start, end in missing:  # the rows not computed yet, written in place
+            torch.addmm(bias, x[start:end], weight.t(), out=logits[start:end])  # [n, V]
+        n = logits.size(0)
+        target_logit = logits.gather(1, targets.unsqueeze(1))                # [N, 1]
+        top = logits.amax(1, keepdim=True)                                   # [N, 1]
+        g = logits.sub_(top).exp_()                                          # in place: one exp pass
+        total_exp = g.sum(1, keepdim=True)                                   # [N, 1]
+        total = (top + total_exp.log() - target_logit).sum()                 # log-sum-exp - target
+        g.div_(total_exp)                                                    # softmax
+        g[torch.arange(n, device=g.device), targets] -= 1.0                  # d loss / d logits
+        ctx.save_for_backward(x, weight, g)
         return total
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        x_known, x_new, weight, g_known, g_new = ctx.saved_tensors
-        # grad_out is a scalar: scale the small products, not the [N, V] gradients of the logits
-        grad_w = g_new.t() @ x_new                                           # [V, F]
-        if x_known.size(0):
-            grad_w.addmm_(g_known.t(), x_known)
-        grad_b = g_new.sum(0) + g_known.sum(0)
-        return ((g_known @ weight).mul_(grad_out), (g_new @ weight).mul_(grad_out),
-                grad_w.mul_(grad_out), grad_b.mul_(grad_out), None, None)
+        x, weight, g = ctx.saved_tensors
+        # grad_out is a scalar: scale the small products, not the [N, V] gradient of the logits
+        return ((g @ weight).mul_(grad_out), (g.t() @ x).mul_(grad_out), g.sum(0).mul_(grad_out),
+                None, None, None)
 
 
-def linear_cross_entropy(x_known: Tensor, logits_known: Tensor, x_new: Tensor, layer: nn.Linear,
-                         targets: Tensor) -> Tensor:
-    """Summed cross-entropy of ``layer`` over the rows of ``x_known`` and ``x_new``.
+def linear_cross_entropy(x: Tensor, layer: nn.Linear, targets: Tensor, logits: Tensor | None = None,
+                         missing: list[tuple[int, int]] | None = None) -> Tensor:
+    """Summed cross-entropy of ``layer(x)`` (``x`` [N, F]) against class ids ``targets`` [N].
 
-    ``logits_known`` [N_known, V] must equal ``layer(x_known)`` (computed without gradient; it is
-    overwritten). ``targets`` [N_known + N_new] are class ids for those rows in that order.
+    ``logits`` [N, V] may hold some rows of ``layer(x)`` computed already without gradient (to pick a
+    decoder's next input); ``missing`` lists the [start, end) row ranges that it does not hold yet.
+    The buffer is completed and then overwritten in place. Without ``logits`` every row is computed.
     """
-    return _LinearCrossEntropy.apply(x_known, x_new, layer.weight, layer.bias,
-                                     logits_known.detach(), targets)
+    if logits is None:
+        logits, missing = x.new_empty(x.size(0), layer.out_features), [(0, x.size(0))]
+    return _LinearCrossEntropy.apply(x, layer.weight, layer.bias, logits.detach(), targets, missing or [])
+
+
+def missing_ranges(filled: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The [start, end) ranges of ``range(n)`` outside the sorted, disjoint ranges ``filled``."""
+    out, pos = [], 0
+    for start, end in filled:
+        if start > pos:
+            out.append((pos, start))
+        pos = max(pos, end)
+    return out + [(pos, n)] if pos < n else out
 
 
 class _Anchor(torch.autograd.Function):

@@ -18,8 +18,10 @@ function it computes:
 - weights, encoder states and embeddings used at every step get their gradient in one product
   after the loop (``utils.layers.LoopWeight`` / ``LoopMemory`` / ``LoopEmbedding``);
 - the vocabulary projection, the most expensive layer, runs without gradient only at the steps
-  whose argmax feeds the next input; the loss reuses those logits and projects the other real
-  (non-pad) positions in one product (``utils.layers.linear_cross_entropy``).
+  whose argmax feeds the next input, writing into the loss's logits buffer; the loss projects the
+  other real (non-pad) positions into the same buffer (``utils.layers.linear_cross_entropy``). The
+  decoder's steps are kept as they come, [n_t, F] for the n_t rows still decoding, and joined
+  time-major for the loss (the layout of a ``PackedSequence``), never padded to [B, T, F] first.
 """
 from __future__ import annotations
 
@@ -30,10 +32,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from utils.batch import Batch
 from utils.config import Seq2SeqConfig
-from utils.layers import Dropout, LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy, use_fast_dropout
+from utils.layers import (Dropout, LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy, missing_ranges,
+                          use_fast_dropout)
 from utils.recurrent import StackWeights, active_rows, first_rows, run_encoder, stack_hidden
 from utils.vocabulary import PAD, UNK
 
@@ -66,6 +70,31 @@ class DecoderState:
         return DecoderState(sel_h(self.hidden), sel(self.enc_out), sel(self.keys),
                             sel(self.src_mask), sel(self.src_ext), self.n_oov, sel(self.prev),
                             tuple(sel(t) for t in self.cache))
+
+
+@dataclass
+class DecoderRun:
+    """The decoder's features (and attention) over rows sorted by target length (descending):
+    per step, ``feats[t]`` [n_t, F] for the n_t rows still decoding (recurrent decoders), or dense
+    [B, T, F] with anything at padded positions (the Transformer)."""
+
+    feats: list[Tensor] | Tensor
+    attn: list[Tensor] | Tensor | None = None
+
+    def dense(self, B: int, T: int) -> tuple[Tensor, Tensor | None]:
+        """(features [B, T, F], attention [B, T, S] | None), zero where a row has ended."""
+        def pad(x: list[Tensor] | Tensor | None) -> Tensor | None:
+            if x is None or isinstance(x, Tensor):
+                return x
+            steps = torch.stack([F.pad(s, (0, 0, 0, B - s.size(0))) for s in x], 1)  # [B, T_run, D]
+            return steps if steps.size(1) == T else F.pad(steps, (0, 0, 0, T - steps.size(1)))
+        return pad(self.feats), pad(self.attn)
+
+    def packed(self, lengths: Tensor) -> Tensor:
+        """Features of the real positions, time-major [N, F]: step 0's rows, then step 1's, ..."""
+        if isinstance(self.feats, Tensor):
+            return pack_padded_sequence(self.feats, lengths.cpu(), batch_first=True).data
+        return torch.cat(self.feats)
 
 
 def teacher_forcing_mask(steps: int, ratio: float, generator: torch.Generator | None) -> list[bool]:
@@ -116,8 +145,8 @@ class Seq2SeqModel(nn.Module):
         return self.out(features)
 
     def _run_decoder(self, state: DecoderState, trg_in: Tensor, tf: list[bool],
-                     predict: Callable[[Tensor, int, Tensor | None], Tensor]):
-        """Return (features [B, T, F], attention [B, T, S] | None) for rows sorted by length.
+                     predict: Callable[[Tensor, int, Tensor | None], Tensor]) -> DecoderRun:
+        """The decoder over rows sorted by length (descending), teacher-forced at the steps ``tf`` marks.
 
         ``predict(features_t [n, F], t, attention_t [n, S] | None)`` returns the argmax tokens fed
         to step t + 1 when that step is not teacher-forced.
@@ -125,33 +154,50 @@ class Seq2SeqModel(nn.Module):
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------------------
-    def _decode_sorted(self, src, src_lengths, trg_in, teacher_forcing, generator, src_ext=None, n_oov=0):
+    def _decode_sorted(self, src, src_lengths, trg_in, teacher_forcing, generator, src_ext=None, n_oov=0,
+                       logits_buffer: bool = False):
         """Encode, then run the decoder over rows sorted by target length (descending).
 
-        Returns (order, features, attention, early) in sorted order, where ``early`` maps the
-        steps whose logits were needed for the next input to those logits [n_t, V].
+        Returns (order, lengths, run, state, logits, filled) in sorted order. With ``logits_buffer``
+        (models whose scores are ``self.out(features)``), the logits computed to pick the next input
+        are written into ``logits`` [N, V], one row per real target position in time-major order
+        (as ``DecoderRun.packed``), at the [start, end) row ranges ``filled`` lists; otherwise
+        ``logits`` is None.
         """
         lengths = _target_lengths(trg_in)
         order = torch.argsort(lengths, descending=True, stable=True)
-        src, trg_in = src[order], trg_in[order]
+        src, trg_in, lengths = src[order], trg_in[order], lengths[order]
         src_lengths = src_lengths[order.cpu()]
         if src_ext is not None:
             src_ext = src_ext[order]
         state = self.encode(src, src_lengths)
         state.src_ext, state.n_oov = src_ext, n_oov
         tf = teacher_forcing_mask(trg_in.size(1), teacher_forcing, generator)
-        early: dict[int, Tensor] = {}
+        sizes = active_rows(lengths, trg_in.size(1))  # rows still decoding at each step
+        starts = [0]
+        for n in sizes:
+            starts.append(starts[-1] + n)
+        logits = (trg_in.new_empty(starts[-1], self.out.out_features, dtype=torch.float)
+                  if logits_buffer and self.linear_output else None)
+        filled: list[tuple[int, int]] = []
 
         def predict(feat_t: Tensor, t: int, attn_t: Tensor | None) -> Tensor:
+            n = sizes[t]
             with torch.no_grad():  # the argmax needs no gradient; the loss reuses these logits
-                logits = self.project_step(feat_t, attn_t, state)  # [n, V(+OOV)]
-            early[t] = logits
-            pred = logits.max(-1).indices  # the first maximum, as argmax, but faster on CPU
+                if logits is not None:
+                    scores = logits[starts[t] : starts[t] + n]  # [n, V]: the rows of step t
+                    torch.addmm(self.out.bias, feat_t[:n], self.out.weight.t(), out=scores)
+                    filled.append((starts[t], starts[t] + n))
+                else:
+                    scores = self.project_step(feat_t, attn_t, state)  # [n, V(+OOV)]
+            pred = scores.max(-1).indices  # the first maximum, as argmax, but faster on CPU
+            if pred.size(0) < feat_t.size(0):  # rows that have ended (a dense decoder): any token
+                pred = F.pad(pred, (0, feat_t.size(0) - pred.size(0)), value=PAD)
             # extended (copied) ids are read back as <UNK> by the embedding
             return pred.masked_fill(pred >= self.config.trg_vocab_size, UNK)
 
-        features, attn = self._run_decoder(state, trg_in, tf, predict)
-        return order, features, attn, early, state
+        run = self._run_decoder(state, trg_in, tf, predict)
+        return order, lengths, run, state, logits, filled
 
     def project_step(self, feat_t: Tensor, attn_t: Tensor | None, state: DecoderState) -> Tensor:
         """Features of one step [n, F] (and its attention [n, S]) -> scores [n, V(+OOV)]."""
@@ -178,8 +224,9 @@ class Seq2SeqModel(nn.Module):
 
         Scores are logits, or log-probabilities over the extended vocabulary for the copy model.
         """
-        order, features, attn, _, state = self._decode_sorted(src, src_lengths, trg_in, teacher_forcing,
-                                                              generator, src_ext, n_oov)
+        order, _, run, state, _, _ = self._decode_sorted(src, src_lengths, trg_in, teacher_forcing,
+                                                         generator, src_ext, n_oov)
+        features, attn = run.dense(*trg_in.shape)  # [B, T, F], [B, T, S]
         full = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
         logits = self.project_positions(features, attn, state, full).view(*features.shape[:2], -1)  # [B, T, V]
         inv = torch.argsort(order)
@@ -188,25 +235,18 @@ class Seq2SeqModel(nn.Module):
     def loss(self, batch: Batch, teacher_forcing: float = 1.0,
              generator: torch.Generator | None = None) -> tuple[Tensor, int]:
         """Summed cross-entropy over real target tokens, and their number."""
-        order, features, attn, early, state = self._decode_sorted(
-            batch.src, batch.src_lengths, batch.trg_in, teacher_forcing, generator, batch.src_ext, batch.n_oov)
+        order, lengths, run, state, logits, filled = self._decode_sorted(
+            batch.src, batch.src_lengths, batch.trg_in, teacher_forcing, generator, batch.src_ext, batch.n_oov,
+            logits_buffer=True)
         trg_out = self.loss_targets(batch)[order]  # [B, T]
-        mask = trg_out != PAD                      # [B, T]
-        n_tokens = int(mask.sum())
-        if not self.linear_output:
-            return self.positions_nll(features, attn, state, mask, trg_out[mask]), n_tokens
-        # Time-major, so the rows of the steps whose logits exist already (``early``, computed to
-        # pick the next input) come in the order those logits were computed.
-        feats_tm, mask_tm, trg_tm = features.transpose(0, 1), mask.t(), trg_out.t()  # [T, B, F], [T, B]
-        is_early = torch.zeros(mask_tm.size(0), dtype=torch.bool, device=mask.device)
-        is_early[list(early)] = True
-        known, new = mask_tm & is_early[:, None], mask_tm & ~is_early[:, None]  # [T, B]
-        real_rows = mask_tm.sum(1).tolist()  # rows are sorted by length: the real ones come first
-        logits_known = (torch.cat([early[t][: real_rows[t]] for t in sorted(early)]) if early
-                        else features.new_zeros(0, self.out.out_features))
-        targets = torch.cat([trg_tm[known], trg_tm[new]])
-        total = linear_cross_entropy(feats_tm[known], logits_known, feats_tm[new], self.out, targets)
-        return total, n_tokens
+        if logits is None:  # scores that are not one linear layer: over the real positions of [B, T]
+            features, attn = run.dense(*trg_out.shape)
+            mask = trg_out != PAD  # [B, T]
+            return self.positions_nll(features, attn, state, mask, trg_out[mask]), int(mask.sum())
+        targets = pack_padded_sequence(trg_out, lengths.cpu(), batch_first=True).data  # [N], time-major
+        total = linear_cross_entropy(run.packed(lengths), self.out, targets, logits,
+                                     missing_ranges(filled, logits.size(0)))
+        return total, targets.numel()
 
     def _decoding_weights(self, build: Callable[[], object]):
         """``build()`` (weights regrouped for stepping) once per parameter state while no gradient is
@@ -254,7 +294,7 @@ class RecurrentSeq2Seq(Seq2SeqModel):
         return self.out(out), replace(state, hidden=stack_hidden(hidden)), None
 
     def _run_decoder(self, state, trg_in, tf, predict):
-        B, T = trg_in.shape
+        T = trg_in.size(1)
         active = _active_rows(trg_in)
         w = StackWeights.of_module(self.decoder)
         emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
@@ -275,15 +315,10 @@ class RecurrentSeq2Seq(Seq2SeqModel):
             else:
                 gates0 = w.input_gates(self.dropout(lookup(pred[:n])))
             out, hidden = w.step(gates0, hidden, self.dropout)  # [n, H]
-            outs.append(F.pad(out, (0, 0, 0, B - n)))           # [B, H]
+            outs.append(out)
             if t + 1 < T and not tf[t + 1]:
                 pred = predict(out, t, None)
-        return _pad_steps(torch.stack(outs, 1), T), None  # [B, T_run, H] -> [B, T, H]
-
-
-def _pad_steps(x: Tensor, T: int) -> Tensor:
-    """[B, T_run, D] -> [B, T, D] with zero steps after the last row has ended (no copy if T_run == T)."""
-    return x if x.size(1) == T else F.pad(x, (0, 0, 0, T - x.size(1)))
+        return DecoderRun(outs)
 
 
 class VanillaRNNSeq2Seq(RecurrentSeq2Seq):
@@ -391,7 +426,7 @@ class AttentionSeq2Seq(Seq2SeqModel):
         return self.project_step(feats, weights, state), replace(state, hidden=stack_hidden(hidden)), weights
 
     def _run_decoder(self, state, trg_in, tf, predict):
-        B, T = trg_in.shape
+        T = trg_in.size(1)
         active = _active_rows(trg_in)
         w = self._step_weights()
         emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
@@ -416,14 +451,12 @@ class AttentionSeq2Seq(Seq2SeqModel):
             else:
                 emb = self.dropout(lookup(pred[:n]))
                 eg = w[0].input_gates(emb)
-            f, hidden, a = self._cell_step(eg, emb, hidden, memories[n], w)
-            feats.append(F.pad(f, (0, 0, 0, B - n)))   # [B, F]
-            attns.append(F.pad(a, (0, 0, 0, B - n)))   # [B, S]
+            f, hidden, a = self._cell_step(eg, emb, hidden, memories[n], w)  # [n, F], [n, S]
+            feats.append(f)
+            attns.append(a)
             if t + 1 < T and not tf[t + 1]:
                 pred = predict(f, t, a)
-        features = torch.stack(feats, 1)  # [B, T_run, F]
-        attn = torch.stack(attns, 1)      # [B, T_run, S]
-        return _pad_steps(features, T), _pad_steps(attn, T)  # [B, T, F], [B, T, S]
+        return DecoderRun(feats, attns)
 
 
 class CopyAttentionSeq2Seq(AttentionSeq2Seq):
@@ -644,7 +677,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
 
     def _run_decoder(self, state, trg_in, tf, predict):
         if all(tf):
-            return self._decode(trg_in, state)
+            return DecoderRun(*self._decode(trg_in, state))
         # Mixed teacher forcing: the prefix must be built step by step from the model's own outputs.
         T = trg_in.size(1)
         columns = [trg_in[:, 0]]
@@ -654,7 +687,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
             else:
                 feats, w = self._decode(torch.stack(columns, 1), state)
                 columns.append(predict(feats[:, -1], t, w[:, -1]))
-        return self._decode(torch.stack(columns, 1), state)
+        return DecoderRun(*self._decode(torch.stack(columns, 1), state))
 
 
 MODEL_CLASSES: dict[str, type[Seq2SeqModel]] = {
