@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from utils.benchmark import main, synthetic_examples, train_macs
+from utils.batch import make_batch
+from utils.benchmark import examples_macs, main, reference_macs, synthetic_examples, train_macs
 from utils.config import Seq2SeqConfig
 from utils.paths import REPO_ROOT
 
@@ -27,6 +28,11 @@ def test_benchmark_cli_prints_one_json_line_per_model() -> None:
         assert r["parameters"] > 0
     # the recurrent models are also timed against the straightforward reference
     assert records[0]["reference_seconds_per_batch"] > 0 and records[0]["speedup_vs_reference"] > 0
+    # speedup = work ratio x rate ratio (up to rounding); the reference pads, so it does more work
+    rec = records[0]
+    assert rec["work_ratio_vs_reference"] > 1
+    assert rec["speedup_vs_reference"] == pytest.approx(
+        rec["work_ratio_vs_reference"] * rec["approx_train_gflops"] / rec["reference_approx_train_gflops"], rel=0.05)
     assert "reference_seconds_per_batch" not in records[1]
 
 
@@ -108,3 +114,23 @@ def test_benchmark_decode_on_an_empty_test_split_stops_with_one_line(tmp_path, c
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "the test split in" in err and "is empty" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("model", ["rnn", "attention"])
+def test_reference_macs_count_padding_and_repeated_keys(model) -> None:
+    """On unpadded batches the reference does the fast path's work, plus, for attention, the keys
+    projected at every step; padding adds work in proportion."""
+    cfg = Seq2SeqConfig(model=model, src_vocab_size=100, trg_vocab_size=200)
+    same = synthetic_examples(40, 100, 200, seed=0)
+    for e in same:  # one source and one target length: no padding
+        e.src, e.trg = e.src[:3] + [5] * (3 - len(e.src[:3])), e.trg[:8]
+    batch = make_batch(same)
+    fast = examples_macs(cfg, same, batch.n_tokens)
+    ref = reference_macs(cfg, [batch])
+    if model == "rnn":
+        assert ref == pytest.approx(fast)
+    else:
+        B, S, T, H = 40, 5, 9, cfg.hidden_dim
+        assert ref == pytest.approx(fast + (T - 1) * B * S * 2 * H * H)
+    padded = make_batch(same[:20] + [e for e in synthetic_examples(20, 100, 200, seed=1)])
+    assert reference_macs(cfg, [padded]) > ref
