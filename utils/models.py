@@ -177,7 +177,7 @@ class Seq2SeqModel(nn.Module):
         starts = [0]
         for n in sizes:
             starts.append(starts[-1] + n)
-        logits = (trg_in.new_empty(starts[-1], self.out.out_features, dtype=torch.float)
+        logits = (self.out.weight.new_empty(starts[-1], self.out.out_features)
                   if logits_buffer and self.linear_output else None)
         filled: list[tuple[int, int]] = []
 
