@@ -26,6 +26,7 @@ function it computes:
 from __future__ import annotations
 
 import math
+from itertools import accumulate
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -117,11 +118,6 @@ def _target_lengths(trg_in: Tensor) -> Tensor:
     return (trg_in != PAD).sum(1)  # [B]
 
 
-def _active_rows(trg_in: Tensor) -> list[int]:
-    """For rows sorted by target length: how many rows are still decoding at each step t."""
-    return active_rows(_target_lengths(trg_in), trg_in.size(1))
-
-
 class Seq2SeqModel(nn.Module):
     """Shared machinery: the teacher-forcing loop, loss and full-logits forward."""
 
@@ -144,9 +140,10 @@ class Seq2SeqModel(nn.Module):
         """Decoder features [..., F] -> vocabulary logits [..., V]."""
         return self.out(features)
 
-    def _run_decoder(self, state: DecoderState, trg_in: Tensor, tf: list[bool],
+    def _run_decoder(self, state: DecoderState, trg_in: Tensor, tf: list[bool], active: list[int],
                      predict: Callable[[Tensor, int, Tensor | None], Tensor]) -> DecoderRun:
-        """The decoder over rows sorted by length (descending), teacher-forced at the steps ``tf`` marks.
+        """The decoder over rows sorted by length (descending), teacher-forced at the steps ``tf`` marks;
+        ``active[t]`` rows are still decoding at step t.
 
         ``predict(features_t [n, F], t, attention_t [n, S] | None)`` returns the argmax tokens fed
         to step t + 1 when that step is not teacher-forced.
@@ -174,9 +171,7 @@ class Seq2SeqModel(nn.Module):
         state.src_ext, state.n_oov = src_ext, n_oov
         tf = teacher_forcing_mask(trg_in.size(1), teacher_forcing, generator)
         sizes = active_rows(lengths, trg_in.size(1))  # rows still decoding at each step
-        starts = [0]
-        for n in sizes:
-            starts.append(starts[-1] + n)
+        starts = list(accumulate(sizes, initial=0))    # where each step's rows begin, time-major
         logits = (self.out.weight.new_empty(starts[-1], self.out.out_features)
                   if logits_buffer and self.linear_output else None)
         filled: list[tuple[int, int]] = []
@@ -196,7 +191,7 @@ class Seq2SeqModel(nn.Module):
             # extended (copied) ids are read back as <UNK> by the embedding
             return pred.masked_fill(pred >= self.config.trg_vocab_size, UNK)
 
-        run = self._run_decoder(state, trg_in, tf, predict)
+        run = self._run_decoder(state, trg_in, tf, sizes, predict)
         return order, lengths, run, state, logits, filled
 
     def project_step(self, feat_t: Tensor, attn_t: Tensor | None, state: DecoderState) -> Tensor:
@@ -293,9 +288,8 @@ class RecurrentSeq2Seq(Seq2SeqModel):
         out, hidden = w.step(w.input_gates(emb), state.hidden, self.dropout)  # [B, H]
         return self.out(out), replace(state, hidden=stack_hidden(hidden)), None
 
-    def _run_decoder(self, state, trg_in, tf, predict):
+    def _run_decoder(self, state, trg_in, tf, active, predict):
         T = trg_in.size(1)
-        active = _active_rows(trg_in)
         w = StackWeights.of_module(self.decoder)
         emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
         # layer 0's input products for every teacher-forced step at once; unbind (not per-step
@@ -425,9 +419,8 @@ class AttentionSeq2Seq(Seq2SeqModel):
         feats, hidden, weights = self._cell_step(w[0].input_gates(emb), emb, state.hidden, memory, w)
         return self.project_step(feats, weights, state), replace(state, hidden=stack_hidden(hidden)), weights
 
-    def _run_decoder(self, state, trg_in, tf, predict):
+    def _run_decoder(self, state, trg_in, tf, active, predict):
         T = trg_in.size(1)
-        active = _active_rows(trg_in)
         w = self._step_weights()
         emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
         gates_all = w[0].input_gates(emb_all)                # [B, T, 4H]: one product for all steps
@@ -675,7 +668,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
         logits = self.out(self.final_norm(x[:, 0]))  # [B, V]
         return logits, replace(state, prev=prev, cache=tuple(new_cache)), w
 
-    def _run_decoder(self, state, trg_in, tf, predict):
+    def _run_decoder(self, state, trg_in, tf, active, predict):
         if all(tf):
             return DecoderRun(*self._decode(trg_in, state))
         # Mixed teacher forcing: the prefix must be built step by step from the model's own outputs.
