@@ -343,7 +343,7 @@ def choose_length_penalty(setting: float | str | Sequence[float], loaded: Mappin
         table = pd.read_csv(path)
         return chosen_length_penalties(table), table
     if isinstance(setting, Sequence):
-        rows = load_split(data_dir, "valid")[: max(tune_examples, 1)]
+        rows = load_split(data_dir, "valid", required=True)[: max(tune_examples, 1)]
         table = tune_length_penalty(loaded, rows, setting, beam_size, max_len, batch_size, device, syntax_aware, log)
         save_csv(table, project_path(plots_dir) / TUNING_CSV)
         return chosen_length_penalties(table), table
