@@ -9,17 +9,29 @@ RUNS   := runs
 # More pip options, e.g. PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu" (CPU-only torch)
 PIP_EXTRA ?=
 
-.PHONY: setup main quick test unit notebooks-smoke benchmark clean-runs
+.PHONY: setup lock main quick test unit notebooks-smoke benchmark clean-runs
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The environment comes from requirements.lock (exact versions of every package); requirements.txt
+# lists the direct dependencies, and `make lock` turns it into a new lock.
+$(VENV)/.installed: requirements.txt requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(PIP_EXTRA) -r requirements.txt
+	$(PY) -m pip install --quiet $(PIP_EXTRA) -r requirements.lock
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (seq2seq)" > /dev/null
 	echo "$(CURDIR)" > "$$($(PY) -c 'import site; print(site.getsitepackages()[0])')/seq2seq_repo.pth"
 	touch $@
+
+# Refresh requirements.lock: a clean install of requirements.txt in a scratch environment, frozen.
+# torch is written without its local build tag (2.13.0, not 2.13.0+cpu) so the lock resolves on PyPI too.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet $(PIP_EXTRA) -r requirements.txt
+	{ echo "# Exact versions of every package, from a clean install of requirements.txt: \`make lock\` writes it."; \
+	  .venv-lock/bin/python -m pip freeze --all | sed -E 's/^(torch==[^+]*)\+.*/\1/'; } > requirements.lock
+	rm -rf .venv-lock
 
 # The main job: every numbered notebook, in order, with the full parameter set.
 main: setup

@@ -1,6 +1,7 @@
 """Checkpoints: save -> load round trip, atomic writes, and one clear CheckpointError per problem."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -54,22 +55,6 @@ def test_save_load_round_trip_gives_identical_outputs(name, tmp_path, tiny_confi
     with torch.no_grad():
         args = (batch.src, batch.src_lengths, batch.trg_in, 1.0, None, batch.src_ext, batch.n_oov)
         assert torch.equal(model(*args)[0], loaded(*args)[0])
-
-
-def test_save_keeps_the_old_file_when_writing_fails(saved, monkeypatch, tiny_config, toy_vocab) -> None:
-    path, model = saved
-    before = path.read_bytes()
-
-    def broken_save(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"half a checkpoint")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(path, model, toy_vocab, toy_vocab)
-    assert path.read_bytes() == before  # the previous checkpoint is intact
-    monkeypatch.undo()
-    assert load_checkpoint(path)["history"][-1]["epoch"] == 2
 
 
 def test_missing_file(tmp_path) -> None:
@@ -179,3 +164,32 @@ def test_vocabulary_does_not_match_config(saved) -> None:
     torch.save(ckpt, path)
     with pytest.raises(CheckpointError, match="vocabularies do not match its configuration"):
         load_model(path)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(saved, monkeypatch, tiny_config, toy_vocab) -> None:
+    path, model = saved
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):  # half a checkpoint reaches the disk, then no space is left
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(f.tell() // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    other = build_model(tiny_config("rnn")).eval()
+    with pytest.raises(CheckpointError, match=r"rnn_best.pt: the disk is full; the previous rnn_best.pt is kept "
+                                              r"as it was\. Free some space and run again"):
+        save_checkpoint(path, other, toy_vocab, toy_vocab, history=[{"epoch": 3}])
+    with pytest.raises(CheckpointError, match="no new.pt was written"):
+        save_checkpoint(path.with_name("new.pt"), other, toy_vocab, toy_vocab)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["rnn_best.pt"]
+    assert load_checkpoint(path)["history"][-1] == {"epoch": 2, "val_loss": 1.5}
+
+    def denied(obj, f, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(torch, "save", denied)  # other OS errors are not called a full disk
+    with pytest.raises(PermissionError):
+        save_checkpoint(path, other, toy_vocab, toy_vocab)

@@ -15,6 +15,7 @@ import pytest
 
 from utils.data import (build_python_corpus, check_split_sizes, file_bucket, filter_by_length, load_codesearchnet, load_split,
                         load_vocabs, preprocess, split_by_file)
+from utils.corpus_sources import corpus_hash
 from utils.tokenizer import tokenize_code
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -291,3 +292,27 @@ def test_check_split_sizes_stops_on_an_empty_split_and_warns_on_a_short_one() ->
         check_split_sizes({"train": [], "valid": rows(1), "test": rows(1)}, (0, 1, 1))
     with pytest.warns(UserWarning, match="Fewer pairs than asked for: valid 2 of 30"):
         check_split_sizes({"train": rows(5), "valid": rows(2), "test": rows(2)}, (5, 30, 2))
+
+
+@pytest.mark.parametrize("bad, reason", [(b'{"docstring_tokens": ["a"], "code_tok', "not valid JSON"),
+                                         (b'["a", "b"]', "not a JSON object"),
+                                         (b'{"docstring_tokens": ["a"]}', "no docstring_tokens/code_tokens lists"),
+                                         (b'{"a": "\xff"}', "not UTF-8 text")])
+def test_a_damaged_split_line_names_the_file_and_line(tmp_path: Path, bad: bytes, reason: str) -> None:
+    good = json.dumps({"docstring_tokens": ["Add", "numbers", "."], "code_tokens": ["def", "f"]}).encode()
+    (tmp_path / "train.jsonl").write_bytes(good + b"\n\n" + good + b"\n" + bad + b"\n")
+    with pytest.raises(ValueError, match=rf"train.jsonl, line 4: {reason}.*damaged\. Run notebooks/01_preprocess"):
+        load_split(tmp_path, "train")
+    (tmp_path / "train.jsonl").write_bytes(good + b"\n\n" + good + b"\n")
+    assert len(load_split(tmp_path, "train")) == 2
+
+
+def test_preprocess_records_its_sources_and_one_corpus_hash(tmp_path: Path) -> None:
+    manifest = preprocess(out_dir=tmp_path, max_files=60, split_sizes=(50, 10, 10), min_freq=1)
+    sources = manifest["corpus_sources"]
+    assert sources["corpus_packages"] == "data/corpus_packages.txt" and sources["distributions"] == {}
+    assert sources["roots"] == [str(STDLIB)]  # 60 files: the standard library alone, nothing installed
+    assert manifest["corpus_sha256"] == corpus_hash(manifest["sha256"])
+    again = preprocess(out_dir=tmp_path / "again", max_files=60, split_sizes=(50, 10, 10), min_freq=1)
+    assert again["corpus_sha256"] == manifest["corpus_sha256"]  # byte for byte the same files
+    assert not list(tmp_path.glob("*.tmp"))

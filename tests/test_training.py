@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -179,3 +180,115 @@ def test_empty_splits_rejected(tmp_path, tiny_config, toy_vocab, splits) -> None
     with pytest.raises(ValueError, match="non-empty train and valid"):
         train_model(tiny_config("rnn"), [], splits[1], toy_vocab, toy_vocab, checkpoint_dir=tmp_path,
                     progress=False, log=lambda s: None)
+
+
+# A training run in its own process, for the kill tests below. argv: checkpoint dir, result file, and
+# where to stop: "never", "batch:<epoch>:<n>" (after n batches of that epoch) or "save:<name>" (halfway
+# through writing that checkpoint). At the stop it prints STOPPED and waits to be killed.
+TRAIN_SCRIPT = r'''
+import io, json, os, random, sys, time
+import torch
+import utils.training as training
+from utils.batch import encode_pairs
+from utils.config import Seq2SeqConfig
+from utils.vocabulary import SPECIALS, Vocabulary
+
+torch.set_num_threads(1)
+ckpt_dir, result_file, stop = sys.argv[1:4]
+
+def stopped():
+    print("STOPPED", flush=True)
+    time.sleep(120)
+
+if stop.startswith("batch:"):
+    _, stop_epoch, stop_after = stop.split(":")
+    real_batches, calls = training.bucketed_batches, []
+    def batches(examples, batch_size, shuffle=True, seed=0):
+        if shuffle:
+            calls.append(seed)
+        for i, batch in enumerate(real_batches(examples, batch_size, shuffle=shuffle, seed=seed)):
+            if shuffle and len(calls) == int(stop_epoch) and i == int(stop_after):
+                stopped()
+            yield batch
+    training.bucketed_batches = batches
+elif stop.startswith("save:"):
+    real_save = torch.save
+    def save(obj, f, *args, **kwargs):
+        if getattr(f, "name", "").endswith(stop[5:] + ".tmp"):
+            buffer = io.BytesIO()
+            real_save(obj, buffer)
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            stopped()
+        real_save(obj, f, *args, **kwargs)
+    torch.save = save
+
+words = [f"w{i}" for i in range(10)]
+rng = random.Random(0)
+def rows(n):
+    out = []
+    for _ in range(n):
+        src = [rng.choice(words) for _ in range(rng.randint(2, 7))]
+        out.append({"docstring_tokens": src, "code_tokens": src[::-1]})
+    return out
+vocab = Vocabulary(SPECIALS + words)
+train, valid = (encode_pairs(rows(n), vocab, vocab, with_copy=True) for n in (96, 16))
+config = Seq2SeqConfig(model="attention", src_vocab_size=len(vocab), trg_vocab_size=len(vocab), embed_dim=16,
+                       hidden_dim=32, num_layers=2, dropout=0.3, teacher_forcing=0.5, max_src_len=10,
+                       max_trg_len=10, batch_size=16, epochs=3, patience=3, lr=1e-2, seed=3)
+result = training.train_model(config, train, valid, vocab, vocab, checkpoint_dir=ckpt_dir, device="cpu",
+                              progress=False)
+torch.save({"model": result.model.state_dict(), "history": result.history}, result_file)
+'''
+
+
+def _train_process(tmp_path, name: str, stop: str = "never") -> None:
+    """Run TRAIN_SCRIPT; with a stop, SIGKILL it when it gets there (mid-epoch or mid-save)."""
+    import signal
+    import subprocess
+    import sys
+
+    from utils.paths import REPO_ROOT
+
+    script = tmp_path / "train_script.py"
+    script.write_text(TRAIN_SCRIPT)
+    cmd = [sys.executable, str(script), str(tmp_path / name), str(tmp_path / f"{name}.result"), stop]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    output = []
+    try:
+        for line in proc.stdout:
+            output.append(line)
+            if line.strip() == "STOPPED":
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+        proc.stdout.close()
+    if stop == "never":
+        assert proc.returncode == 0, "".join(output)
+    else:
+        assert proc.returncode == -signal.SIGKILL and output[-1].strip() == "STOPPED", "".join(output)
+
+
+def test_a_killed_run_resumes_to_the_same_weights_and_history(tmp_path) -> None:
+    """SIGKILL mid-epoch, then again halfway through writing a checkpoint: the run loses at most the
+    epoch in progress and ends exactly where an uninterrupted run ends."""
+    _train_process(tmp_path, "whole")
+    _train_process(tmp_path, "killed", stop="batch:2:3")  # mid-way through epoch 2
+    assert load_checkpoint(tmp_path / "killed" / "attention_last.pt")["epoch"] == 1
+    _train_process(tmp_path, "killed", stop="save:attention_last.pt")  # resumes, dies writing epoch 2's checkpoint
+    assert (tmp_path / "killed" / "attention_last.pt.tmp").is_file()  # half a checkpoint, never renamed
+    assert load_checkpoint(tmp_path / "killed" / "attention_last.pt")["epoch"] == 1  # the old one is intact
+    _train_process(tmp_path, "killed")
+
+    whole, killed = (torch.load(tmp_path / f"{n}.result", weights_only=True) for n in ("whole", "killed"))
+    assert _metrics(killed["history"]) == _metrics(whole["history"]) and len(whole["history"]) == 3
+    assert whole["model"].keys() == killed["model"].keys()
+    assert all(torch.equal(whole["model"][k], killed["model"][k]) for k in whole["model"])
+    for name in ("attention_best.pt", "attention_last.pt"):
+        a, b = (load_checkpoint(tmp_path / run / name) for run in ("whole", "killed"))
+        assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
+    assert not (tmp_path / "killed" / "attention_last.pt.tmp").exists()

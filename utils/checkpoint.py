@@ -1,11 +1,10 @@
 """Self-contained checkpoints: weights, configuration, both vocabularies and the training history.
 
-Saved atomically (temporary file, then rename) so an interrupted save never leaves a broken file;
+Saved atomically (``utils.files.atomic_write``) so an interrupted or failed save never leaves a broken file;
 loaded with ``torch.load(..., weights_only=True)``, so a checkpoint can never run code.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 
 from utils.config import Seq2SeqConfig
+from utils.files import atomic_write, disk_full
 from utils.models import Seq2SeqModel, build_model
 from utils.paths import TRAIN_HINT
 from utils.vocabulary import Vocabulary
@@ -30,7 +30,6 @@ def save_checkpoint(path: str | Path, model: Seq2SeqModel, src_vocab: Vocabulary
                     history: list[dict] | None = None, **extra: Any) -> Path:
     """Write a checkpoint atomically; ``extra`` holds e.g. optimizer state and epoch for resuming."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "config": model.config.to_dict(),
@@ -40,9 +39,15 @@ def save_checkpoint(path: str | Path, model: Seq2SeqModel, src_vocab: Vocabulary
         "history": history or [],
         **extra,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path, "wb") as f:
+            torch.save(payload, f)
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        kept = f"the previous {path.name} is kept as it was" if path.exists() else f"no {path.name} was written"
+        raise CheckpointError(f"Could not save checkpoint {path}: the disk is full; {kept}. "
+                              "Free some space and run again (training resumes from the last saved epoch).") from None
     return path
 
 

@@ -17,8 +17,6 @@ import os
 import platform
 import random
 import re
-import site
-import sysconfig
 import textwrap
 import time
 import tokenize
@@ -27,7 +25,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from utils.paths import project_path
+from utils.corpus_sources import (PACKAGES_FILE, SKIPPED_DIRS, SOURCES_DIR, corpus_hash, corpus_roots,
+                                  distribution_files, environment_roots, installed_versions, is_test_path,
+                                  python_files, stdlib_root)
+from utils.files import atomic_write, write_text
+from utils.paths import REPO_ROOT, project_path
 from utils.tokenizer import tokenize_code, tokenize_docstring
 from utils.vocabulary import UNK, Vocabulary
 
@@ -37,8 +39,6 @@ HUB_DATASET = "Nan-Do/code-search-net-python"
 CODESEARCHNET_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json")
 MISSING_DATA_HINT = "run notebooks/01_preprocess.ipynb or `make main`"
 
-_TEST_DIRS = frozenset({"test", "tests", "testing"})
-_SKIPPED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
 _MIN_FUNCTION_LINES = 3
 _MIN_DOC_TOKENS = 3
 # File hash bucket (0..99) below which a file goes to train, then valid; the rest is test.
@@ -237,52 +237,10 @@ def _parallel_map(func: Callable[[Any], tuple[list[dict], Counter]], jobs: Seque
 
 # ----------------------------------------------------------------------------------------------- python corpus
 
-def _distribution_files() -> dict[str, tuple[str, str]]:
-    """Normalized absolute path of each installed .py file -> (distribution name, version)."""
-    owners: dict[str, tuple[str, str]] = {}
-    # Reading metadata parses a file each time: once per distribution, not per file.
-    dists = sorted(((d.metadata["Name"] or "", d.version, d) for d in importlib.metadata.distributions()),
-                   key=lambda item: item[0].lower())
-    for name, version, dist in dists:
-        for f in dist.files or ():
-            if f.suffix == ".py":
-                owners.setdefault(os.path.normpath(str(dist.locate_file(f))), (name, version))
-    return owners
-
-
-def _is_test_path(rel_parts: Sequence[str]) -> bool:
-    name = rel_parts[-1]
-    return (any(p.lower() in _TEST_DIRS for p in rel_parts[:-1]) or name.startswith("test_")
-            or name.endswith("_test.py") or name == "conftest.py")
-
-
-def _python_files(root: Path) -> Iterator[tuple[Path, tuple[str, ...]]]:
-    """(file, path parts relative to root) of every .py file under ``root``, sorted."""
-    if root.is_file():
-        yield root, (root.name,)
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        # Nested site-packages would mix installed packages into the stdlib.
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIPPED_DIRS and not d.startswith("."))
-        rel = Path(dirpath).relative_to(root).parts
-        for name in sorted(filenames):
-            if name.endswith(".py"):
-                yield Path(dirpath) / name, (*rel, name)
-
-
-def default_roots() -> list[Path]:
-    """The standard library, then the running interpreter's site-packages."""
-    roots = [Path(sysconfig.get_paths()["stdlib"])] + [Path(p) for p in site.getsitepackages()]
-    unique = []
-    for r in roots:
-        if r.is_dir() and r not in unique:
-            unique.append(r)
-    return unique
-
-
 def build_python_corpus(roots: list[Path] | None = None, keep_docstring: bool = False,
                         max_files: int | None = None, stats: Counter | None = None) -> list[dict]:
-    """Docstring/code rows from the .py files under ``roots`` (default: stdlib and installed packages).
+    """Docstring/code rows from the .py files under ``roots`` (default: the standard library and the
+    running environment's site-packages; ``utils.corpus_sources.corpus_roots`` gives the pinned ones).
 
     Filters follow CodeSearchNet: no test names/files, no dunders, >= 3 lines, >= 3 docstring tokens,
     exact duplicates dropped (first kept). Deterministic: files sorted, results in file order.
@@ -291,19 +249,20 @@ def build_python_corpus(roots: list[Path] | None = None, keep_docstring: bool = 
     for key in ("files_seen", "files_test_skipped", "files_undecodable", "files_unparseable", "functions_seen",
                 *_PYTHON_DROPS):
         stats[key] += 0
-    roots = default_roots() if roots is None else [Path(r) for r in roots]
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    roots = environment_roots() if roots is None else [Path(r) for r in roots]
+    stdlib = stdlib_root()
     for root in roots:
         if not root.exists():
             raise FileNotFoundError(f"Corpus root {root} does not exist; pass existing folders or files as roots.")
-    # Mapping files to distributions costs a second or two; the stdlib never needs it.
-    owners = {} if all(r.is_relative_to(stdlib) for r in roots) else _distribution_files()
+    # Files are credited to the distributions installed in the roots; the stdlib needs no lookup.
+    package_roots = [r for r in roots if not r.is_relative_to(stdlib)]
+    owners = distribution_files(package_roots) if package_roots else {}
     py_version = platform.python_version()
     jobs = []
     for root in roots:
-        for file_path, parts in _python_files(root):
+        for file_path, parts in python_files(root):
             stats["files_seen"] += 1
-            if _is_test_path(parts):
+            if is_test_path(parts):
                 stats["files_test_skipped"] += 1
                 continue
             if max_files and len(jobs) >= max_files:
@@ -311,7 +270,7 @@ def build_python_corpus(roots: list[Path] | None = None, keep_docstring: bool = 
                 continue
             rel = "/".join(parts)
             owner = owners.get(os.path.normpath(str(file_path)))
-            in_stdlib = file_path.is_relative_to(stdlib) and not _SKIPPED_DIRS & set(file_path.relative_to(stdlib).parts)
+            in_stdlib = file_path.is_relative_to(stdlib) and not SKIPPED_DIRS & set(file_path.relative_to(stdlib).parts)
             if in_stdlib:
                 # Named relative to the stdlib even under a narrower root, so rows match the full corpus.
                 rel = file_path.relative_to(stdlib).as_posix()
@@ -319,7 +278,7 @@ def build_python_corpus(roots: list[Path] | None = None, keep_docstring: bool = 
             elif owner is not None:
                 repo, url = owner[0], f"{owner[0]}=={owner[1]}:{rel}"
             else:
-                repo = parts[0] if root.name in _SKIPPED_DIRS and len(parts) > 1 else root.stem
+                repo = parts[0] if root.name in SKIPPED_DIRS and len(parts) > 1 else root.stem
                 url = f"{repo}:{rel}"
             jobs.append((str(file_path), repo, rel, url, keep_docstring))
     return _dedupe(_parallel_map(_functions_in_file, jobs, stats), stats)
@@ -583,8 +542,14 @@ def filter_table(counts: dict[str, int]) -> list[dict]:
 def preprocess(source: str = "python", out_dir: str | Path = "data/processed", max_doc_tokens: int = 50,
                max_code_tokens: int = 80, split_sizes: Sequence[int | None] | None = (10000, 1000, 1000),
                min_freq: int = 10, keep_docstring: bool = False, codesearchnet_files: list[str | Path] | None = None,
-               max_files: int | None = None, seed: int = 42) -> dict:
-    """Build, filter, split and save the corpus with train-only vocabularies; returns the manifest."""
+               max_files: int | None = None, seed: int = 42, corpus_packages: str | Path = PACKAGES_FILE,
+               sources_dir: str | Path = SOURCES_DIR) -> dict:
+    """Build, filter, split and save the corpus with train-only vocabularies; returns the manifest.
+
+    The default source reads the standard library and the distributions pinned in ``corpus_packages``
+    (installed into ``sources_dir`` on first use), or the running environment with
+    ``corpus_packages="environment"``.
+    """
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}; use one of {', '.join(map(repr, SOURCES))}.")
     if codesearchnet_files and source != "codesearchnet":
@@ -595,8 +560,10 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
               "keep_docstring": keep_docstring, "codesearchnet_files": [str(f) for f in codesearchnet_files or []],
               "max_files": max_files or None, "seed": seed}
     stats: Counter = Counter()
+    roots: list[Path] = []
     if source == "python":
-        rows = build_python_corpus(keep_docstring=keep_docstring, max_files=max_files or None, stats=stats)
+        roots = corpus_roots(corpus_packages, sources_dir, max_files or None)
+        rows = build_python_corpus(roots, keep_docstring=keep_docstring, max_files=max_files or None, stats=stats)
     else:
         rows = load_codesearchnet(codesearchnet_files or None, stats=stats, keep_docstring=keep_docstring)
     stats["corpus_pairs"] = len(rows)
@@ -616,7 +583,7 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
     files = {}
     for name, split_rows in splits.items():
         path = out / f"{name}.jsonl"
-        with open(path, "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             for row in split_rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         files[path.name] = path
@@ -625,9 +592,15 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
         files[name] = out / name
 
     counts = dict(stats)
+    file_hashes = {name: _sha256(path) for name, path in files.items()}
+    package_roots = [r for r in roots if not r.is_relative_to(stdlib_root())]
     manifest = {
         "source": source,
         "python_version": platform.python_version(),
+        "corpus_sha256": corpus_hash(file_hashes),
+        "corpus_sources": {"corpus_packages": str(corpus_packages) if source == "python" else None,
+                           "roots": [_shown_root(r) for r in roots],
+                           "distributions": installed_versions(package_roots) if package_roots else {}},
         "packages": _package_versions(),
         "params": params,
         "counts": counts,
@@ -638,11 +611,16 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
         "unk_rate": {name: {"src": unk_rate((r["docstring_tokens"] for r in split_rows), src_vocab),
                             "trg": unk_rate((r["code_tokens"] for r in split_rows), trg_vocab)}
                      for name, split_rows in splits.items()},
-        "sha256": {name: _sha256(path) for name, path in files.items()},
+        "sha256": file_hashes,
         "elapsed_seconds": round(time.perf_counter() - started, 2),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     return manifest
+
+
+def _shown_root(root: Path) -> str:
+    """A corpus root as the manifest records it: inside the repository relative to it, else as is."""
+    return root.relative_to(REPO_ROOT).as_posix() if root.is_relative_to(REPO_ROOT) else str(root)
 
 
 def _missing(path: Path) -> FileNotFoundError:
@@ -656,12 +634,33 @@ def load_split(data_dir: str | Path, split: str, required: bool = False) -> list
     path = project_path(data_dir) / f"{split}.jsonl"
     if not path.is_file():
         raise _missing(path)
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = []
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                rows.append(_split_row(line, path, n))
     if required and not rows:
         raise ValueError(f"The {split} split in {project_path(data_dir)} is empty: run notebooks/01_preprocess.ipynb "
                          f"with more files (max_files) so that some land in the {split} split.")
     return rows
+
+
+def _split_row(line: bytes, path: Path, n: int) -> dict:
+    """One row of a processed split; a ValueError names the file and line of a damaged one."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        row, reason = None, "not UTF-8 text"
+    except json.JSONDecodeError as e:
+        row, reason = None, f"not valid JSON ({e.msg} at column {e.colno})"
+    else:
+        reason = "not a JSON object" if not isinstance(row, dict) else \
+            "no docstring_tokens/code_tokens lists" if not all(isinstance(row.get(k), list)
+                                                              for k in ("docstring_tokens", "code_tokens")) else ""
+    if reason:
+        raise ValueError(f"{path}, line {n}: {reason}; the file is damaged. Run notebooks/01_preprocess.ipynb "
+                         "again to rewrite it.")
+    return row
 
 
 def load_vocabs(data_dir: str | Path) -> tuple[Vocabulary, Vocabulary]:

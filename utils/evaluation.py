@@ -25,6 +25,7 @@ from utils.checkpoint import load_model
 from utils.config import model_names, resolve_device
 from utils.data import load_split
 from utils.decoding import check_length_penalty, decode_examples, ids_to_tokens
+from utils.files import atomic_write
 from utils.metrics import (
     attention_copy_alignment,
     attention_entropy,
@@ -536,10 +537,10 @@ def pick_heatmap_examples(decoded: DecodedSplit, n: int = 4, max_out: int = 30, 
 
 
 def save_csv(table: pd.DataFrame, out_path: str | Path, index: bool = False) -> Path:
-    """Write ``table`` as CSV (folders created; relative paths from the repository root)."""
+    """Write ``table`` as CSV, atomically (folders created; relative paths from the repository root)."""
     path = project_path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=index)
+    with atomic_write(path) as f:
+        table.to_csv(f, index=index)
     return path
 
 

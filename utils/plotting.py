@@ -11,13 +11,14 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from utils.files import atomic_write
 from utils.paths import project_path
 
 
 def _save(fig: Figure, out_path: str | Path) -> None:
     path = project_path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
 
 
 def plot_length_histograms(splits_or_rows: Mapping[str, Sequence[dict]] | Sequence[dict],

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from utils.files import write_text
 from utils.paths import project_path
 
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {src.name} done in {timings[src.name]:.0f}s", flush=True)
     timings["total"] = round(time.perf_counter() - total, 1)
     if not args.prepare_only:
-        (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+        write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
         print(json.dumps(timings), flush=True)
     return 0
 

@@ -6,6 +6,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+from utils.files import write_text
+
 PAD, SOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<PAD>", "<SOS>", "<EOS>", "<UNK>"]
 
@@ -88,9 +90,7 @@ class Vocabulary:
         return cls(d["itos"])
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+        write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
