@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="vocabulary JSON (src_vocab.json or trg_vocab.json) to check against the checkpoint's")
     model.add_argument("--device", default="auto", metavar="{cpu,cuda,auto}",
                        help="where to run the model (default: auto = cuda when available, else cpu)")
+    model.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
+                       help="arithmetic: fp32, bf16 (autocast; a CPU with native bf16, or a GPU) or auto "
+                            "(default: auto, see utils/precision.py); any checkpoint decodes in any of them")
     dec = p.add_argument_group("decoding")
     dec.add_argument("-b", "--beam-size", type=_positive_int, default=1, metavar="N",
                      help="beam width; 1 is greedy decoding (default: 1)")
@@ -164,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"the '{loaded.name}' model has no attention, so --attention-plot cannot draw one; "
                          "use --model attention (or another model with attention)")
     opts = dict(vocab_path=args.vocab, max_length=args.max_length, device=args.device, beam_size=args.beam_size,
-                syntax_aware=args.syntax_aware, length_penalty=args.length_penalty)
+                syntax_aware=args.syntax_aware, length_penalty=args.length_penalty, precision=args.precision)
     codes = batch_generate(docstrings, checkpoint, batch_size=args.batch_size, **opts)
     if args.attention_plot:
         with warnings.catch_warnings():

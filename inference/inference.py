@@ -33,6 +33,7 @@ from utils.data import docstring_summary
 from utils.decoding import check_length_penalty, decode_batch, ids_to_tokens
 from utils.models import Seq2SeqModel
 from utils.paths import project_path, user_path
+from utils.precision import autocast, check_precision, resolve_precision
 from utils.tokenizer import detokenize, tokenize_docstring
 from utils.vocabulary import SPECIALS, UNK, Vocabulary
 
@@ -136,11 +137,14 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
 LENGTH_PENALTY = 3.0
 
 
-def _decode_options(beam_size: int, max_length: int, syntax_aware: bool, length_penalty: float = LENGTH_PENALTY) -> dict:
+def _decode_options(beam_size: int, max_length: int, syntax_aware: bool, length_penalty: float = LENGTH_PENALTY,
+                    precision: str = "auto") -> dict:
     _check_int("max_length", max_length)
     _check_int("beam_size", beam_size)
+    check_precision(precision)
     return {"beam_size": int(beam_size), "max_len": int(max_length), "syntax_aware": bool(syntax_aware),
-            "length_penalty": check_length_penalty(length_penalty)}  # checked before any model is loaded
+            "length_penalty": check_length_penalty(length_penalty),  # checked before any model is loaded
+            "precision": precision}
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -231,8 +235,11 @@ def _output_tokens(ids: Sequence[int], trg_vocab: Vocabulary, src_oov: list[str]
 
 
 def _decode(loaded: LoadedModel, prepared: Sequence[_Prepared], options: dict):
+    options = dict(options)
+    precision = resolve_precision(options.pop("precision"), loaded.device)  # whatever it was trained in
     batch = make_batch([p.example for p in prepared]).to(loaded.device)
-    return decode_batch(loaded.model, batch, trg_vocab=loaded.trg_vocab, **options)
+    with autocast(precision, loaded.device):
+        return decode_batch(loaded.model, batch, trg_vocab=loaded.trg_vocab, **options)
 
 
 def _fit_max_length(loaded: LoadedModel, options: dict) -> dict:
@@ -249,23 +256,26 @@ def _fit_max_length(loaded: LoadedModel, options: dict) -> dict:
 
 def generate_code(docstring: str, model_path: str | os.PathLike, vocab_path: str | os.PathLike | None = None,
                   max_length: int = 80, device: str | torch.device = "cpu", beam_size: int = 1,
-                  syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY) -> str:
+                  syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY, precision: str = "auto") -> str:
     """Generate the Python source (indented, newline-terminated) of a function described by ``docstring``.
 
     ``max_length`` caps the generated tokens; ``beam_size`` 1 is greedy decoding; beam search ranks
-    finished hypotheses by log-probability / ((5 + length) / 6) ** ``length_penalty``.
+    finished hypotheses by log-probability / ((5 + length) / 6) ** ``length_penalty``; ``precision``
+    is the arithmetic ("fp32", "bf16" or "auto", see ``utils.precision``), whatever the model was
+    trained in.
     """
     return generate_with_attention(docstring, model_path, vocab_path, max_length, device, beam_size,
-                                   syntax_aware=syntax_aware, length_penalty=length_penalty).code
+                                   syntax_aware=syntax_aware, length_penalty=length_penalty, precision=precision).code
 
 
 def generate_with_attention(docstring: str, model_path: str | os.PathLike,
                             vocab_path: str | os.PathLike | None = None, max_length: int = 80,
                             device: str | torch.device = "cpu", beam_size: int = 1,
-                            syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY) -> AttentionResult:
+                            syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY,
+                            precision: str = "auto") -> AttentionResult:
     """Like ``generate_code``, also returning the tokens and the attention matrix (see ``AttentionResult``)."""
     docstring = _check_docstring(docstring)
-    options = _decode_options(beam_size, max_length, syntax_aware, length_penalty)
+    options = _decode_options(beam_size, max_length, syntax_aware, length_penalty, precision)
     loaded = load_generator(model_path, vocab_path, device)
     options = _fit_max_length(loaded, options)
     tokens = _docstring_tokens(docstring)
@@ -292,7 +302,8 @@ def generate_with_attention(docstring: str, model_path: str | os.PathLike,
 def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,
                    vocab_path: str | os.PathLike | None = None, max_length: int = 80,
                    device: str | torch.device = "cpu", beam_size: int = 1, batch_size: int = 64,
-                   syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY) -> list[str]:
+                   syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY,
+                   precision: str = "auto") -> list[str]:
     """``generate_code`` for many docstrings, decoded in length-sorted batches; results keep the input order.
 
     Every docstring is checked before any decoding: a bad one raises naming its index.
@@ -300,7 +311,7 @@ def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,
     if isinstance(docstrings, (str, bytes)) or not isinstance(docstrings, Iterable):
         raise TypeError("docstrings must be a list of str; for a single docstring use generate_code.")
     texts = [_check_docstring(d, f"docstring {i}") for i, d in enumerate(list(docstrings))]
-    options = _decode_options(beam_size, max_length, syntax_aware, length_penalty)
+    options = _decode_options(beam_size, max_length, syntax_aware, length_penalty, precision)
     _check_int("batch_size", batch_size)
     loaded = load_generator(model_path, vocab_path, device)
     options = _fit_max_length(loaded, options)

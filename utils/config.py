@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from utils.precision import check_precision
+
 MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
 
 
@@ -39,10 +41,13 @@ class Seq2SeqConfig:
     patience: int = 3
     warmup_steps: int = 0
     seed: int = 42
+    # Arithmetic: "fp32", "bf16" (autocast) or "auto" (see utils.precision)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
             raise ValueError(f"Unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        check_precision(self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,7 +8,6 @@ batch, so no work is spent on them. <PAD> and <SOS> are never generated.
 from __future__ import annotations
 
 import numbers
-import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -18,6 +17,7 @@ from torch import Tensor
 from utils.batch import Batch, Example, make_batch
 from utils.config import Seq2SeqConfig
 from utils.models import DecoderState, Seq2SeqModel
+from utils.precision import autocast, resolve_precision
 from utils.syntax_constraints import PythonSyntaxConstraint, SyntaxState, syntax_constraint
 from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 
@@ -124,6 +124,23 @@ def _length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
+def top_candidates(scores: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """The ``m`` best entries of each row of ``scores`` [n, C], best first, ties going to the lower
+    index, as ``max`` breaks them in greedy decoding (``topk`` alone breaks them arbitrarily, and
+    bf16 logits tie often). Returns (values [n, m], indices [n, m])."""
+    values, idx = scores.topk(m, dim=1)
+    threshold = values[:, -1:]                                    # [n, 1]
+    if bool(((scores >= threshold).sum(1) > m).any()):            # ties at the edge: take the lowest indices
+        above = scores > threshold
+        tied = (scores == threshold) & ((scores == threshold).cumsum(1) <= m - above.sum(1, keepdim=True))
+        idx = (above | tied).nonzero()[:, 1].view(-1, m)          # m per row, in index order
+    else:
+        idx = idx.sort(1).values                                  # the same m, in index order
+    values = scores.gather(1, idx)
+    order = values.argsort(dim=1, descending=True, stable=True)   # equal values keep index order
+    return values.gather(1, order), idx.gather(1, order)
+
+
 @torch.no_grad()
 def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: int = 80,
                 length_penalty: float = 1.0, constraint: PythonSyntaxConstraint | None = None) -> Hypotheses:
@@ -156,7 +173,7 @@ def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: 
         log_probs = _constrain(log_probs, constraint, syn, max_len - t)
         V = log_probs.size(1)
         cand = (scores.view(-1, 1) + log_probs).view(n, K * V)  # [n, K*V]
-        top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # [n, 2K]
+        top_scores, top_idx = top_candidates(cand, min(2 * K, K * V))  # [n, 2K]
         origin, token = top_idx // V, top_idx % V
         is_eos = (token == EOS) | (t == max_len - 1)
         # finished: EOS among the K best candidates (or anything still open at the last step)
@@ -233,10 +250,11 @@ def source_length_batches(examples: Sequence[Example], batch_size: int) -> list[
 def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size: int = 128,
                     beam_size: int = 1, max_len: int = 80, length_penalty: float = 1.0,
                     device: torch.device | None = None, syntax_aware: bool = False,
-                    trg_vocab: Vocabulary | None = None) -> Hypotheses:
+                    trg_vocab: Vocabulary | None = None, precision: str = "fp32") -> Hypotheses:
     """Decode a whole split in batches of similar source length (the references' lengths are not
-    looked at); results come back in the examples' order."""
+    looked at); results come back in the examples' order. ``precision``: see ``utils.precision``."""
     device = device or next(model.parameters()).device
+    precision = resolve_precision(precision, device)
     n = len(examples)
     tokens: list[list[int]] = [[] for _ in range(n)]
     attention: list[Tensor | None] = [None] * n
@@ -245,7 +263,8 @@ def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size
     indexed = [Example(e.src, e.trg, position[id(e)], e.src_oov, e.src_ext, e.trg_ext) for e in examples]
     for group in source_length_batches(indexed, batch_size):
         batch = make_batch(group)
-        hyp = decode_batch(model, batch.to(device), beam_size, max_len, length_penalty, syntax_aware, trg_vocab)
+        with autocast(precision, device):
+            hyp = decode_batch(model, batch.to(device), beam_size, max_len, length_penalty, syntax_aware, trg_vocab)
         for k, i in enumerate(batch.indices):
             tokens[i], attention[i], scores[i] = hyp.tokens[k], hyp.attention[k], hyp.scores[k]
     return Hypotheses(tokens, attention, scores)
@@ -261,66 +280,3 @@ def ids_to_tokens(ids: Sequence[int], trg_vocab: Vocabulary, src_oov: Sequence[s
         else:
             out.extend(trg_vocab.decode([i]) if i >= base else [trg_vocab.itos[i]])
     return out
-
-
-def benchmark_decoding(config: Seq2SeqConfig, data_dir: str, device: torch.device, n: int = 1000, batch_size: int = 250,
-                       checkpoint_dir: str = "checkpoints") -> dict:
-    """Sequences per second decoding the test split greedily: batched vs one at a time, each timed
-    after one untimed warm-up pass, the two taking turns batch by batch.
-
-    Uses the trained ``<checkpoint_dir>/<model>_best.pt`` when there is one (output lengths, and so
-    cost, depend on training), else a freshly initialised model, and says which.
-    """
-    from utils.batch import encode_pairs
-    from utils.checkpoint import load_model
-    from utils.data import load_split, load_vocabs
-    from utils.models import build_model
-    from utils.paths import project_path
-
-    path = project_path(checkpoint_dir) / f"{config.model}_best.pt"
-    if path.exists():
-        model, src_vocab, trg_vocab, _ = load_model(path, device)
-        which = str(path)
-    else:
-        src_vocab, trg_vocab = load_vocabs(data_dir)
-        torch.manual_seed(config.seed)
-        model = build_model(config).to(device).eval()
-        which = "untrained"
-    rows = load_split(data_dir, "test", required=True)[:n]
-    examples = encode_pairs(rows, src_vocab, trg_vocab, with_copy=True)
-    batches = source_length_batches(examples, batch_size)  # the batches decode_examples forms
-    # one untimed pass of each kind first (weight caches, allocator, thread pool), as the training
-    # benchmark does: the first batched pass was measured 10-30% slower than the next ones
-    decode_examples(model, batches[0], batch_size=batch_size, device=device)
-    greedy_decode(model, make_batch(examples[:1]).to(device))
-    # The two ways take turns, batch by batch, so that both see the same machine load: each batch
-    # is decoded at once, then every 10th of its sequences one at a time (all of them would be slow).
-    batched_s = single_s = 0.0
-    out_lengths: list[int] = []
-    sample = 0
-    for chunk in batches:
-        start = time.perf_counter()
-        hyp = decode_examples(model, chunk, batch_size=batch_size, device=device)
-        batched_s += time.perf_counter() - start
-        out_lengths += map(len, hyp.tokens)
-        singles = chunk[::10]
-        start = time.perf_counter()
-        for e in singles:
-            greedy_decode(model, make_batch([e]).to(device))
-        single_s += time.perf_counter() - start
-        sample += len(singles)
-    from utils.benchmark import examples_macs  # forward multiply-accumulates (no cycle at import)
-
-    steps = sum(out_lengths) + len(out_lengths)  # each generated token and the closing <EOS>
-    macs = examples_macs(model.config, examples, steps)
-    return {
-        "decode_model": which,
-        "decode_sequences": len(examples),
-        "decode_mean_output_tokens": round(sum(out_lengths) / max(len(examples), 1), 1),
-        "decode_batch_size": batch_size,
-        "decode_batched_seq_per_s": round(len(examples) / batched_s, 1),
-        "decode_single_seq_per_s": round(sample / single_s, 1),
-        "decode_speedup": round((len(examples) / batched_s) / (sample / single_s), 1),
-        # approximate: weight products and the recurrent models' attention only
-        "decode_batched_approx_gflops": round(2 * macs / batched_s / 1e9, 1),
-    }

@@ -39,6 +39,7 @@ from utils.metrics import (
 )
 from utils.models import Seq2SeqModel
 from utils.paths import TRAIN_HINT, project_path
+from utils.precision import resolve_precision
 from utils.tokenizer import detokenize
 from utils.training import evaluate_loss
 from utils.vocabulary import Vocabulary
@@ -97,6 +98,7 @@ class LoadedModel:
     trg_vocab: Vocabulary
     checkpoint: dict
     path: Path
+    precision: str = "fp32"  # the resolved arithmetic it decodes in (utils.precision)
 
     @property
     def history(self) -> list[dict]:
@@ -122,14 +124,16 @@ def _device(device: str | torch.device | None) -> torch.device:
 
 
 def load_trained(checkpoint_dir: str | Path, models: str | Sequence[str], device: str | torch.device | None = "auto",
-                 log: Callable[[str], None] = print) -> dict[str, LoadedModel]:
-    """Load ``<checkpoint_dir>/<model>_best.pt`` for each model name, in the given order.
+                 log: Callable[[str], None] = print, precision: str = "auto") -> dict[str, LoadedModel]:
+    """Load ``<checkpoint_dir>/<model>_best.pt`` for each model name, in the given order, to decode
+    in ``precision`` (whatever precision it was trained in).
 
     A model without a checkpoint is skipped with a note; if none has one, FileNotFoundError.
     A checkpoint that exists but cannot be loaded raises (a broken file is not silently ignored).
     """
     models = model_names(models)
     device = _device(device)
+    precision = resolve_precision(precision, device)
     folder = project_path(checkpoint_dir)
     loaded: dict[str, LoadedModel] = {}
     for name in models:
@@ -138,7 +142,7 @@ def load_trained(checkpoint_dir: str | Path, models: str | Sequence[str], device
             log(f"note: no checkpoint for '{name}' at {path}; skipping it.")
             continue
         model, src_vocab, trg_vocab, ckpt = load_model(path, device, expected_model=name)
-        loaded[name] = LoadedModel(name, model, src_vocab, trg_vocab, ckpt, path)
+        loaded[name] = LoadedModel(name, model, src_vocab, trg_vocab, ckpt, path, precision)
     if not loaded:
         raise FileNotFoundError(
             f"No trained checkpoint (<model>_best.pt) for any of {list(models)} in {folder}; {TRAIN_HINT}.")
@@ -147,14 +151,17 @@ def load_trained(checkpoint_dir: str | Path, models: str | Sequence[str], device
 
 def evaluation_setup(data_dir: str | Path, checkpoint_dir: str | Path, models: str | Sequence[str],
                      device: str | torch.device | None = "auto", max_examples: int = 0,
-                     log: Callable[[str], None] = print) -> tuple[list[dict], dict[str, LoadedModel], torch.device]:
+                     log: Callable[[str], None] = print,
+                     precision: str = "auto") -> tuple[list[dict], dict[str, LoadedModel], torch.device]:
     """What notebooks 03-05 start from: the test rows (the first ``max_examples`` when positive), the
-    trained models that have a checkpoint, and the device; one line says what was found."""
+    trained models that have a checkpoint (to decode in ``precision``), and the device; one line says
+    what was found."""
     device = _device(device)
     rows = load_split(data_dir, "test", required=True)
     rows = rows[:max_examples] if max_examples else rows
-    loaded = load_trained(checkpoint_dir, models, device, log=log)
-    log(f"{len(rows):,} test examples; models: {', '.join(loaded)}; device: {device}")
+    loaded = load_trained(checkpoint_dir, models, device, log=log, precision=precision)
+    arithmetic = next(iter(loaded.values())).precision
+    log(f"{len(rows):,} test examples; models: {', '.join(loaded)}; device: {device}; precision: {arithmetic}")
     return rows, loaded, device
 
 
@@ -213,7 +220,7 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
     if examples:
         hyp = decode_examples(model, examples, batch_size=batch_size, beam_size=beam_size, max_len=max_len,
                               length_penalty=1.0 if alpha is None else alpha, device=device, syntax_aware=syntax_aware,
-                              trg_vocab=loaded.trg_vocab)
+                              trg_vocab=loaded.trg_vocab, precision=loaded.precision)
     else:
         hyp = None
     if device.type == "cuda":
@@ -365,7 +372,7 @@ def teacher_forced_perplexity(loaded: LoadedModel, rows: Sequence[dict], device:
     examples = encode_pairs(rows, loaded.src_vocab, loaded.trg_vocab, with_copy=model.uses_copy)
     if not examples:
         return float("nan")
-    return perplexity(evaluate_loss(model.to(device), examples, batch_size, device))
+    return perplexity(evaluate_loss(model.to(device), examples, batch_size, device, loaded.precision))
 
 
 def _references(rows: Sequence[dict]) -> tuple[list[list[str]], list[list[str]]]:

@@ -12,6 +12,11 @@
   (softmax minus one-hot) in place, and backward needs just two large matrix products. Rows whose
   logits a decoder has computed already (without gradient, to pick its next input) are written
   straight into the buffer the loss completes, so they are neither computed nor copied again.
+
+Under bf16 autocast (``utils.precision``) the matrix products run in bf16 and their results are
+written into the float32 logits buffer, whose softmax and sum stay float32; the ``Loop*`` helpers
+cast the tensor they hold once per pass (not at every step), and their custom backward passes
+compute in that same dtype.
 """
 from __future__ import annotations
 
@@ -66,6 +71,22 @@ def use_fast_dropout(module: nn.Module) -> nn.Module:
     return module
 
 
+def low_precision(tensor: Tensor) -> Tensor:
+    """``tensor`` in the autocast dtype when autocast is on for its device (else unchanged): a weight
+    used at every step of a loop is cast once, rather than by autocast at every step."""
+    if torch.is_autocast_enabled(tensor.device.type) and tensor.is_floating_point():
+        return tensor.to(torch.get_autocast_dtype(tensor.device.type))
+    return tensor
+
+
+def linear_into(out: Tensor, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Write ``x @ weight.T + bias`` into ``out`` (float32, e.g. rows of a logits buffer). Under
+    autocast the product runs in the autocast dtype and is copied in."""
+    if torch.is_autocast_enabled(x.device.type) or x.dtype != out.dtype:
+        return out.copy_(F.linear(x, weight, bias))
+    return torch.addmm(bias, x, weight.t(), out=out)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Summed CE of ``x @ W.T + b`` over all rows, in a logits buffer that is partly filled already."""
 
@@ -74,7 +95,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 missing: list[tuple[int, int]]) -> Tensor:
         # x [N, F], weight [V, F], bias [V], logits [N, V] (rows outside ``missing`` filled), targets [N]
         for start, end in missing:  # the rows not computed yet, written in place
-            torch.addmm(bias, x[start:end], weight.t(), out=logits[start:end])  # [n, V]
+            linear_into(logits[start:end], x[start:end], weight, bias)       # [n, V]
         n = logits.size(0)
         target_logit = logits.gather(1, targets.unsqueeze(1))                # [N, 1]
         top = logits.amax(1, keepdim=True)                                   # [N, 1]
@@ -89,8 +110,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, weight, g = ctx.saved_tensors
+        # the products run in x's dtype (bf16 under autocast); the weight's gradient is cast back
+        # to float32 by autograd
+        g_low, w_low = g.to(x.dtype), weight.to(x.dtype)
         # grad_out is a scalar: scale the small products, not the [N, V] gradient of the logits
-        return ((g @ weight).mul_(grad_out), (g.t() @ x).mul_(grad_out), g.sum(0).mul_(grad_out),
+        return ((g_low @ w_low).mul_(grad_out), (g_low.t() @ x).mul_(grad_out), g.sum(0).mul_(grad_out),
                 None, None, None)
 
 
@@ -137,9 +161,10 @@ class _LoopGradient:
     ``_gradient`` computes, in one go, from the pairs the steps left in ``bucket``. Without gradients
     ``tensor`` is the plain tensor and nothing is kept."""
 
-    def __init__(self, tensor: Tensor):
+    def __init__(self, tensor: Tensor, cast: bool = True):
         self.bucket: list[tuple[Tensor, Tensor]] = []
         self.deferred = torch.is_grad_enabled() and tensor.requires_grad
+        tensor = low_precision(tensor) if cast else tensor  # once per pass under autocast
         self.tensor = _Anchor.apply(tensor, self._deferred_gradient) if self.deferred else tensor
 
     def _deferred_gradient(self) -> Tensor:
@@ -156,6 +181,7 @@ class _StepLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, anchor: Tensor, bucket: list) -> Tensor:
+        x = x.to(anchor.dtype)  # backward then computes in one dtype, with or without autocast
         ctx.save_for_backward(x, anchor)
         ctx.bucket = bucket
         return x @ anchor.t()
@@ -191,6 +217,7 @@ class _StepAttend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weights: Tensor, anchor: Tensor, bucket: list) -> Tensor:
         values = anchor[: weights.size(0)]                            # [n, S, D]
+        weights = weights.to(values.dtype)
         ctx.save_for_backward(weights, values)
         ctx.bucket = bucket
         return torch.bmm(weights.unsqueeze(1), values).squeeze(1)     # [n, D]
@@ -220,7 +247,8 @@ class LoopMemory(_LoopGradient):
         """weights [n, S] over the first n rows -> context [n, D]."""
         if self.deferred:
             return _StepAttend.apply(weights, self.tensor, self.bucket)
-        return torch.bmm(weights.unsqueeze(1), self.tensor[: weights.size(0)]).squeeze(1)
+        values = self.tensor[: weights.size(0)]
+        return torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1)
 
 
 class _StepLookup(torch.autograd.Function):
@@ -246,7 +274,7 @@ class LoopEmbedding(_LoopGradient):
     """
 
     def __init__(self, embedding: nn.Embedding):
-        super().__init__(embedding.weight)
+        super().__init__(embedding.weight, cast=False)  # a lookup: nothing to gain from bf16
         self.padding_idx = embedding.padding_idx
 
     def _gradient(self, ids: list[Tensor], grads: list[Tensor]) -> Tensor:

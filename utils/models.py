@@ -37,8 +37,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from utils.batch import Batch
 from utils.config import Seq2SeqConfig
-from utils.layers import (Dropout, LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy, missing_ranges,
-                          use_fast_dropout)
+from utils.precision import compute_dtype
+from utils.layers import (Dropout, LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy, linear_into,
+                          missing_ranges, use_fast_dropout)
 from utils.recurrent import StackWeights, active_rows, first_rows, run_encoder, stack_hidden
 from utils.vocabulary import PAD, UNK
 
@@ -181,7 +182,7 @@ class Seq2SeqModel(nn.Module):
             with torch.no_grad():  # the argmax needs no gradient; the loss reuses these logits
                 if logits is not None:
                     scores = logits[starts[t] : starts[t] + n]  # [n, V]: the rows of step t
-                    torch.addmm(self.out.bias, feat_t[:n], self.out.weight.t(), out=scores)
+                    linear_into(scores, feat_t[:n], self.out.weight, self.out.bias)
                     filled.append((starts[t], starts[t] + n))
                 else:
                     scores = self.project_step(feat_t, attn_t, state)  # [n, V(+OOV)]
@@ -248,7 +249,8 @@ class Seq2SeqModel(nn.Module):
         recorded (decoding calls ``decode_step`` many times); rebuilt at every call otherwise."""
         if torch.is_grad_enabled():
             return build()
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        # the weights are cast to the autocast dtype (if any) when built: part of the key
+        key = (compute_dtype(self.out.weight.device.type), *((p.data_ptr(), p._version) for p in self.parameters()))
         cached = self.__dict__.get("_weights_cache")
         if cached is None or cached[0] != key:
             cached = self.__dict__["_weights_cache"] = (key, build())
@@ -346,11 +348,11 @@ class BahdanauAttention(nn.Module):
         -> (context [n, D], weights [n, S])."""
         q = (query_proj or self.query_proj)(query)                       # [n, A]
         energy = torch.tanh(keys + q.unsqueeze(1))                       # [n, S, A]
-        scores = self.v(energy).squeeze(2).masked_fill(~mask, float("-inf"))  # [n, S]
-        weights = torch.softmax(scores, dim=1)                               # [n, S]
+        scores = self.v(energy).squeeze(2).float().masked_fill(~mask, float("-inf"))  # [n, S]
+        weights = torch.softmax(scores, dim=1)                   # [n, S], float32 under autocast too
         if isinstance(values, LoopMemory):
             return values.attend(weights), weights
-        context = torch.bmm(weights.unsqueeze(1), values).squeeze(1)         # [n, D]
+        context = torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1)  # [n, D]
         return context, weights
 
 
@@ -470,8 +472,8 @@ class CopyAttentionSeq2Seq(AttentionSeq2Seq):
 
     def _mix(self, features: Tensor, attn: Tensor, src_ext: Tensor, n_oov: int) -> Tensor:
         """features [N, F], attn [N, S], src_ext [N, S] -> log-probabilities [N, V + n_oov]."""
-        p_gen = torch.sigmoid(self.gate(features))                         # [N, 1]
-        p_vocab = torch.softmax(self.out(features), -1) * p_gen            # [N, V]
+        p_gen = torch.sigmoid(self.gate(features).float())                 # [N, 1]
+        p_vocab = torch.softmax(self.out(features).float(), -1) * p_gen    # [N, V]
         p = F.pad(p_vocab, (0, n_oov))                                     # [N, V + n_oov]
         p = p.scatter_add(1, src_ext, attn * (1 - p_gen))                  # copy mass onto source ids
         return torch.log(p.clamp_min(1e-12))
@@ -503,8 +505,8 @@ class CopyAttentionSeq2Seq(AttentionSeq2Seq):
         V = self.config.trg_vocab_size
         src_ext = self._src_ext_at(state, mask)                                           # [N, S]
         feats, weights = features[mask], attn[mask]                                       # [N, F], [N, S]
-        p_gen = torch.sigmoid(self.gate(feats)).squeeze(1)                                 # [N]
-        logits = self.out(feats)                                                           # [N, V]
+        p_gen = torch.sigmoid(self.gate(feats).float()).squeeze(1)                         # [N]
+        logits = self.out(feats).float()                                                   # [N, V]
         target_logit = logits.gather(1, targets.clamp_max(V - 1).unsqueeze(1)).squeeze(1)  # [N]
         p_vocab = torch.exp(target_logit - torch.logsumexp(logits, 1)) * (targets < V)     # [N]
         p_copy = (weights * (src_ext == targets.unsqueeze(1))).sum(1)                      # [N]
@@ -569,7 +571,7 @@ class TransformerDecoderLayer(nn.Module):
         x = x + sa.out_proj(_merge_heads(a))
         q = F.linear(self.norms[1](x), ca.in_proj_weight[:d], ca.in_proj_bias[:d])  # [B, 1, d]
         scores = _split_heads(q, heads) @ memory_kv[0].transpose(2, 3) / math.sqrt(d // heads)  # [B, h, 1, S]
-        w = torch.softmax(scores.masked_fill(memory_pad[:, None, None, :], float("-inf")), -1)
+        w = torch.softmax(scores.float().masked_fill(memory_pad[:, None, None, :], float("-inf")), -1)
         x = x + ca.out_proj(_merge_heads(w @ memory_kv[1]))
         x = x + self.ff(self.norms[2](x))
         return x, (keys, values), w.mean(1)[:, 0]

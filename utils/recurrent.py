@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from utils.layers import LoopWeight
+from utils.layers import LoopWeight, low_precision
 
 # The states of a stack of L recurrent layers: an [L, n, H] tensor or a list of L [n, H] tensors
 # (both index by layer), and for an LSTM a tuple (h, c) of two such.
@@ -149,7 +149,7 @@ class StackWeights:
         for layer, (w_ih, w_hh, _, _) in enumerate(layers):
             rest = w_ih[:, in0:] if layer == 0 else w_ih
             rec.append(LoopWeight(torch.cat([rest, w_hh], 1) if rest.size(1) else w_hh))
-        return cls(w_in0=layers[0][0][:, :in0], bias=[b_ih + b_hh for _, _, b_ih, b_hh in layers],
+        return cls(w_in0=low_precision(layers[0][0][:, :in0]), bias=[b_ih + b_hh for _, _, b_ih, b_hh in layers],
                    rec=rec, lstm=lstm)
 
     @classmethod

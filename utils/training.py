@@ -28,6 +28,7 @@ from utils.decoding import decode_examples
 from utils.metrics import token_accuracy
 from utils.models import Seq2SeqModel, build_model
 from utils.paths import project_path
+from utils.precision import autocast, grad_scaler, resolve_precision
 from utils.vocabulary import Vocabulary
 
 # Fields that change the architecture: a checkpoint that differs in any of them cannot be resumed.
@@ -36,7 +37,7 @@ ARCHITECTURE_FIELDS = ("model", "src_vocab_size", "trg_vocab_size", "embed_dim",
 # Fields that change how training goes on: resuming with other values would mix two runs in one
 # history. (``epochs`` and ``patience`` may change: more epochs continue a finished run.)
 TRAINING_FIELDS = ("dropout", "lr", "weight_decay", "clip", "batch_size", "teacher_forcing",
-                   "warmup_steps", "seed", "max_src_len", "max_trg_len")
+                   "warmup_steps", "seed", "max_src_len", "max_trg_len", "precision")
 
 
 @dataclass
@@ -59,21 +60,23 @@ def set_seed(seed: int) -> None:
 
 @torch.no_grad()
 def evaluate_loss(model: Seq2SeqModel, examples: Sequence[Example], batch_size: int,
-                  device: torch.device) -> float:
-    """Teacher-forced mean cross-entropy per target token (dropout off)."""
+                  device: torch.device, precision: str = "fp32") -> float:
+    """Teacher-forced mean cross-entropy per target token (dropout off), in a resolved ``precision``."""
     model.eval()
     total, tokens = 0.0, 0
     for batch in bucketed_batches(examples, batch_size, shuffle=False):
-        loss, n = model.loss(batch.to(device), teacher_forcing=1.0)
+        with autocast(precision, device):
+            loss, n = model.loss(batch.to(device), teacher_forcing=1.0)
         total += float(loss)
         tokens += n
     return total / max(tokens, 1)
 
 
 def greedy_token_accuracy(model: Seq2SeqModel, examples: Sequence[Example], device: torch.device,
-                          max_len: int, batch_size: int = 128) -> float:
+                          max_len: int, batch_size: int = 128, precision: str = "fp32") -> float:
     """Mean per-example token accuracy (percent) of free-running greedy outputs, on target ids."""
-    hyp = decode_examples(model, examples, batch_size=batch_size, max_len=max_len, device=device)
+    hyp = decode_examples(model, examples, batch_size=batch_size, max_len=max_len, device=device,
+                          precision=precision)
     refs = [e.trg_ext if e.trg_ext is not None else e.trg for e in examples]
     accs = [token_accuracy(h, r) for h, r in zip(hyp.tokens, refs)]
     return 100.0 * sum(accs) / max(len(accs), 1)
@@ -129,11 +132,13 @@ def train_model(
     config = copy.deepcopy(config)
     config.src_vocab_size, config.trg_vocab_size = len(src_vocab), len(trg_vocab)
 
+    precision = resolve_precision(config.precision, device)
     set_seed(config.seed)
     model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _warmup(s, config.warmup_steps))
     generator = torch.Generator().manual_seed(config.seed)
+    scaler = grad_scaler(precision, device)  # fp16 only; bf16 and fp32 need none
     history: list[dict] = []
     start_epoch, best_val, best_epoch, bad_epochs, finished = 0, math.inf, 0, 0, False
     notes: list[str] = []
@@ -144,6 +149,8 @@ def train_model(
         model.load_state_dict(ckpt["model_state"])
         optimizer.load_state_dict(ckpt["optimizer_state"])
         scheduler.load_state_dict(ckpt["scheduler_state"])
+        if "scaler_state" in ckpt:
+            scaler.load_state_dict(ckpt["scaler_state"])
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         generator.set_state(ckpt["tf_rng"].cpu())
         history = list(ckpt["history"])
@@ -166,11 +173,14 @@ def train_model(
         total_loss, total_tokens, e0 = 0.0, 0, time.perf_counter()
         for batch in bar:
             batch = batch.to(device)
-            loss, n = model.loss(batch, config.teacher_forcing, generator)
+            with autocast(precision, device):  # the backward pass runs in the forward's dtypes
+                loss, n = model.loss(batch, config.teacher_forcing, generator)
             optimizer.zero_grad(set_to_none=True)
-            (loss / n).backward()
+            scaler.scale(loss / n).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             total_loss += loss.item()
             total_tokens += n
@@ -178,8 +188,8 @@ def train_model(
                             tok_s=f"{total_tokens / (time.perf_counter() - e0):.0f}", refresh=False)
         bar.close()
         train_seconds = time.perf_counter() - e0
-        val_loss = evaluate_loss(model, valid_examples, config.batch_size, device)
-        val_acc = greedy_token_accuracy(model, valid_examples, device, config.max_trg_len + 1)
+        val_loss = evaluate_loss(model, valid_examples, config.batch_size, device, precision)
+        val_acc = greedy_token_accuracy(model, valid_examples, device, config.max_trg_len + 1, precision=precision)
         record = {
             "epoch": epoch,
             "train_loss": total_loss / max(total_tokens, 1),
@@ -190,6 +200,7 @@ def train_model(
             "epoch_seconds": time.perf_counter() - e0,
             "train_tokens_per_s": total_tokens / max(train_seconds, 1e-9),
             "lr": optimizer.param_groups[0]["lr"],
+            "precision": precision,
         }
         history.append(record)
         improved = val_loss < best_val
@@ -205,6 +216,7 @@ def train_model(
             + (" | best" if improved else f" | no improvement ({bad_epochs}/{config.patience})"))
         save_checkpoint(last_path, model, src_vocab, trg_vocab, history,
                         optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
+                        scaler_state=scaler.state_dict(),
                         torch_rng=torch.get_rng_state(), tf_rng=generator.get_state(), epoch=epoch,
                         best_val=best_val, best_epoch=best_epoch, bad_epochs=bad_epochs, finished=finished)
     seconds = time.perf_counter() - t0
