@@ -34,6 +34,7 @@ from utils.decoding import check_length_penalty, decode_batch, ids_to_tokens
 from utils.models import Seq2SeqModel
 from utils.paths import project_path, user_path
 from utils.precision import autocast, check_precision, resolve_precision
+from utils.subwords import join_pieces, merge_attention
 from utils.tokenizer import detokenize, tokenize_docstring
 from utils.vocabulary import SPECIALS, UNK, Vocabulary
 
@@ -97,6 +98,7 @@ class LoadedModel:
 @dataclass
 class _Prepared:
     tokens: list[str]      # docstring tokens as the model sees them (after the cut)
+    symbols: list[str]     # the same as the encoder reads them: tokens, or BPE pieces
     example: Example
 
 
@@ -211,13 +213,24 @@ def _docstring_tokens(docstring: str) -> list[str]:
     return tokens
 
 
+def _known(vocab: Vocabulary, token: str) -> bool:
+    """Whether the encoder reads ``token`` as itself (a subword vocabulary: spelled without <UNK>)."""
+    return vocab.splitter().spells(token) if vocab.is_subword else token in vocab
+
+
+def _source_length(loaded: LoadedModel, tokens: list[str]) -> int:
+    """How many source symbols (tokens, or BPE pieces) the docstring's tokens make."""
+    return len(loaded.src_vocab.symbols(tokens))
+
+
 def _prepare(loaded: LoadedModel, tokens: list[str], index: int) -> _Prepared:
-    tokens = tokens[: loaded.max_src_len]
-    ex = Example(src=loaded.src_vocab.encode(tokens), trg=[], index=index)
+    symbols = loaded.src_vocab.symbols(tokens)[: loaded.max_src_len]
+    tokens = join_pieces(symbols) if loaded.src_vocab.is_subword else symbols
+    ex = Example(src=loaded.src_vocab.encode(symbols), trg=[], index=index)
     if getattr(loaded.model, "uses_copy", False):
-        ex.src_ext, _, ex.src_oov = extend_with_source_oov(tokens, None, loaded.trg_vocab)
+        ex.src_ext, _, ex.src_oov = extend_with_source_oov(symbols, None, loaded.trg_vocab)
         ex.trg_ext = []
-    return _Prepared(tokens, ex)
+    return _Prepared(tokens, symbols, ex)
 
 
 def _warn_long(n_tokens: int, limit: int, where: str = "the docstring") -> None:
@@ -281,11 +294,12 @@ def generate_with_attention(docstring: str, model_path: str | os.PathLike,
     tokens = _docstring_tokens(docstring)
     if not tokens:
         raise ValueError(EMPTY_DOCSTRING)
-    if len(tokens) > loaded.max_src_len:
-        _warn_long(len(tokens), loaded.max_src_len)
+    if _source_length(loaded, tokens) > loaded.max_src_len:
+        _warn_long(_source_length(loaded, tokens), loaded.max_src_len)
     prep = _prepare(loaded, tokens, 0)
     hyp = _decode(loaded, [prep], options)
-    out = _output_tokens(hyp.tokens[0], loaded.trg_vocab, prep.example.src_oov)
+    pieces = _output_tokens(hyp.tokens[0], loaded.trg_vocab, prep.example.src_oov)
+    out = join_pieces(pieces)
     source = ["<SOS>", *prep.tokens, "<EOS>"]
     attention = None
     if getattr(loaded.model, "has_attention", False):
@@ -293,10 +307,13 @@ def generate_with_attention(docstring: str, model_path: str | os.PathLike,
         if a is None:  # nothing generated
             attention = np.zeros((len(out), len(source)), dtype=np.float32)
         else:
-            attention = a.detach().float().cpu().numpy()[:, : len(source)]
+            src_symbols = ["<SOS>", *prep.symbols, "<EOS>"]
+            attention = a.detach().float().cpu().numpy()[:, : len(src_symbols)]
+            if loaded.trg_vocab.is_subword:  # rows and columns merged to tokens (pieces' weights summed)
+                attention = merge_attention(attention, pieces, src_symbols)
     return AttentionResult(code=detokenize(out), tokens=out, source_tokens=source, attention=attention,
                            model=loaded.name,
-                           source_unknown=[False, *(t not in loaded.src_vocab for t in prep.tokens), False])
+                           source_unknown=[False, *(not _known(loaded.src_vocab, t) for t in prep.tokens), False])
 
 
 def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,
@@ -318,7 +335,7 @@ def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,
     if not texts:
         return []
     all_tokens = [_docstring_tokens(t) for t in texts]
-    long = [i for i, t in enumerate(all_tokens) if len(t) > loaded.max_src_len]
+    long = [i for i, t in enumerate(all_tokens) if _source_length(loaded, t) > loaded.max_src_len]
     if long:
         shown = ", ".join(map(str, long[:10])) + (", ..." if len(long) > 10 else "")
         warnings.warn(f"{len(long)} docstring(s) (index {shown}) have more tokens than the model's source "
@@ -331,7 +348,8 @@ def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,
         chunk = [prepared[i] for i in order[start : start + batch_size]]
         hyp = _decode(loaded, chunk, options)
         for k, p in enumerate(chunk):  # decode_batch returns rows in batch order
-            codes[p.example.index] = detokenize(_output_tokens(hyp.tokens[k], loaded.trg_vocab, p.example.src_oov))
+            pieces = _output_tokens(hyp.tokens[k], loaded.trg_vocab, p.example.src_oov)
+            codes[p.example.index] = detokenize(join_pieces(pieces))
     return codes
 
 

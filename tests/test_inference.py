@@ -437,3 +437,41 @@ def test_cli_file_and_long_docstring(tiny, tmp_path, capsys) -> None:
     assert code == 0, err
     assert out.count("\n# Return the sum") + out.startswith("# Return the sum") == 2
     assert err.startswith("warning: ") and "source limit of 50" in err
+
+
+@pytest.fixture(scope="module")
+def bpe_checkpoint(tmp_path_factory, one_thread) -> Path:
+    """An attention model on BPE pieces (one vocabulary for both sides), trained a little."""
+    from utils.subwords import Subwords
+
+    rows = _toy_rows()
+    vocab = Subwords.train(([*r["docstring_tokens"], *r["code_tokens"]] for r in rows), 110).vocabulary(attach=True)
+    torch.manual_seed(0)
+    config = Seq2SeqConfig(model="attention", embed_dim=16, hidden_dim=32, num_layers=1, dropout=0.0,
+                           src_vocab_size=len(vocab), trg_vocab_size=len(vocab), vocabulary="bpe")
+    model = build_model(config)
+    examples = encode_pairs(rows, vocab, vocab)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    model.train()
+    for epoch in range(6):
+        for batch in bucketed_batches(examples, 32, shuffle=True, seed=epoch):
+            loss, n = model.loss(batch, teacher_forcing=1.0)
+            opt.zero_grad()
+            (loss / n).backward()
+            opt.step()
+    return save_checkpoint(tmp_path_factory.mktemp("bpe") / "attention_best.pt", model.eval(), vocab, vocab)
+
+
+def test_a_bpe_checkpoint_writes_code_without_unk(bpe_checkpoint) -> None:
+    clear_cache()
+    code = generate_code(DOC, bpe_checkpoint)
+    assert "<UNK>" not in code and "##" not in code  # pieces joined back into tokens
+    result = generate_with_attention(DOC, bpe_checkpoint)
+    assert result.attention.shape == (len(result.tokens), len(result.source_tokens))  # merged to tokens
+    assert result.source_tokens == ["<SOS>", *tokenize_docstring(DOC), "<EOS>"]
+    assert not any(result.source_unknown)
+    # characters BPE has never seen: the token becomes one <UNK> piece, and code still comes out
+    odd = generate_with_attention("\u263a\u263a \u2603", bpe_checkpoint, syntax_aware=True)
+    assert odd.source_unknown == [False, True, True, True, False] and "<UNK>" not in odd.code
+    codes = batch_generate([DOC, "Return the product of x and y."], bpe_checkpoint, beam_size=2, syntax_aware=True)
+    assert len(codes) == 2 and all("<UNK>" not in c for c in codes)

@@ -197,7 +197,7 @@ def test_length_bucket_table_counts():
     refs = [["t"] * (i + 1) for i in range(len(lengths))]  # 1..7 target tokens
     table = length_bucket_table(refs, refs, docs)
     assert list(table.columns) == [
-        "bucket", "n_examples", "n_target_tokens", "bleu", "token_accuracy", "exact_match", "syntax_valid"
+        "bucket", "n_examples", "n_target_tokens", "bleu", "codebleu", "token_accuracy", "exact_match", "syntax_valid"
     ]
     assert list(table["bucket"]) == [label for _, _, label in LENGTH_BUCKETS]
     assert list(table["n_examples"]) == [2, 2, 2, 1]

@@ -148,10 +148,11 @@ def encode_pairs(
     trg_vocab: Vocabulary,
     with_copy: bool = False,
 ) -> list[Example]:
-    """Turn processed rows (``docstring_tokens``/``code_tokens``) into ``Example``s."""
+    """Turn processed rows (``docstring_tokens``/``code_tokens``) into ``Example``s, in each
+    vocabulary's symbols (the tokens, or their BPE pieces)."""
     out = []
     for i, row in enumerate(rows):
-        doc, code = row["docstring_tokens"], row["code_tokens"]
+        doc, code = src_vocab.symbols(row["docstring_tokens"]), trg_vocab.symbols(row["code_tokens"])
         ex = Example(src=src_vocab.encode(doc), trg=trg_vocab.encode(code), index=i)
         if with_copy:
             ex.src_ext, ex.trg_ext, ex.src_oov = extend_with_source_oov(doc, code, trg_vocab)

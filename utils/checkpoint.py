@@ -36,6 +36,9 @@ def save_checkpoint(path: str | Path, model: Seq2SeqModel, src_vocab: Vocabulary
         "model_state": model.state_dict(),
         "src_vocab": src_vocab.itos,
         "trg_vocab": trg_vocab.itos,
+        # a subword vocabulary's BPE model (JSON text), so the checkpoint is enough to read and write code
+        "src_subwords": src_vocab.subwords,
+        "trg_subwords": trg_vocab.subwords,
         "history": history or [],
         **extra,
     }
@@ -80,7 +83,17 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint",
     config = Seq2SeqConfig.from_dict(ckpt["config"])
     if expected_model is not None and config.model != expected_model:
         raise CheckpointError(f"Checkpoint {path} holds a '{config.model}' model, not '{expected_model}'.")
-    src_vocab, trg_vocab = Vocabulary(ckpt["src_vocab"]), Vocabulary(ckpt["trg_vocab"])
+    vocabs = []
+    for side in ("src", "trg"):
+        subwords = ckpt.get(f"{side}_subwords")
+        if config.vocabulary == "bpe" and not isinstance(subwords, str):
+            raise CheckpointError(f"Checkpoint {path} has a BPE vocabulary but no tokenizer JSON ({side}_subwords); "
+                                  "it is incomplete: train it again.")
+        try:
+            vocabs.append(Vocabulary(ckpt[f"{side}_vocab"], subwords))
+        except ValueError as e:
+            raise CheckpointError(f"Checkpoint {path}: {e}") from None
+    src_vocab, trg_vocab = vocabs
     if (len(src_vocab), len(trg_vocab)) != (config.src_vocab_size, config.trg_vocab_size):
         raise CheckpointError(f"Checkpoint {path}: its vocabularies do not match its configuration.")
     model = build_model(config)

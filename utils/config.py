@@ -11,6 +11,7 @@ import torch
 from utils.precision import check_precision
 
 MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
+VOCABULARIES = ("word", "bpe")
 
 
 @dataclass
@@ -43,11 +44,15 @@ class Seq2SeqConfig:
     seed: int = 42
     # Arithmetic: "fp32", "bf16" (autocast) or "auto" (see utils.precision)
     precision: str = "auto"
+    # Symbols: "word" (whole tokens, <UNK> for rare ones) or "bpe" (subword pieces, utils.subwords)
+    vocabulary: str = "word"
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
             raise ValueError(f"Unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}.")
         check_precision(self.precision)
+        if self.vocabulary not in VOCABULARIES:
+            raise ValueError(f"Unknown vocabulary {self.vocabulary!r}; use 'word' or 'bpe'.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

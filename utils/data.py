@@ -53,7 +53,9 @@ FILTER_STEPS = (
     "rows_not_a_function",
     "dropped_short_docstring", "dropped_docstring_only", "dropped_irregular_layout", "dropped_untokenizable",
     "dropped_duplicate", "dropped_long_docstring", "dropped_long_code", "dropped_cross_split_duplicate",
+    "dropped_long_docstring_pieces", "dropped_long_code_pieces",
 )
+VOCABULARIES = ("word", "bpe")
 
 _SHARED_DROPS = ("dropped_short_docstring", "dropped_docstring_only", "dropped_irregular_layout",
                  "dropped_untokenizable", "dropped_duplicate")
@@ -460,9 +462,11 @@ def file_bucket(row: dict) -> str:
 
 
 def split_by_file(rows: Iterable[dict], sizes: Sequence[int | None] | None = (10000, 1000, 1000),
-                  seed: int = 42, stats: Counter | None = None) -> dict[str, list[dict]]:
+                  seed: int = 42, stats: Counter | None = None,
+                  before_cut: Callable[[dict[str, list[dict]]], None] | None = None) -> dict[str, list[dict]]:
     """Split into train/valid/test by file hash, keep identical code in one split, take the first N after a
-    seeded shuffle (a size of None takes everything)."""
+    seeded shuffle (a size of None takes everything). ``before_cut`` may drop rows from the whole
+    splits (in place) before they are cut to size: the subword limits, learnt on the train split."""
     sizes = (None, None, None) if sizes is None else tuple(sizes)
     if len(sizes) != 3 or any(s is not None and (not isinstance(s, int) or s < 0) for s in sizes):
         raise ValueError(f"split sizes must be three non-negative ints or None (train, valid, test); got {sizes}.")
@@ -476,12 +480,53 @@ def split_by_file(rows: Iterable[dict], sizes: Sequence[int | None] | None = (10
             stats["dropped_cross_split_duplicate"] += 1  # the same function already lives in another split
             continue
         splits[name].append(row)
+    if before_cut is not None:
+        before_cut(splits)
     for i, (name, size) in enumerate(zip(SPLITS, sizes)):
         chosen = splits[name]
         random.Random(seed + i).shuffle(chosen)
         stats[f"available_{name}"] = len(chosen)
         splits[name] = [{**row, "partition": name} for row in chosen[:size]]
     return splits
+
+
+def fit_subwords(splits: dict[str, list[dict]], bpe_size: int, shared: bool, max_doc_pieces: int,
+                 max_code_pieces: int, stats: Counter) -> tuple[Vocabulary, Vocabulary]:
+    """BPE learnt on the train split (one model for both sides when ``shared``), then every split
+    kept within the piece limits (in place; dropped rows counted). Returns (src, trg) vocabularies."""
+    from utils.subwords import Subwords
+
+    train = splits["train"]
+    if shared:
+        both = Subwords.train(([*r["docstring_tokens"], *r["code_tokens"]] for r in train), bpe_size)
+        src = trg = both.vocabulary(attach=True)
+    else:
+        src = Subwords.train((r["docstring_tokens"] for r in train), bpe_size).vocabulary(attach=True)
+        trg = Subwords.train((r["code_tokens"] for r in train), bpe_size).vocabulary(attach=True)
+    stats["dropped_long_docstring_pieces"] += 0
+    stats["dropped_long_code_pieces"] += 0
+    for name in SPLITS:
+        kept = []
+        for row in splits[name]:
+            if len(src.symbols(row["docstring_tokens"])) > max_doc_pieces:
+                stats["dropped_long_docstring_pieces"] += 1
+            elif len(trg.symbols(row["code_tokens"])) > max_code_pieces:
+                stats["dropped_long_code_pieces"] += 1
+            else:
+                kept.append(row)
+        splits[name] = kept
+    return src, trg
+
+
+def piece_summary(splits: dict[str, list[dict]], src_vocab: Vocabulary, trg_vocab: Vocabulary) -> dict:
+    """Per split: mean symbols per docstring and per function, and the longest function."""
+    out = {}
+    for name, rows in splits.items():
+        doc = [len(src_vocab.symbols(r["docstring_tokens"])) for r in rows]
+        code = [len(trg_vocab.symbols(r["code_tokens"])) for r in rows]
+        out[name] = {"mean_docstring": round(sum(doc) / max(len(doc), 1), 2),
+                     "mean_code": round(sum(code) / max(len(code), 1), 2), "max_code": max(code, default=0)}
+    return out
 
 
 def check_split_sizes(splits: dict[str, list[dict]], sizes: Sequence[int | None] | None) -> None:
@@ -508,10 +553,10 @@ def _sha256(path: Path) -> str:
 
 
 def unk_rate(token_lists: Iterable[list[str]], vocab: Vocabulary) -> float:
-    """Share of tokens that ``vocab`` maps to <UNK>."""
+    """Share of symbols (tokens, or BPE pieces) that ``vocab`` maps to <UNK>."""
     total = unknown = 0
     for tokens in token_lists:
-        ids = vocab.encode(tokens)
+        ids = vocab.encode(vocab.symbols(tokens))
         total += len(ids)
         unknown += sum(i == UNK for i in ids)
     return unknown / total if total else 0.0
@@ -543,13 +588,19 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
                max_code_tokens: int = 80, split_sizes: Sequence[int | None] | None = (10000, 1000, 1000),
                min_freq: int = 10, keep_docstring: bool = False, codesearchnet_files: list[str | Path] | None = None,
                max_files: int | None = None, seed: int = 42, corpus_packages: str | Path = PACKAGES_FILE,
-               sources_dir: str | Path = SOURCES_DIR) -> dict:
+               sources_dir: str | Path = SOURCES_DIR, vocabulary: str = "word", bpe_size: int = 4000,
+               bpe_shared: bool = True) -> dict:
     """Build, filter, split and save the corpus with train-only vocabularies; returns the manifest.
 
     The default source reads the standard library and the distributions pinned in ``corpus_packages``
     (installed into ``sources_dir`` on first use), or the running environment with
-    ``corpus_packages="environment"``.
+    ``corpus_packages="environment"``. ``vocabulary="word"`` keeps tokens seen ``min_freq`` times;
+    ``"bpe"`` learns ``bpe_size`` subword pieces (one model for both sides when ``bpe_shared``) and
+    also drops pairs over twice the token limits in pieces.
     """
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"Unknown vocabulary {vocabulary!r}; use 'word' (whole tokens, the original study's) "
+                         "or 'bpe' (subword pieces).")
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}; use one of {', '.join(map(repr, SOURCES))}.")
     if codesearchnet_files and source != "codesearchnet":
@@ -558,7 +609,9 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
     params = {"source": source, "max_doc_tokens": max_doc_tokens, "max_code_tokens": max_code_tokens,
               "split_sizes": list(split_sizes) if split_sizes is not None else None, "min_freq": min_freq,
               "keep_docstring": keep_docstring, "codesearchnet_files": [str(f) for f in codesearchnet_files or []],
-              "max_files": max_files or None, "seed": seed}
+              "max_files": max_files or None, "seed": seed, "vocabulary": vocabulary,
+              "bpe_size": bpe_size if vocabulary == "bpe" else None,
+              "bpe_shared": bpe_shared if vocabulary == "bpe" else None}
     stats: Counter = Counter()
     roots: list[Path] = []
     if source == "python":
@@ -573,10 +626,19 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
         raise ValueError(f"No docstring/code pairs left after filtering (source={source!r}, max_files={max_files}, "
                          f"max_doc_tokens={max_doc_tokens}, max_code_tokens={max_code_tokens}); "
                          "raise the token limits or max_files, or check the input files.")
-    splits = split_by_file(rows, split_sizes, seed=seed, stats=stats)
+    vocabs: list[Vocabulary] = []
+
+    def pieces_within_limits(whole: dict[str, list[dict]]) -> None:
+        vocabs.extend(fit_subwords(whole, bpe_size, bpe_shared, 2 * max_doc_tokens, 2 * max_code_tokens, stats))
+
+    splits = split_by_file(rows, split_sizes, seed=seed, stats=stats,
+                           before_cut=pieces_within_limits if vocabulary == "bpe" else None)
     check_split_sizes(splits, split_sizes)
-    src_vocab = Vocabulary.build((r["docstring_tokens"] for r in splits["train"]), min_freq=min_freq)
-    trg_vocab = Vocabulary.build((r["code_tokens"] for r in splits["train"]), min_freq=min_freq)
+    if vocabulary == "bpe":
+        src_vocab, trg_vocab = vocabs
+    else:
+        src_vocab = Vocabulary.build((r["docstring_tokens"] for r in splits["train"]), min_freq=min_freq)
+        trg_vocab = Vocabulary.build((r["code_tokens"] for r in splits["train"]), min_freq=min_freq)
 
     out = project_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -608,6 +670,8 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
         "pairs_within_limits": stats["pairs_within_limits"],
         "split_sizes": {name: len(r) for name, r in splits.items()},
         "vocab_sizes": {"src": len(src_vocab), "trg": len(trg_vocab)},
+        "max_lengths": sequence_limits(vocabulary, max_doc_tokens, max_code_tokens),
+        "symbols_per_pair": piece_summary(splits, src_vocab, trg_vocab),
         "unk_rate": {name: {"src": unk_rate((r["docstring_tokens"] for r in split_rows), src_vocab),
                             "trg": unk_rate((r["code_tokens"] for r in split_rows), trg_vocab)}
                      for name, split_rows in splits.items()},
@@ -618,9 +682,23 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
     return manifest
 
 
+def sequence_limits(vocabulary: str, max_doc_tokens: int, max_code_tokens: int) -> dict[str, int]:
+    """The most symbols a source and a target can hold: the token limits, or twice them in pieces."""
+    factor = 2 if vocabulary == "bpe" else 1
+    return {"src": factor * max_doc_tokens, "trg": factor * max_code_tokens}
+
+
 def _shown_root(root: Path) -> str:
     """A corpus root as the manifest records it: inside the repository relative to it, else as is."""
     return root.relative_to(REPO_ROOT).as_posix() if root.is_relative_to(REPO_ROOT) else str(root)
+
+
+def model_lengths(data_dir: str | Path) -> dict[str, int]:
+    """The models' length settings for a processed corpus: its source and target limits in symbols
+    (tokens, or BPE pieces), and room for them in the Transformer's position table."""
+    limits = load_manifest(data_dir).get("max_lengths") or {"src": 50, "trg": 80}
+    return {"max_src_len": limits["src"], "max_trg_len": limits["trg"],
+            "max_positions": max(128, limits["src"] + 2, limits["trg"] + 2)}
 
 
 def _missing(path: Path) -> FileNotFoundError:

@@ -3,7 +3,8 @@
 Both return, per input, the generated token ids (without <SOS>/<EOS>) and, for attention models,
 the attention weights of each generated step over the source positions [steps, S] (columns are the
 source tokens exactly as the encoder saw them, <SOS> and <EOS> included). Finished rows leave the
-batch, so no work is spent on them. <PAD> and <SOS> are never generated.
+batch, so no work is spent on them. <PAD> and <SOS> are never generated, nor
+<UNK> by a model with a subword (BPE) vocabulary.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from utils.batch import Batch, Example, make_batch
 from utils.config import Seq2SeqConfig
 from utils.models import DecoderState, Seq2SeqModel
 from utils.precision import autocast, resolve_precision
+from utils.piece_syntax import piece_syntax_constraint
 from utils.syntax_constraints import PythonSyntaxConstraint, SyntaxState, syntax_constraint
 from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 
@@ -31,9 +33,11 @@ class Hypotheses:
     scores: list[float] = field(default_factory=list)
 
 
-def _forbid_specials(log_probs: Tensor) -> Tensor:
+def _forbid_specials(log_probs: Tensor, open_vocabulary: bool = False) -> Tensor:
     log_probs[:, PAD] = float("-inf")
     log_probs[:, SOS] = float("-inf")
+    if open_vocabulary:  # pieces spell every token: <UNK> is never the right output
+        log_probs[:, UNK] = float("-inf")
     return log_probs
 
 
@@ -41,7 +45,8 @@ def _step(model: Seq2SeqModel, y: Tensor, state: DecoderState) -> tuple[Tensor, 
     """Log-probabilities [n, V(+OOV)] of the next token; extended (copied) ids are fed back as <UNK>."""
     y_in = y.masked_fill(y >= model.config.trg_vocab_size, UNK)
     logits, state, attn = model.decode_step(y_in, state)
-    return _forbid_specials(torch.log_softmax(logits.float(), -1)), state, attn
+    open_vocabulary = getattr(model.config, "vocabulary", "word") == "bpe"
+    return _forbid_specials(torch.log_softmax(logits.float(), -1), open_vocabulary), state, attn
 
 
 def _encode(model: Seq2SeqModel, batch: Batch) -> DecoderState:
@@ -234,7 +239,7 @@ def decode_batch(model: Seq2SeqModel, batch: Batch, beam_size: int = 1, max_len:
     if syntax_aware:
         if trg_vocab is None:
             raise ValueError("Syntax-aware decoding needs the target vocabulary (pass trg_vocab=...).")
-        constraint = syntax_constraint(trg_vocab)
+        constraint = piece_syntax_constraint(trg_vocab) if trg_vocab.is_subword else syntax_constraint(trg_vocab)
     if beam_size == 1:
         return greedy_decode(model, batch, max_len, constraint)
     return beam_search(model, batch, beam_size, max_len, length_penalty, constraint)

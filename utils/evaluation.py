@@ -40,12 +40,16 @@ from utils.metrics import (
 from utils.models import Seq2SeqModel
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
+from utils.retrieval import retrieval_outputs
+from utils.subwords import join_pieces, known_tokens, merge_attention
 from utils.tokenizer import detokenize
 from utils.training import evaluate_loss
 from utils.vocabulary import Vocabulary
 
 FLOOR_MODEL = "reference-shuffled (floor)"
 FLOOR_DECODING = "other reference"
+RETRIEVAL_MODEL = "retrieval (TF-IDF)"
+RETRIEVAL_DECODING = "nearest training docstring"
 
 # Column names of the results table -> labels for display.
 RESULT_LABELS: dict[str, str] = {
@@ -55,6 +59,7 @@ RESULT_LABELS: dict[str, str] = {
     "n": "test examples",
     "bleu": "BLEU",
     "bleu_study": "BLEU (study variant, inflated)",
+    "codebleu": "CodeBLEU",
     "token_accuracy": "token accuracy %",
     "exact_match": "exact match %",
     "syntax_valid": "syntax valid %",
@@ -204,12 +209,13 @@ class DecodedSplit:
         return any(a is not None for a in self.attention)
 
 
-def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, max_len: int = 80,
+def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, max_len: int = 0,
                  batch_size: int = 128, device: str | torch.device | None = None, syntax_aware: bool = False,
                  length_penalty: LengthPenalties = 1.0) -> DecodedSplit:
     """Decode every row's docstring with ``loaded``'s model (greedy for beam size 1, else beam search
     with ``length_penalty``: one value, or one per (model, decoding) as :func:`choose_length_penalty`
-    gives them)."""
+    gives them). ``max_len`` 0: the model's own target limit (``config.max_trg_len`` symbols)."""
+    max_len = max_len or loaded.model.config.max_trg_len
     label = decoding_label(beam_size, syntax_aware)
     alpha = penalty_for(length_penalty, loaded.name, label) if beam_size > 1 else None  # greedy has none
     model = loaded.model
@@ -229,24 +235,28 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
 
     hyps, attns, srcs, seen = [], [], [], []
     for i, (row, ex) in enumerate(zip(rows, examples)):
-        tokens = ids_to_tokens(hyp.tokens[i], loaded.trg_vocab, ex.src_oov)
+        pieces = ids_to_tokens(hyp.tokens[i], loaded.trg_vocab, ex.src_oov)  # the model's symbols
+        tokens = join_pieces(pieces)  # every metric is computed on tokens, never on pieces
         src = ["<SOS>", *row["docstring_tokens"], "<EOS>"]
+        src_pieces = ["<SOS>", *loaded.src_vocab.decode(ex.src, strip_special=False), "<EOS>"]
         a = hyp.attention[i] if hyp.attention else None
         if a is not None:
-            a = a.detach().float().cpu().numpy()[:, : len(src)]  # drop the batch's padding columns
-            if a.shape[0] != len(tokens):
-                raise RuntimeError(f"{loaded.name}: attention has {a.shape[0]} rows for {len(tokens)} output tokens.")
+            a = a.detach().float().cpu().numpy()[:, : len(src_pieces)]  # drop the batch's padding columns
+            if a.shape[0] != len(pieces):
+                raise RuntimeError(f"{loaded.name}: attention has {a.shape[0]} rows for {len(pieces)} output symbols.")
+            if loaded.trg_vocab.is_subword:  # heatmaps and statistics read tokens: merge the pieces
+                a = merge_attention(a, pieces, src_pieces)
         elif model.has_attention and not tokens:
             a = np.zeros((0, len(src)))
         hyps.append(tokens)
         attns.append(a)
         srcs.append(src)
-        seen.append(["<SOS>", *loaded.src_vocab.decode(ex.src, strip_special=False), "<EOS>"])
+        seen.append(join_pieces(src_pieces) if loaded.src_vocab.is_subword else src_pieces)
     scores = list(hyp.scores) if hyp is not None else []
     return DecodedSplit(loaded.name, label, beam_size, hyps, attns, srcs, seen, scores, seconds, syntax_aware, alpha)
 
 
-def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_size: int = 5, max_len: int = 80,
+def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_size: int = 5, max_len: int = 0,
                   batch_size: int = 128, device: str | torch.device | None = None,
                   syntax_aware: bool | Sequence[bool] = False, greedy: bool = True,
                   length_penalty: LengthPenalties = 1.0, log: Callable[[str], None] = print) -> list[DecodedSplit]:
@@ -284,7 +294,7 @@ def penalty_for(length_penalty: LengthPenalties, model: str, decoding: str) -> f
 
 
 def tune_length_penalty(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], candidates: Sequence[float],
-                        beam_size: int = 5, max_len: int = 80, batch_size: int = 128,
+                        beam_size: int = 5, max_len: int = 0, batch_size: int = 128,
                         device: str | torch.device | None = None, syntax_aware: bool | Sequence[bool] = False,
                         log: Callable[[str], None] = print) -> pd.DataFrame:
     """Beam search over ``rows`` (validation rows: never the split that is reported) with every
@@ -327,7 +337,7 @@ def chosen_length_penalties(table: pd.DataFrame) -> dict[tuple[str, str], float]
 def choose_length_penalty(setting: float | str | Sequence[float], loaded: Mapping[str, LoadedModel],
                           data_dir: str | Path, plots_dir: str | Path, beam_size: int = 5,
                           syntax_aware: bool | Sequence[bool] = False, tune_examples: int = 300,
-                          max_len: int = 80, batch_size: int = 128, device: str | torch.device | None = None,
+                          max_len: int = 0, batch_size: int = 128, device: str | torch.device | None = None,
                           log: Callable[[str], None] = print) -> tuple[LengthPenalties, pd.DataFrame | None]:
     """The notebooks' ``length_penalty`` parameter made concrete:
 
@@ -387,17 +397,28 @@ def shuffled_reference_baseline(rows: Sequence[dict], trg_vocab: Vocabulary | No
     """
     refs, docs = _references(rows)
     if len(refs) < 2:
-        return {"n": len(refs), **{k: float("nan") for k in ("bleu", "bleu_study", "token_accuracy", "exact_match",
+        return {"n": len(refs), **{k: float("nan") for k in ("bleu", "bleu_study", "codebleu", "token_accuracy",
+                                                            "exact_match",
                                                             "syntax_valid", "unk_rate", "copied_identifiers",
                                                             "distinct_outputs", "output_length")}}
     shifted = refs[1:] + refs[:1]
     return evaluate_outputs(shifted, refs, docs, trg_vocab)
 
 
+def retrieval_baseline(train_rows: Sequence[dict], rows: Sequence[dict],
+                       trg_vocab: Vocabulary | None = None) -> dict[str, float]:
+    """Metrics of the retrieval baseline (``utils.retrieval``): each row answered with the training
+    function whose docstring is most similar to its own."""
+    refs, docs = _references(rows)
+    return evaluate_outputs(retrieval_outputs(train_rows, rows), refs, docs, trg_vocab)
+
+
 def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedModel], rows: Sequence[dict],
                   device: str | torch.device | None = None, out_path: str | Path | None = None,
-                  include_floor: bool = True, batch_size: int = 128) -> pd.DataFrame:
-    """One row per (model, decoding), plus the shuffled-reference floor; written as CSV to ``out_path``.
+                  include_floor: bool = True, batch_size: int = 128,
+                  train_rows: Sequence[dict] | None = None) -> pd.DataFrame:
+    """One row per (model, decoding), plus the shuffled-reference floor and (given the training rows)
+    the retrieval baseline, scored exactly like the models; written as CSV to ``out_path``.
 
     Columns: :data:`RESULT_COLUMNS` (percentages 0-100; ``test_ppl`` is teacher-forced and the same for
     every decoding of a model; ``train_seconds`` sums the recorded epochs).
@@ -411,7 +432,7 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
         lm = loaded[d.model]
         if d.model not in ppl:
             ppl[d.model] = teacher_forced_perplexity(lm, rows, device, batch_size)
-        m = evaluate_outputs(d.hypotheses, refs, docs, lm.trg_vocab)
+        m = evaluate_outputs(d.hypotheses, refs, docs, known_tokens(lm.trg_vocab))
         records.append({
             "model": d.model, "decoding": d.decoding, "length_penalty": d.length_penalty, **m,
             "test_ppl": ppl[d.model],
@@ -421,10 +442,13 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
             "epochs": len(lm.history),
             "best_epoch": lm.best_epoch,
         })
+    vocab = known_tokens(next(iter(loaded.values())).trg_vocab) if loaded else None
     if include_floor:
-        vocab = next(iter(loaded.values())).trg_vocab if loaded else None
         records.append({"model": FLOOR_MODEL, "decoding": FLOOR_DECODING,
                         **shuffled_reference_baseline(rows, vocab)})
+    if train_rows:
+        records.append({"model": RETRIEVAL_MODEL, "decoding": RETRIEVAL_DECODING,
+                        **retrieval_baseline(train_rows, rows, vocab)})
     table = pd.DataFrame(records).reindex(columns=RESULT_COLUMNS)
     table["n"] = table["n"].astype("Int64")
     for col in ("parameters", "epochs", "best_epoch"):

@@ -127,6 +127,7 @@ class SyntaxState:
     header: str = ""          # the kind of block the awaited INDENT opens
     blocks: tuple[str, ...] = ()  # the kinds of the open blocks, innermost last (their number: the depth)
     closed: str = ""          # the kind of block the last DEDENT closed
+    bare_star: bool = False   # a def's bare '*,' still waits for its keyword-only parameter
 
 
 class PythonSyntaxConstraint:
@@ -186,13 +187,23 @@ class PythonSyntaxConstraint:
             param_part = {",": 0, ":": 1, "=": 2}.get(tok, param_part)
         param_stars = {"*": max(s.param_stars, 1), "**": 2}.get(tok, s.param_stars) if def_params(s) else \
             (s.param_stars if s.line_first in ("def", "async") else 0)
+        bare_star = def_params(s) and ((tok == "," and s.prev_tok == "*") or (s.bare_star and cat != NAME))
         return replace(s, stack=stack, prev=cat, prev_tok=tok, line_start=False, line_compound=compound,
                        line_colon=colon, steps=steps, line_first=tok if s.line_start else s.line_first,
                        lambdas=lambdas, after_decorator=False if s.line_start else s.after_decorator,
                        def_stage=def_stage, param_part=param_part,
                        param_stars=param_stars, line_tokens=min(s.line_tokens + 1, 2) if not s.line_start else 1,
-                       ternaries=ternaries, assign_ok=assign_ok and tok != "=", kwarg_ok=kwarg_ok,
-                       arg_start=arg_start, line_kind=self._line_kind(s, tok) if s.line_start else s.line_kind)
+                       ternaries=ternaries, assign_ok=self._assign_after(s, tok, assign_ok), kwarg_ok=kwarg_ok,
+                       arg_start=arg_start, line_kind=self._line_kind(s, tok) if s.line_start else s.line_kind,
+                       bare_star=bare_star)
+
+    @staticmethod
+    def _assign_after(s: SyntaxState, tok: str, target: bool) -> bool:
+        """Whether the line so far may still be assigned to: after a top-level ``=`` a new target may
+        begin (``a = b = c``); an augmented assignment (``+=``) ends the targets."""
+        if tok == "=" and s.assign_ok and not s.stack:
+            return True
+        return target and tok != "=" and tok not in AUGMENTED
 
     @staticmethod
     def _line_kind(s: SyntaxState, tok: str) -> str:
@@ -220,12 +231,12 @@ class PythonSyntaxConstraint:
                 s.steps == 0, closing, s.line_first in ("def", "async"), s.lambdas > 0, s.after_decorator,
                 s.def_stage, s.line_first == "from", def_params(s) and s.param_part + 1, s.param_stars, s.line_tokens,
                 s.ternaries > 0, s.assign_ok, s.kwarg_ok, prev_bytes,
-                s.closed if s.prev_tok == DEDENT else "")
+                s.closed if s.prev_tok == DEDENT else "", s.bare_star)
 
     def _build(self, key: tuple) -> tuple[Tensor, bool]:
         (top, in_brackets, prev, prev_tok, line_start, await_indent, in_block, compound, colon,
          has_line, first, closing, def_line, in_lambda, after_decorator, def_stage, from_line, params, stars, line_tokens,
-         ternary_open, assign_ok, kwarg_ok, prev_bytes, closed) = key
+         ternary_open, assign_ok, kwarg_ok, prev_bytes, closed, bare_star) = key
         allowed = torch.zeros(self.V, dtype=torch.bool)
         ids = self.ids
 
@@ -249,7 +260,7 @@ class PythonSyntaxConstraint:
             return allowed, False
         if def_stage == 1:  # the name of a def or class
             for i, c in enumerate(self.cat):
-                allowed[i] = c == NAME and self.vocab.itos[i] not in ATOM_KEYWORDS
+                allowed[i] = c == NAME and self.vocab.itos[i] not in ATOM_KEYWORDS | {"..."}
             return allowed, True
         if def_stage == 2:
             allow("(")
@@ -314,7 +325,8 @@ class PythonSyntaxConstraint:
             if operand_before:  # after an operand only a keyword that continues the expression
                 for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
                     if keyword.iskeyword(tok) and tok not in ATOM_KEYWORDS and (
-                            tok not in NEEDS_LEFT | {"not", "from"} or (tok == "for" and not in_brackets)):
+                            tok not in NEEDS_LEFT | {"not", "from"} or (tok == "for" and not in_brackets)) \
+                            and not (tok == "import" and from_line and not in_brackets):  # from a.b import c
                         allowed[i] = False
             if prev == STRING:  # implicit concatenation only of strings of one kind
                 for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
@@ -326,7 +338,7 @@ class PythonSyntaxConstraint:
                     allowed[ids[NEWLINE]] = True
                 name_ok = False
             if prev == DOT:  # only an attribute name may follow '.'
-                keep = torch.tensor([c == NAME and self.vocab.itos[i] not in ATOM_KEYWORDS
+                keep = torch.tensor([c == NAME and self.vocab.itos[i] not in ATOM_KEYWORDS | {"..."}
                                      for i, c in enumerate(self.cat)])
                 allowed &= keep
                 name_ok = True
@@ -344,6 +356,10 @@ class PythonSyntaxConstraint:
                             allowed = torch.zeros_like(allowed)
                             allow(")")
                             name_ok = False
+                        elif bare_star:  # `*,` must be followed by a keyword-only parameter
+                            for t in (")", "**"):
+                                if t in ids:
+                                    allowed[ids[t]] = False
                     elif prev_tok == "*":
                         allow(",")
                 elif prev_tok == "/":

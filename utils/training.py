@@ -32,7 +32,7 @@ from utils.precision import autocast, grad_scaler, resolve_precision
 from utils.vocabulary import Vocabulary
 
 # Fields that change the architecture: a checkpoint that differs in any of them cannot be resumed.
-ARCHITECTURE_FIELDS = ("model", "src_vocab_size", "trg_vocab_size", "embed_dim", "hidden_dim",
+ARCHITECTURE_FIELDS = ("model", "vocabulary", "src_vocab_size", "trg_vocab_size", "embed_dim", "hidden_dim",
                        "num_layers", "n_heads", "ff_dim", "max_positions")
 # Fields that change how training goes on: resuming with other values would mix two runs in one
 # history. (``epochs`` and ``patience`` may change: more epochs continue a finished run.)
@@ -131,6 +131,7 @@ def train_model(
     best_path, last_path = ckpt_dir / f"{config.model}_best.pt", ckpt_dir / f"{config.model}_last.pt"
     config = copy.deepcopy(config)
     config.src_vocab_size, config.trg_vocab_size = len(src_vocab), len(trg_vocab)
+    config.vocabulary = "bpe" if trg_vocab.is_subword else "word"
 
     precision = resolve_precision(config.precision, device)
     set_seed(config.seed)

@@ -15,15 +15,43 @@ _FORMAT = "seq2seq-vocabulary"
 
 
 class Vocabulary:
-    """Maps tokens to ids; ids 0..3 are always <PAD>, <SOS>, <EOS>, <UNK>."""
+    """Maps symbols to ids; ids 0..3 are always <PAD>, <SOS>, <EOS>, <UNK>.
 
-    def __init__(self, itos: list[str]) -> None:
+    A word vocabulary's symbols are the tokens themselves. A subword vocabulary also carries the BPE
+    model (``subwords``: the tokenizer's JSON, see ``utils.subwords``) that splits tokens into its
+    symbols, the pieces; ``symbols(tokens)`` gives what a model reads or writes either way.
+    """
+
+    def __init__(self, itos: list[str], subwords: str | None = None) -> None:
         if list(itos[:len(SPECIALS)]) != SPECIALS:
             raise ValueError(f"A vocabulary must start with the specials {SPECIALS} at ids 0..3.")
         if len(set(itos)) != len(itos):
             raise ValueError("A vocabulary cannot list the same token twice.")
         self.itos: list[str] = list(itos)
         self.stoi: dict[str, int] = {t: i for i, t in enumerate(self.itos)}
+        self.subwords = subwords
+        self._splitter = None
+        if subwords is not None:
+            pieces = self.splitter().vocabulary().itos
+            if pieces != self.itos:
+                raise ValueError(f"The vocabulary's {len(self.itos)} symbols do not match its BPE tokenizer's "
+                                 f"{len(pieces)} pieces; write both again with notebooks/01_preprocess.ipynb.")
+
+    @property
+    def is_subword(self) -> bool:
+        return self.subwords is not None
+
+    def splitter(self):
+        """The ``utils.subwords.Subwords`` of a subword vocabulary (built once)."""
+        if self._splitter is None:
+            from utils.subwords import Subwords  # above this module: imported when first needed
+
+            self._splitter = Subwords.from_json(self.subwords)
+        return self._splitter
+
+    def symbols(self, tokens: Iterable[str]) -> list[str]:
+        """What a model reads or writes for ``tokens``: the tokens, or their BPE pieces."""
+        return self.splitter().split(list(tokens)) if self.is_subword else list(tokens)
 
     @classmethod
     def build(cls, token_lists: Iterable[list[str]], min_freq: int = 10, max_size: int | None = None) -> "Vocabulary":
@@ -70,15 +98,18 @@ class Vocabulary:
         return token in self.stoi
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and self.itos == other.itos
+        return isinstance(other, Vocabulary) and self.itos == other.itos and self.subwords == other.subwords
 
     __hash__ = None  # type: ignore[assignment]  # mutable-looking and compared by content
 
     def __repr__(self) -> str:
-        return f"Vocabulary({len(self)} tokens)"
+        return f"Vocabulary({len(self)} {'BPE pieces' if self.is_subword else 'tokens'})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "version": 1, "itos": list(self.itos)}
+        out = {"format": _FORMAT, "version": 1, "itos": list(self.itos)}
+        if self.is_subword:
+            out["subwords"] = self.subwords
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Vocabulary":
@@ -87,7 +118,9 @@ class Vocabulary:
             raise ValueError(f"Not a vocabulary: expected a JSON object with format={_FORMAT!r} and an 'itos' list.")
         if not all(isinstance(t, str) for t in d["itos"]):
             raise ValueError("Not a vocabulary: every entry of 'itos' must be a string.")
-        return cls(d["itos"])
+        if d.get("subwords") is not None and not isinstance(d["subwords"], str):
+            raise ValueError("Not a vocabulary: 'subwords' must be the BPE tokenizer's JSON text.")
+        return cls(d["itos"], d.get("subwords"))
 
     def save(self, path: str | Path) -> None:
         write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
