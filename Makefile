@@ -9,7 +9,7 @@ RUNS   := runs
 # More pip options, e.g. PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu" (CPU-only torch)
 PIP_EXTRA ?=
 
-.PHONY: setup lock main quick test unit notebooks-smoke benchmark clean-runs
+.PHONY: setup lock main main-word quick test unit notebooks-smoke benchmark clean-runs
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ lock:
 # The main job: every numbered notebook, in order, with the full parameter set.
 main: setup
 	$(PY) -m utils.run_notebooks --params params/full.yaml --out $(RUNS)/full $(NOTEBOOKS)
+
+# The same chain with the original study's word vocabulary, into runs/full-word/ (the README's comparison).
+main-word: setup
+	$(PY) -m utils.run_notebooks --params params/full_word.yaml --out $(RUNS)/full-word $(NOTEBOOKS)
 
 # A quick look (minutes): small data and models, same chain.
 quick: setup
