@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     dec = p.add_argument_group("decoding")
     dec.add_argument("-b", "--beam-size", type=_positive_int, default=1, metavar="N",
                      help="beam width; 1 is greedy decoding (default: 1)")
-    dec.add_argument("--max-length", type=_positive_int, default=80, metavar="N",
-                     help="maximum number of generated code tokens (default: 80)")
+    dec.add_argument("--max-length", type=_positive_int, default=None, metavar="N",
+                     help="maximum number of generated code symbols (default: the model's own limit, "
+                          "80 tokens or 160 BPE pieces)")
     dec.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
                      help="docstrings decoded together (default: 64)")
     dec.add_argument("--length-penalty", type=_non_negative_float, default=LENGTH_PENALTY, metavar="A",

@@ -141,10 +141,12 @@ LENGTH_PENALTY = 3.0
 
 def _decode_options(beam_size: int, max_length: int, syntax_aware: bool, length_penalty: float = LENGTH_PENALTY,
                     precision: str = "auto") -> dict:
-    _check_int("max_length", max_length)
+    if max_length is not None:
+        _check_int("max_length", max_length)
     _check_int("beam_size", beam_size)
     check_precision(precision)
-    return {"beam_size": int(beam_size), "max_len": int(max_length), "syntax_aware": bool(syntax_aware),
+    return {"beam_size": int(beam_size), "max_len": None if max_length is None else int(max_length),
+            "syntax_aware": bool(syntax_aware),
             "length_penalty": check_length_penalty(length_penalty),  # checked before any model is loaded
             "precision": precision}
 
@@ -256,7 +258,10 @@ def _decode(loaded: LoadedModel, prepared: Sequence[_Prepared], options: dict):
 
 
 def _fit_max_length(loaded: LoadedModel, options: dict) -> dict:
-    """The Transformer cannot decode past its position table: cap ``max_length`` there, with a warning."""
+    """``max_length`` None: the model's own target limit (``config.max_trg_len`` symbols). The
+    Transformer cannot decode past its position table: cap ``max_length`` there, with a warning."""
+    if options["max_len"] is None:
+        options = {**options, "max_len": int(loaded.model.config.max_trg_len)}
     limit = loaded.max_trg_len
     if limit is not None and options["max_len"] > limit:
         warnings.warn(f"max_length {options['max_len']} is more than the '{loaded.name}' model can generate "
@@ -268,11 +273,12 @@ def _fit_max_length(loaded: LoadedModel, options: dict) -> dict:
 # ----------------------------------------------------------------------------------------------- API
 
 def generate_code(docstring: str, model_path: str | os.PathLike, vocab_path: str | os.PathLike | None = None,
-                  max_length: int = 80, device: str | torch.device = "cpu", beam_size: int = 1,
+                  max_length: int | None = None, device: str | torch.device = "cpu", beam_size: int = 1,
                   syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY, precision: str = "auto") -> str:
     """Generate the Python source (indented, newline-terminated) of a function described by ``docstring``.
 
-    ``max_length`` caps the generated tokens; ``beam_size`` 1 is greedy decoding; beam search ranks
+    ``max_length`` caps the generated symbols (None: the model's own limit, 80 tokens or 160 BPE
+    pieces for the full run's models); ``beam_size`` 1 is greedy decoding; beam search ranks
     finished hypotheses by log-probability / ((5 + length) / 6) ** ``length_penalty``; ``precision``
     is the arithmetic ("fp32", "bf16" or "auto", see ``utils.precision``), whatever the model was
     trained in.
@@ -282,7 +288,7 @@ def generate_code(docstring: str, model_path: str | os.PathLike, vocab_path: str
 
 
 def generate_with_attention(docstring: str, model_path: str | os.PathLike,
-                            vocab_path: str | os.PathLike | None = None, max_length: int = 80,
+                            vocab_path: str | os.PathLike | None = None, max_length: int | None = None,
                             device: str | torch.device = "cpu", beam_size: int = 1,
                             syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY,
                             precision: str = "auto") -> AttentionResult:
@@ -317,7 +323,7 @@ def generate_with_attention(docstring: str, model_path: str | os.PathLike,
 
 
 def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,
-                   vocab_path: str | os.PathLike | None = None, max_length: int = 80,
+                   vocab_path: str | os.PathLike | None = None, max_length: int | None = None,
                    device: str | torch.device = "cpu", beam_size: int = 1, batch_size: int = 64,
                    syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY,
                    precision: str = "auto") -> list[str]:

@@ -208,7 +208,9 @@ def test_bad_arguments(tiny) -> None:
     for value in (-1.0, float("nan"), float("inf"), "1", True):
         with pytest.raises(ValueError, match="length_penalty must be a number >= 0"):
             generate_code(DOC, ck, beam_size=2, length_penalty=value)
-    for value in ("80", 2.5, True, None):
+    with pytest.raises(TypeError, match="beam_size must be an int"):
+        generate_code(DOC, ck, beam_size=None)
+    for value in ("80", 2.5, True):  # None is allowed: the model's own limit
         with pytest.raises(TypeError, match="max_length must be an int"):
             generate_code(DOC, ck, max_length=value)
         with pytest.raises(TypeError, match="beam_size must be an int"):
