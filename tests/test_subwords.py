@@ -51,6 +51,34 @@ def test_pieces_join_back_into_the_tokens_exactly() -> None:
     assert not sw.spells("\u263a") and sw.spells("get_name_of_user")
 
 
+# Random words with many equally frequent pairs: where the library breaks ties by hash-map order
+# (huggingface/tokenizers#1794) two processes disagree on them (seen here: 5 of 5 runs differed).
+_TRAIN_IN_A_PROCESS = """
+import hashlib, random, sys
+from utils.subwords import Subwords
+rng = random.Random(0)
+words = ["".join(rng.choice("abcdefgh_") for _ in range(rng.randint(2, 9))) for _ in range(3000)]
+print(hashlib.sha256(Subwords.train([words], vocab_size=300).to_json().encode()).hexdigest())
+"""
+
+
+def test_bpe_training_gives_the_same_model_in_every_process() -> None:
+    import subprocess
+    import sys
+
+    from utils.paths import REPO_ROOT
+
+    hashes = {subprocess.run([sys.executable, "-c", _TRAIN_IN_A_PROCESS], cwd=REPO_ROOT, check=True,
+                             capture_output=True, text=True).stdout.strip() for _ in range(3)}
+    assert len(hashes) == 1, hashes
+
+
+def test_a_literal_continuation_mark_inside_a_token_joins_back() -> None:
+    sw = Subwords.train([["'##ab'", "x", "ab", "abab"]] * 3, vocab_size=100)
+    tokens = ["'##ab'", "x##a", "ab"]
+    assert join_pieces(sw.split(tokens)) == tokens
+
+
 def test_a_subword_vocabulary_is_json_and_checked(tmp_path) -> None:
     sw = Subwords.train([tokenize_code(CODE)] * 3, vocab_size=120)
     vocab = sw.vocabulary(attach=True)

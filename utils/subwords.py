@@ -52,13 +52,21 @@ class Subwords:
 
         if vocab_size < 100:
             raise ValueError(f"bpe_size must be at least 100 pieces, got {vocab_size}.")
+        words = [t for tokens in token_lists for t in tokens if t not in WHOLE]
+        # The library's trainer gives each "##c" piece its id when it first meets it while walking a
+        # hash map, so those ids, which break ties between equally frequent merges, change from one
+        # process to the next and so do the merges (huggingface/tokenizers#1794). Declaring every
+        # "##c" up front, sorted, fixes their ids: the same words then give the same BPE model.
+        continuations = sorted({CONTINUATION + c for w in words for c in w[1:]})
         tokenizer = Tokenizer(models.BPE(unk_token=SPECIALS[UNK], continuing_subword_prefix=CONTINUATION))
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
-                                      special_tokens=[*SPECIALS, NEWLINE, INDENT, DEDENT],
+                                      special_tokens=[*SPECIALS, NEWLINE, INDENT, DEDENT, *continuations],
                                       continuing_subword_prefix=CONTINUATION)
-        words = (t for tokens in token_lists for t in tokens if t not in WHOLE)
         tokenizer.train_from_iterator(words, trainer)
-        return cls(tokenizer)
+        # ... for training only: as added tokens they would be cut out of any text that holds them
+        saved = json.loads(tokenizer.to_str())
+        saved["added_tokens"] = [t for t in saved["added_tokens"] if not t["content"].startswith(CONTINUATION)]
+        return cls(Tokenizer.from_str(json.dumps(saved)))
 
     def _pieces_of(self, token: str) -> tuple[str, ...]:
         if token in WHOLE:
