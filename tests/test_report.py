@@ -1,0 +1,93 @@
+"""The README's tables come from the run's files: results, word vs BPE, epoch times, stage times."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from utils import report
+from utils.training import train_model
+
+
+def _results(bleu: float, unk: float) -> pd.DataFrame:
+    rows = []
+    for model in ("rnn", "attention"):
+        for decoding in ("greedy", "beam5", "greedy+syntax"):
+            rows.append({"model": model, "decoding": decoding, "length_penalty": 2.0 if "beam" in decoding else None,
+                         "bleu": bleu, "codebleu": bleu + 1, "token_accuracy": 10.0, "exact_match": 0.0,
+                         "syntax_valid": 50.0, "unk_rate": unk, "copied_identifiers": 3.0,
+                         "distinct_outputs": 12.5, "output_length": 80.0, "test_ppl": 9.5,
+                         "decode_seconds": 1.25, "parameters": 1234567, "train_seconds": 99.6})
+    rows.append({"model": "retrieval (TF-IDF)", "decoding": "nearest training docstring", "bleu": 15.0,
+                 "codebleu": 16.0, "unk_rate": 0.0, "syntax_valid": 100.0, "copied_identifiers": 4.0,
+                 "distinct_outputs": 90.0})
+    return pd.DataFrame(rows)
+
+
+def test_markdown_table_escapes_pipes():
+    text = report.markdown_table([["a|b", "1"]], ["x", "y"])
+    assert text.splitlines() == ["| x | y |", "| --- | --- |", "| a\\|b | 1 |"]
+
+
+def test_results_markdown_formats_every_row_from_the_csv():
+    lines = report.results_markdown(_results(7.125, 3.0)).splitlines()
+    assert len(lines) == 2 + 7
+    assert lines[2].startswith("| rnn | greedy |  | 7.12 | 8.12 | 10.00 |")
+    assert "| 1,234,567 | 100 |" in lines[2]
+    assert "| 2 |" in lines[3]                       # the beam row's length penalty
+    assert lines[-1].startswith("| retrieval (TF-IDF) | nearest training docstring |  | 15.00 |")
+
+
+def test_vocabulary_comparison_pairs_rows_by_model_and_decoding():
+    table = report.vocabulary_comparison(_results(9.0, 0.0), _results(6.0, 20.0))
+    assert list(zip(table["model"], table["decoding"])) == [
+        ("rnn", "greedy"), ("rnn", "greedy+syntax"), ("attention", "greedy"), ("attention", "greedy+syntax"),
+        ("retrieval (TF-IDF)", "nearest training docstring")]
+    assert table.loc[0, "bleu_word"] == 6.0 and table.loc[0, "bleu_bpe"] == 9.0
+    assert table.loc[0, "unk_rate_word"] == 20.0 and table.loc[0, "unk_rate_bpe"] == 0.0
+    text = report.comparison_markdown(table)
+    assert "| rnn | greedy | 6.0 → 9.0 | 7.0 → 10.0 | 20.0 → 0.0 |" in text
+
+
+def test_epoch_history_reads_every_epoch_from_the_last_checkpoint(tmp_path, tiny_config, toy_examples, toy_vocab):
+    train, valid = toy_examples(32, seed=1), toy_examples(8, seed=2)
+    train_model(tiny_config("rnn", epochs=2, batch_size=16, patience=5, max_trg_len=8), train, valid,
+                toy_vocab, toy_vocab, checkpoint_dir=tmp_path, device="cpu", progress=False, log=lambda _: None)
+    history = report.epoch_history(tmp_path, ["rnn", "lstm"], "bpe")    # no lstm checkpoint: skipped
+    assert list(history["epoch"]) == [1, 2] and set(history["model"]) == {"rnn"}
+    assert (history["epoch_seconds"] >= history["train_seconds"]).all()
+    times = report.epoch_times(history)
+    assert times.loc[0, "epochs"] == 2
+    assert times.loc[0, "seconds_per_epoch"] == pytest.approx(history["epoch_seconds"].mean())
+    assert times.loc[0, "best_val_loss"] == pytest.approx(history["val_loss"].min())
+
+
+def test_epoch_times_markdown_leaves_a_missing_vocabulary_blank():
+    times = pd.DataFrame([{"model": "rnn", "vocabulary": "word", "epochs": 5, "seconds_per_epoch": 25.4,
+                           "best_val_loss": 2.1834},
+                          {"model": "rnn", "vocabulary": "bpe", "epochs": 4, "seconds_per_epoch": 44.6,
+                           "best_val_loss": 2.5},
+                          {"model": "copy", "vocabulary": "bpe", "epochs": 5, "seconds_per_epoch": 350.0,
+                           "best_val_loss": 2.0}])
+    lines = report.epoch_times_markdown(times).splitlines()
+    assert lines[0].startswith("| model | word s / epoch | word epochs |")
+    assert lines[2] == "| rnn | 25 | 5 | 2.183 | 45 | 4 | 2.500 |"
+    assert lines[3] == "| copy |  |  |  | 350 | 5 | 2.000 |"
+
+
+def test_main_prints_every_table_and_writes_the_epoch_csv(tmp_path, capsys):
+    (tmp_path / "plots").mkdir()
+    _results(9.0, 0.0).to_csv(tmp_path / "plots" / "results.csv", index=False)
+    word = tmp_path / "word"
+    (word / "plots").mkdir(parents=True)
+    _results(6.0, 20.0).to_csv(word / "plots" / "results.csv", index=False)
+    (word / "timings.json").write_text(json.dumps({"01_preprocess.ipynb": 60.2, "total": 100.0}))
+    (tmp_path / "timings.json").write_text(json.dumps({"01_preprocess.ipynb": 70.0, "total": 130.4}))
+    report.main(["--plots", str(tmp_path / "plots"), "--checkpoints", str(tmp_path / "none"),
+                 "--timings", str(tmp_path / "timings.json"), "--word-run", str(word)])
+    out = capsys.readouterr().out
+    assert "## Results" in out and "## Word vs BPE" in out
+    assert "| stage | word (s) | bpe (s) |" in out and "| 01_preprocess | 60 | 70 |" in out
+    assert "## Seconds per epoch" not in out                 # no checkpoints: no epoch table, no CSV
+    assert not (tmp_path / "plots" / "training_epochs.csv").exists()

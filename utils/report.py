@@ -1,0 +1,196 @@
+"""The README's result tables, rendered from the files a run wrote (never from typed numbers).
+
+``python -m utils.report`` reads the main run (``plots/``, ``checkpoints/``) and, when it exists, the
+word-vocabulary run (``runs/full-word/``), writes ``plots/training_epochs.csv`` (every epoch of every
+model under both vocabularies, from the ``_last.pt`` checkpoints) and prints the Markdown tables:
+
+- the results table (``plots/results.csv``: models, decodings and the two baseline rows);
+- word against BPE, per model and decoding (``vocabulary_comparison``);
+- seconds per training epoch under each vocabulary (``epoch_times``);
+- wall time of each stage (``timings.json`` of ``utils.run_notebooks``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from utils.checkpoint import load_checkpoint
+from utils.evaluation import save_csv
+from utils.paths import project_path
+
+# (column in plots/results.csv, header in the README, digits); None digits = integer with separators
+README_COLUMNS: list[tuple[str, str, int | None]] = [
+    ("model", "model", 0),
+    ("decoding", "decoding", 0),
+    ("length_penalty", "length penalty", 0),
+    ("bleu", "BLEU", 2),
+    ("codebleu", "CodeBLEU", 2),
+    ("token_accuracy", "token acc %", 2),
+    ("exact_match", "exact %", 1),
+    ("syntax_valid", "syntax valid %", 1),
+    ("unk_rate", "<UNK> %", 1),
+    ("copied_identifiers", "copied ids %", 1),
+    ("distinct_outputs", "distinct outputs %", 1),
+    ("output_length", "output length %", 0),
+    ("test_ppl", "test ppl (TF)", 2),
+    ("decode_seconds", "decode s", 1),
+    ("parameters", "params", None),
+    ("train_seconds", "train s", 0),
+]
+# The columns the word-vs-BPE comparison puts side by side.
+COMPARED: list[tuple[str, str]] = [
+    ("bleu", "BLEU"),
+    ("codebleu", "CodeBLEU"),
+    ("unk_rate", "<UNK> %"),
+    ("syntax_valid", "syntax valid %"),
+    ("copied_identifiers", "copied ids %"),
+    ("distinct_outputs", "distinct %"),
+]
+
+
+def _cell(value: object, digits: int | None) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if digits is None:
+        return f"{int(value):,}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if digits == 0 and float(value).is_integer():
+            return f"{int(value):,}"
+        return f"{float(value):,.{digits}f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    """A GitHub Markdown table; ``|`` inside a cell is escaped."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
+
+
+def results_markdown(results: pd.DataFrame) -> str:
+    """``plots/results.csv`` as the README's table."""
+    rows = [[_cell(r.get(col), d) for col, _, d in README_COLUMNS] for r in results.to_dict("records")]
+    return markdown_table(rows, [h for _, h, _ in README_COLUMNS])
+
+
+def vocabulary_comparison(bpe: pd.DataFrame, word: pd.DataFrame,
+                          decodings: Sequence[str] = ("greedy", "greedy+syntax")) -> pd.DataFrame:
+    """One row per model (and baseline) and decoding: each compared column under word and BPE.
+
+    Rows are matched on ``model`` and ``decoding``; beam rows are matched on the model and whether the
+    syntax constraint was on (the beam width is the same in both runs, the length penalty may differ).
+    """
+    def key(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df["decoding"] = df["decoding"].astype(str)
+        return df.set_index(["model", "decoding"])
+
+    b, w = key(bpe), key(word)
+    keep = [k for k in b.index if k in w.index and (k[1] in decodings or not _is_model_row(k[1]))]
+    out = pd.DataFrame(index=pd.MultiIndex.from_tuples(keep, names=["model", "decoding"]))
+    for col, _ in COMPARED:
+        out[f"{col}_word"] = [w.loc[k, col] for k in keep]
+        out[f"{col}_bpe"] = [b.loc[k, col] for k in keep]
+    return out.reset_index()
+
+
+def _is_model_row(decoding: str) -> bool:
+    return decoding.startswith(("greedy", "beam"))
+
+
+def comparison_markdown(table: pd.DataFrame) -> str:
+    """:func:`vocabulary_comparison` as a Markdown table: ``word → bpe`` in each cell."""
+    rows = []
+    for r in table.to_dict("records"):
+        rows.append([r["model"], r["decoding"]] + [
+            f"{_cell(r[f'{col}_word'], 1)} → {_cell(r[f'{col}_bpe'], 1)}" for col, _ in COMPARED])
+    return markdown_table(rows, ["model", "decoding"] + [f"{h} word → BPE" for _, h in COMPARED])
+
+
+def epoch_history(checkpoint_dir: str | Path, models: Sequence[str], vocabulary: str) -> pd.DataFrame:
+    """Every finished epoch of every model in ``checkpoint_dir`` (from ``<model>_last.pt``)."""
+    records = []
+    for model in models:
+        path = project_path(checkpoint_dir) / f"{model}_last.pt"
+        if not path.exists():
+            continue
+        for h in load_checkpoint(path)["history"]:
+            records.append({"vocabulary": vocabulary, "model": model, "epoch": h["epoch"],
+                            "train_seconds": h["train_seconds"], "epoch_seconds": h["epoch_seconds"],
+                            "train_tokens_per_s": h["train_tokens_per_s"], "train_loss": h["train_loss"],
+                            "val_loss": h["val_loss"], "val_token_acc_greedy": h["val_token_acc_greedy"]})
+    return pd.DataFrame.from_records(records)
+
+
+def epoch_times(history: pd.DataFrame) -> pd.DataFrame:
+    """Mean seconds per epoch (training + validation) and epochs run, per model and vocabulary."""
+    g = history.groupby(["model", "vocabulary"], sort=False)
+    out = g.agg(epochs=("epoch", "max"), seconds_per_epoch=("epoch_seconds", "mean"),
+                best_val_loss=("val_loss", "min")).reset_index()
+    return out
+
+
+def epoch_times_markdown(times: pd.DataFrame) -> str:
+    """Per model: seconds per epoch, epochs run and best validation loss under each vocabulary."""
+    vocabularies = list(dict.fromkeys(times["vocabulary"]))
+    rows = []
+    for model in dict.fromkeys(times["model"]):
+        cells = [model]
+        for v in vocabularies:
+            hit = times[(times["model"] == model) & (times["vocabulary"] == v)]
+            if hit.empty:
+                cells += ["", "", ""]
+                continue
+            r = hit.iloc[0]
+            cells += [f"{r['seconds_per_epoch']:.0f}", f"{int(r['epochs'])}", f"{r['best_val_loss']:.3f}"]
+        rows.append(cells)
+    header = ["model"] + [f"{v} {h}" for v in vocabularies for h in ("s / epoch", "epochs", "best val loss")]
+    return markdown_table(rows, header)
+
+
+def timings_markdown(timings: dict[str, dict[str, float]]) -> str:
+    """Wall seconds of each notebook (rows) for each run (columns)."""
+    runs = list(timings)
+    stages = list(dict.fromkeys(s for t in timings.values() for s in t))
+    rows = [[s.removesuffix(".ipynb")] + [_cell(timings[r].get(s), 0) for r in runs] for s in stages]
+    return markdown_table(rows, ["stage"] + [f"{r} (s)" for r in runs])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plots", default="plots", help="the main run's plots folder")
+    parser.add_argument("--checkpoints", default="checkpoints", help="the main run's checkpoints")
+    parser.add_argument("--timings", default="runs/full/timings.json")
+    parser.add_argument("--vocabulary", default="bpe", help="the main run's vocabulary")
+    parser.add_argument("--word-run", default="runs/full-word",
+                        help="the word-vocabulary run (plots/, checkpoints/, timings.json inside)")
+    parser.add_argument("--models", nargs="+", default=["rnn", "lstm", "attention", "copy", "transformer"])
+    args = parser.parse_args(argv)
+
+    plots, word = project_path(args.plots), project_path(args.word_run)
+    results = pd.read_csv(plots / "results.csv")
+    print("## Results\n\n" + results_markdown(results) + "\n")
+    history = epoch_history(args.checkpoints, args.models, args.vocabulary)
+    timings = {}
+    if project_path(args.timings).exists():
+        timings[args.vocabulary] = json.loads(project_path(args.timings).read_text())
+    if (word / "plots" / "results.csv").exists():
+        comparison = vocabulary_comparison(results, pd.read_csv(word / "plots" / "results.csv"))
+        print("## Word vs BPE\n\n" + comparison_markdown(comparison) + "\n")
+        history = pd.concat([epoch_history(word / "checkpoints", args.models, "word"), history],
+                            ignore_index=True)
+        if (word / "timings.json").exists():
+            timings = {"word": json.loads((word / "timings.json").read_text()), **timings}
+    if not history.empty:
+        save_csv(history, plots / "training_epochs.csv")
+        print("## Seconds per epoch\n\n" + epoch_times_markdown(epoch_times(history)) + "\n")
+    if timings:
+        print("## Stage times\n\n" + timings_markdown(timings) + "\n")
+
+
+if __name__ == "__main__":
+    main()
