@@ -136,7 +136,8 @@ def epoch_times(history: pd.DataFrame) -> pd.DataFrame:
 
 
 def epoch_times_markdown(times: pd.DataFrame) -> str:
-    """Per model: seconds per epoch, epochs run and best validation loss under each vocabulary."""
+    """Per model: seconds per epoch and epochs run under each vocabulary (validation losses are per
+    token or per piece, not comparable across vocabularies, so they stay in the CSV)."""
     vocabularies = list(dict.fromkeys(times["vocabulary"]))
     rows = []
     for model in dict.fromkeys(times["model"]):
@@ -144,12 +145,12 @@ def epoch_times_markdown(times: pd.DataFrame) -> str:
         for v in vocabularies:
             hit = times[(times["model"] == model) & (times["vocabulary"] == v)]
             if hit.empty:
-                cells += ["", "", ""]
+                cells += ["", ""]
                 continue
             r = hit.iloc[0]
-            cells += [f"{r['seconds_per_epoch']:.0f}", f"{int(r['epochs'])}", f"{r['best_val_loss']:.3f}"]
+            cells += [f"{r['seconds_per_epoch']:.0f}", f"{int(r['epochs'])}"]
         rows.append(cells)
-    header = ["model"] + [f"{v} {h}" for v in vocabularies for h in ("s / epoch (median)", "epochs", "best val loss")]
+    header = ["model"] + [f"{v} {h}" for v in vocabularies for h in ("s / epoch (median)", "epochs")]
     return markdown_table(rows, header)
 
 
