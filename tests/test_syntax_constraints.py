@@ -144,3 +144,20 @@ def test_try_must_be_followed_by_except_or_finally() -> None:
     assert _allowed_after(prefix + handler) & CONTINUATION == {"except", "else", "finally"}
     try_else = ["else", ":", NEWLINE, INDENT, "pass", NEWLINE, DEDENT]
     assert _allowed_after(prefix + handler + try_else) & CONTINUATION == {"finally"}
+
+
+def test_an_assignment_expression_needs_one_name_in_parentheses() -> None:
+    vocab = Vocabulary(["<PAD>", "<SOS>", "<EOS>", "<UNK>", "def", "f", "(", ")", ":", "return", "y", ".", ":=",
+                        NEWLINE, INDENT])
+    c = PythonSyntaxConstraint(vocab)
+
+    def walrus_after(tokens: list[str]) -> bool:
+        s = c.initial()
+        for tok in ["def", "f", "(", ")", ":", NEWLINE, INDENT, "return", *tokens]:
+            s = c.advance(s, vocab.stoi[tok])
+        return bool(c.mask([s], len(vocab), 100)[0, vocab.stoi[":="]])
+
+    assert walrus_after(["f", "(", "y"]) and walrus_after(["(", "y"])   # f(y := ...), (y := ...)
+    assert not walrus_after(["f", "(", ")"])                              # a call is no target
+    assert not walrus_after(["f", "(", "y", ".", "y"])                    # nor an attribute
+    assert not walrus_after(["y"])                                        # `return y := 1` does not parse

@@ -199,8 +199,12 @@ class PieceSyntaxConstraint:
         string = _string_state(partial)
         exact = tuple(e[len(partial):] for e in EXACT if e.startswith(partial) and len(e) > len(partial))
         closing = self._closing(state, remaining)
+        # what the result depends on besides the token state: the partial itself where it can still
+        # become a keyword or operator (':' and '!' both go on with '=', to ':=' and '!=', which the
+        # rules treat differently), and whether it is a string prefix (`R` can open R'...', `x` not)
         key = ("cont", self.tokens._key(state, remaining), partial.isidentifier(),
-               bool(_NUMBER_PREFIX.match(partial)), string, exact, closing)
+               bool(_NUMBER_PREFIX.match(partial)), string, bool(_STRING_PREFIX.fullmatch(partial)),
+               partial if exact else "", closing)
         hit = self._cache.get(key)
         if hit is None:
             ok = self._token_mask(state, remaining)

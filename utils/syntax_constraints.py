@@ -317,6 +317,8 @@ class PythonSyntaxConstraint:
                         or (tok == "." and from_line) or (tok == "," and prev == COLON and top == "]")
             if "else" in ids and not ternary_open:
                 allowed[ids["else"]] = False
+            if ":=" in ids:  # an assignment expression's target is one name right after '(' or ','
+                allowed[ids[":="]] = kwarg_ok  # f(y := g(x)), (n := len(a)); never `f() :=`, `a.b :=`
             if "=" in ids and not params:  # assignment to a target, or a keyword argument
                 allowed[ids["="]] = (assign_ok and not in_brackets) or kwarg_ok
             for aug in AUGMENTED:
