@@ -81,8 +81,8 @@ def vocabulary_comparison(bpe: pd.DataFrame, word: pd.DataFrame,
                           decodings: Sequence[str] = ("greedy", "greedy+syntax")) -> pd.DataFrame:
     """One row per model (and baseline) and decoding: each compared column under word and BPE.
 
-    Rows are matched on ``model`` and ``decoding``; beam rows are matched on the model and whether the
-    syntax constraint was on (the beam width is the same in both runs, the length penalty may differ).
+    Rows are matched on ``model`` and the ``decoding`` label exactly (``beam5`` with ``beam5``: both runs
+    use the same beam width; each keeps the length penalty it chose). Baseline rows are always kept.
     """
     def key(df: pd.DataFrame) -> pd.DataFrame:
         df = df.copy()
