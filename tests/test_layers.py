@@ -47,10 +47,12 @@ def test_dropout_module_train_eval_and_gradient() -> None:
         Dropout(1.0)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("filled", [[], [(0, 3)], [(2, 5), (7, 9)], [(0, 12)]])
-def test_linear_cross_entropy_matches_cross_entropy_and_its_gradients(filled) -> None:
+def test_linear_cross_entropy_matches_cross_entropy_and_its_gradients(filled, smoothing) -> None:
     """Rows of the logits buffer filled beforehand (``filled``) are used as they are; the rest are
-    computed; value and gradients equal those of the plain cross-entropy of ``layer(x)``."""
+    computed; value and gradients equal those of the plain cross-entropy of ``layer(x)``, with and
+    without label smoothing."""
     torch.manual_seed(0)
     layer = nn.Linear(8, 11)
     x = torch.randn(12, 8, requires_grad=True)
@@ -59,17 +61,17 @@ def test_linear_cross_entropy_matches_cross_entropy_and_its_gradients(filled) ->
     with torch.no_grad():
         for start, end in filled:
             logits[start:end] = layer(x[start:end])
-    loss = linear_cross_entropy(x, layer, targets, logits, missing_ranges(filled, 12))
+    loss = linear_cross_entropy(x, layer, targets, logits, missing_ranges(filled, 12), smoothing)
     (2.5 * loss).backward()
     fused = [loss.detach(), x.grad, layer.weight.grad.clone(), layer.bias.grad.clone()]
     x.grad = None
     layer.zero_grad()
-    ref = F.cross_entropy(layer(x), targets, reduction="sum")
+    ref = F.cross_entropy(layer(x), targets, reduction="sum", label_smoothing=smoothing)
     (2.5 * ref).backward()
     for a, b in zip(fused, [ref.detach(), x.grad, layer.weight.grad, layer.bias.grad]):
         assert torch.allclose(a, b, atol=1e-5)
     # without a buffer every row is computed
-    assert torch.allclose(linear_cross_entropy(x, layer, targets), ref, atol=1e-5)
+    assert torch.allclose(linear_cross_entropy(x, layer, targets, smoothing=smoothing), ref, atol=1e-5)
 
 
 def test_missing_ranges() -> None:

@@ -12,6 +12,8 @@ from utils.precision import check_precision
 
 MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
 VOCABULARIES = ("word", "bpe")
+TEACHER_FORCING_SCHEDULES = ("constant", "linear")
+LR_SCHEDULES = ("constant", "plateau")
 
 
 @dataclass
@@ -38,6 +40,16 @@ class Seq2SeqConfig:
     clip: float = 1.0
     batch_size: int = 64
     teacher_forcing: float = 0.5
+    # "constant": every step feeds the reference with probability ``teacher_forcing``; "linear":
+    # that probability falls from 1.0 to ``teacher_forcing`` over the first
+    # ``teacher_forcing_decay_epochs`` epochs, then stays (scheduled sampling, Bengio et al. 2015)
+    teacher_forcing_schedule: str = "constant"
+    teacher_forcing_decay_epochs: int = 5
+    label_smoothing: float = 0.0
+    # "constant", or "plateau": the learning rate is multiplied by ``lr_decay`` after every epoch
+    # whose validation loss does not improve
+    lr_schedule: str = "constant"
+    lr_decay: float = 0.5
     epochs: int = 25
     patience: int = 3
     warmup_steps: int = 0
@@ -53,6 +65,14 @@ class Seq2SeqConfig:
         check_precision(self.precision)
         if self.vocabulary not in VOCABULARIES:
             raise ValueError(f"Unknown vocabulary {self.vocabulary!r}; use 'word' or 'bpe'.")
+        if self.teacher_forcing_schedule not in TEACHER_FORCING_SCHEDULES:
+            raise ValueError(f"Unknown teacher_forcing_schedule {self.teacher_forcing_schedule!r}; use "
+                             f"{' or '.join(map(repr, TEACHER_FORCING_SCHEDULES))}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}; use {' or '.join(map(repr, LR_SCHEDULES))}.")
+        if not 0.0 <= self.teacher_forcing <= 1.0 or not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"teacher_forcing must lie in [0, 1] and label_smoothing in [0, 1); got "
+                             f"{self.teacher_forcing} and {self.label_smoothing}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

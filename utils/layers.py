@@ -92,18 +92,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, logits: Tensor, targets: Tensor,
-                missing: list[tuple[int, int]]) -> Tensor:
+                missing: list[tuple[int, int]], smoothing: float) -> Tensor:
         # x [N, F], weight [V, F], bias [V], logits [N, V] (rows outside ``missing`` filled), targets [N]
         for start, end in missing:  # the rows not computed yet, written in place
             linear_into(logits[start:end], x[start:end], weight, bias)       # [n, V]
-        n = logits.size(0)
+        n, V = logits.shape
         target_logit = logits.gather(1, targets.unsqueeze(1))                # [N, 1]
+        if smoothing:  # the target is (1 - eps) one-hot + eps uniform: its mean logit counts too
+            target_logit = (1 - smoothing) * target_logit + smoothing * logits.mean(1, keepdim=True)
         top = logits.amax(1, keepdim=True)                                   # [N, 1]
         g = logits.sub_(top).exp_()                                          # in place: one exp pass
         total_exp = g.sum(1, keepdim=True)                                   # [N, 1]
         total = (top + total_exp.log() - target_logit).sum()                 # log-sum-exp - target
         g.div_(total_exp)                                                    # softmax
-        g[torch.arange(n, device=g.device), targets] -= 1.0                  # d loss / d logits
+        if smoothing:
+            g.sub_(smoothing / V)
+        g[torch.arange(n, device=g.device), targets] -= 1.0 - smoothing      # d loss / d logits
         ctx.save_for_backward(x, weight, g)
         return total
 
@@ -115,12 +119,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         g_low, w_low = g.to(x.dtype), weight.to(x.dtype)
         # grad_out is a scalar: scale the small products, not the [N, V] gradient of the logits
         return ((g_low @ w_low).mul_(grad_out), (g_low.t() @ x).mul_(grad_out), g.sum(0).mul_(grad_out),
-                None, None, None)
+                None, None, None, None)
 
 
 def linear_cross_entropy(x: Tensor, layer: nn.Linear, targets: Tensor, logits: Tensor | None = None,
-                         missing: list[tuple[int, int]] | None = None) -> Tensor:
-    """Summed cross-entropy of ``layer(x)`` (``x`` [N, F]) against class ids ``targets`` [N].
+                         missing: list[tuple[int, int]] | None = None, smoothing: float = 0.0) -> Tensor:
+    """Summed cross-entropy of ``layer(x)`` (``x`` [N, F]) against class ids ``targets`` [N], with
+    label smoothing ``smoothing`` as ``F.cross_entropy(..., label_smoothing=smoothing)``.
 
     ``logits`` [N, V] may hold some rows of ``layer(x)`` computed already without gradient (to pick a
     decoder's next input); ``missing`` lists the [start, end) row ranges that it does not hold yet.
@@ -128,7 +133,8 @@ def linear_cross_entropy(x: Tensor, layer: nn.Linear, targets: Tensor, logits: T
     """
     if logits is None:
         logits, missing = x.new_empty(x.size(0), layer.out_features), [(0, x.size(0))]
-    return _LinearCrossEntropy.apply(x, layer.weight, layer.bias, logits.detach(), targets, missing or [])
+    return _LinearCrossEntropy.apply(x, layer.weight, layer.bias, logits.detach(), targets, missing or [],
+                                     smoothing)
 
 
 def missing_ranges(filled: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:

@@ -208,10 +208,11 @@ class Seq2SeqModel(nn.Module):
         return batch.trg_out  # [B, T]
 
     def positions_nll(self, features: Tensor, attn: Tensor | None, state: DecoderState, mask: Tensor,
-                      targets: Tensor) -> Tensor:
+                      targets: Tensor, smoothing: float = 0.0) -> Tensor:
         """Summed negative log-likelihood of ``targets`` [N] at the positions ``mask`` [B, T] selects
-        (the loss of models whose scores are not one linear layer)."""
-        return F.cross_entropy(self.project_positions(features, attn, state, mask), targets, reduction="sum")
+        (the loss of models whose scores are not one linear layer), label-smoothed by ``smoothing``."""
+        return F.cross_entropy(self.project_positions(features, attn, state, mask), targets, reduction="sum",
+                               label_smoothing=smoothing)
 
     def forward(self, src: Tensor, src_lengths: Tensor, trg_in: Tensor, teacher_forcing: float = 1.0,
                 generator: torch.Generator | None = None, src_ext: Tensor | None = None,
@@ -228,9 +229,9 @@ class Seq2SeqModel(nn.Module):
         inv = torch.argsort(order)
         return logits[inv], (attn[inv] if attn is not None else None)
 
-    def loss(self, batch: Batch, teacher_forcing: float = 1.0,
-             generator: torch.Generator | None = None) -> tuple[Tensor, int]:
-        """Summed cross-entropy over real target tokens, and their number."""
+    def loss(self, batch: Batch, teacher_forcing: float = 1.0, generator: torch.Generator | None = None,
+             smoothing: float = 0.0) -> tuple[Tensor, int]:
+        """Summed cross-entropy over real target tokens (label-smoothed by ``smoothing``), and their number."""
         order, lengths, run, state, logits, filled = self._decode_sorted(
             batch.src, batch.src_lengths, batch.trg_in, teacher_forcing, generator, batch.src_ext, batch.n_oov,
             logits_buffer=True)
@@ -238,10 +239,10 @@ class Seq2SeqModel(nn.Module):
         if logits is None:  # scores that are not one linear layer: over the real positions of [B, T]
             features, attn = run.dense(*trg_out.shape)
             mask = trg_out != PAD  # [B, T]
-            return self.positions_nll(features, attn, state, mask, trg_out[mask]), int(mask.sum())
+            return self.positions_nll(features, attn, state, mask, trg_out[mask], smoothing), int(mask.sum())
         targets = pack_padded_sequence(trg_out, lengths.cpu(), batch_first=True).data  # [N], time-major
         total = linear_cross_entropy(run.packed(lengths), self.out, targets, logits,
-                                     missing_ranges(filled, logits.size(0)))
+                                     missing_ranges(filled, logits.size(0)), smoothing)
         return total, targets.numel()
 
     def _decoding_weights(self, build: Callable[[], object]):
@@ -497,11 +498,14 @@ class CopyAttentionSeq2Seq(AttentionSeq2Seq):
         return self._mix(features[mask], attn[mask], self._src_ext_at(state, mask), state.n_oov)
 
     def positions_nll(self, features: Tensor, attn: Tensor, state: DecoderState, mask: Tensor,
-                      targets: Tensor) -> Tensor:
+                      targets: Tensor, smoothing: float = 0.0) -> Tensor:
         """``-log p(y)`` with ``p(y) = p_gen softmax(out(f))_y + (1 - p_gen) sum_{j: src_j = y} a_j``,
         from each row's log-sum-exp and target logit: the same loss as the cross-entropy of
         ``project_positions`` (whose rows sum to 1), without building, scattering into and taking
-        the log of the [N, V + OOV] distribution (a third less time for 4,000 target tokens)."""
+        the log of the [N, V + OOV] distribution (a third less time for 4,000 target tokens).
+        Label smoothing needs every column, so it takes the plain path over the extended vocabulary."""
+        if smoothing:
+            return super().positions_nll(features, attn, state, mask, targets, smoothing)
         V = self.config.trg_vocab_size
         src_ext = self._src_ext_at(state, mask)                                           # [N, S]
         feats, weights = features[mask], attn[mask]                                       # [N, F], [N, S]

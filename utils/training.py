@@ -14,7 +14,7 @@ import copy
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,7 +37,10 @@ ARCHITECTURE_FIELDS = ("model", "vocabulary", "src_vocab_size", "trg_vocab_size"
 # Fields that change how training goes on: resuming with other values would mix two runs in one
 # history. (``epochs`` and ``patience`` may change: more epochs continue a finished run.)
 TRAINING_FIELDS = ("dropout", "lr", "weight_decay", "clip", "batch_size", "teacher_forcing",
-                   "warmup_steps", "seed", "max_src_len", "max_trg_len", "precision")
+                   "teacher_forcing_schedule", "teacher_forcing_decay_epochs", "label_smoothing", "lr_schedule",
+                   "lr_decay", "warmup_steps", "seed", "max_src_len", "max_trg_len", "precision")
+# what a checkpoint saved before a field existed trained with
+_DEFAULTS = {f.name: f.default for f in fields(Seq2SeqConfig)}
 
 
 @dataclass
@@ -86,13 +89,22 @@ def _warmup(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
 
 
+def teacher_forcing_ratio(config: Seq2SeqConfig, step: int, steps_per_epoch: int) -> float:
+    """The probability of feeding the reference at training step ``step`` (0-based): constant, or
+    falling linearly from 1.0 to ``config.teacher_forcing`` over its decay epochs."""
+    if config.teacher_forcing_schedule == "constant":
+        return config.teacher_forcing
+    progress = min(1.0, step / max(1, config.teacher_forcing_decay_epochs * steps_per_epoch))
+    return 1.0 - (1.0 - config.teacher_forcing) * progress
+
+
 def _check_resumable(ckpt: dict, config: Seq2SeqConfig, src_vocab: Vocabulary, trg_vocab: Vocabulary,
                      path: Path) -> None:
     """A CheckpointError unless ``ckpt`` was saved by this very run: same architecture, training
     settings and vocabularies."""
     saved = ckpt["config"]
-    changed = lambda fields: [f"{f}={saved.get(f)!r} (now {getattr(config, f)!r})"  # noqa: E731
-                              for f in fields if saved.get(f) != getattr(config, f)]
+    changed = lambda names: [f"{f}={saved.get(f, _DEFAULTS[f])!r} (now {getattr(config, f)!r})"  # noqa: E731
+                             for f in names if saved.get(f, _DEFAULTS[f]) != getattr(config, f)]
     problems = []
     if arch := changed(ARCHITECTURE_FIELDS):
         problems.append(f"a different model ({', '.join(arch)})")
@@ -137,7 +149,9 @@ def train_model(
     set_seed(config.seed)
     model = build_model(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _warmup(s, config.warmup_steps))
+    plateau = {"factor": 1.0}  # the learning rate's reduction so far ("plateau" schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _warmup(s, config.warmup_steps) * plateau["factor"])
     generator = torch.Generator().manual_seed(config.seed)
     scaler = grad_scaler(precision, device)  # fp16 only; bf16 and fp32 need none
     history: list[dict] = []
@@ -157,6 +171,7 @@ def train_model(
         history = list(ckpt["history"])
         start_epoch, best_val, best_epoch = ckpt["epoch"], ckpt["best_val"], ckpt["best_epoch"]
         bad_epochs, finished = ckpt["bad_epochs"], ckpt["finished"]
+        plateau["factor"] = ckpt.get("lr_factor", 1.0)
         # a run that reached its epoch limit continues when more epochs are asked for now
         finished = bad_epochs >= config.patience or start_epoch >= config.epochs
         notes.append(f"resumed from {last_path} after epoch {start_epoch}")
@@ -172,10 +187,12 @@ def train_model(
                    total=n_batches, desc=f"{config.model} epoch {epoch}", disable=not progress,
                    file=sys.stdout, ascii=True, ncols=110, mininterval=10.0)
         total_loss, total_tokens, e0 = 0.0, 0, time.perf_counter()
-        for batch in bar:
+        ratios = []
+        for i, batch in enumerate(bar):
             batch = batch.to(device)
+            ratios.append(teacher_forcing_ratio(config, (epoch - 1) * n_batches + i, n_batches))
             with autocast(precision, device):  # the backward pass runs in the forward's dtypes
-                loss, n = model.loss(batch, config.teacher_forcing, generator)
+                loss, n = model.loss(batch, ratios[-1], generator, config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss / n).backward()
             scaler.unscale_(optimizer)
@@ -201,6 +218,7 @@ def train_model(
             "epoch_seconds": time.perf_counter() - e0,
             "train_tokens_per_s": total_tokens / max(train_seconds, 1e-9),
             "lr": optimizer.param_groups[0]["lr"],
+            "teacher_forcing": sum(ratios) / max(len(ratios), 1),
             "precision": precision,
         }
         history.append(record)
@@ -210,6 +228,8 @@ def train_model(
             save_checkpoint(best_path, model, src_vocab, trg_vocab, history, best_epoch=best_epoch)
         else:
             bad_epochs += 1
+            if config.lr_schedule == "plateau":
+                plateau["factor"] *= config.lr_decay
         finished = bad_epochs >= config.patience or epoch >= config.epochs
         log(f"[{config.model}] epoch {epoch}: train loss {record['train_loss']:.3f} | val loss {val_loss:.3f} "
             f"(ppl {record['val_ppl']:.1f}, teacher-forced) | greedy val token acc {val_acc:.1f}% | "
@@ -219,7 +239,8 @@ def train_model(
                         optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
                         scaler_state=scaler.state_dict(),
                         torch_rng=torch.get_rng_state(), tf_rng=generator.get_state(), epoch=epoch,
-                        best_val=best_val, best_epoch=best_epoch, bad_epochs=bad_epochs, finished=finished)
+                        best_val=best_val, best_epoch=best_epoch, bad_epochs=bad_epochs, finished=finished,
+                        lr_factor=plateau["factor"])
     seconds = time.perf_counter() - t0
 
     if not best_path.exists():

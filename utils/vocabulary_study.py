@@ -19,14 +19,11 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from utils.batch import encode_pairs
 from utils.config import make_config, model_names
-from utils.data import load_split, load_vocabs, model_lengths, preprocess
-from utils.evaluation import decode_split, load_trained, save_csv
-from utils.metrics import evaluate_outputs
+from utils.data import model_lengths, preprocess
+from utils.evaluation import save_csv
 from utils.run_notebooks import load_params
-from utils.subwords import known_tokens
-from utils.training import train_model
+from utils.screening import ScreeningData, train_and_validate
 
 DEFAULT_SETTINGS = ("word", "bpe:2000", "bpe:4000", "bpe:8000", "bpe:4000:unshared")
 
@@ -43,33 +40,22 @@ def parse_setting(text: str) -> dict:
 
 def screen(setting: str, models: Sequence[str], params: dict, out: Path, size: dict) -> list[dict]:
     """Preprocess, train and validate every model under one vocabulary setting."""
-    data = out / setting.replace(":", "-") / "data"
+    data_dir = out / setting.replace(":", "-") / "data"
     started = time.perf_counter()
-    manifest = preprocess(out_dir=data, split_sizes=(params["train_size"], params["valid_size"], params["test_size"]),
+    manifest = preprocess(out_dir=data_dir, split_sizes=(params["train_size"], params["valid_size"],
+                                                         params["test_size"]),
                           min_freq=params["min_freq"], seed=params.get("seed", 42), **parse_setting(setting))
     prep_seconds = time.perf_counter() - started
-    src, trg = load_vocabs(data)
-    train = encode_pairs(load_split(data, "train"), src, trg, with_copy=True)
-    valid_rows = load_split(data, "valid")
-    valid = encode_pairs(valid_rows, src, trg, with_copy=True)
+    data = ScreeningData.load(data_dir)
     records = []
     for name in models:
-        config = make_config(name, **{**params, **size}, src_vocab_size=len(src), trg_vocab_size=len(trg),
-                             **model_lengths(data))
-        result = train_model(config, train, valid, src, trg, checkpoint_dir=data.parent / "checkpoints", device="cpu")
-        lm = load_trained(data.parent / "checkpoints", [name], "cpu", log=lambda _: None)[name]
-        decoded = decode_split(lm, valid_rows)
-        m = evaluate_outputs(decoded.hypotheses, [r["code_tokens"] for r in valid_rows],
-                             [r["docstring_tokens"] for r in valid_rows], known_tokens(trg))
-        best = result.history[result.best_epoch - 1]
+        config = make_config(name, **{**params, **size}, src_vocab_size=len(data.src),
+                             trg_vocab_size=len(data.trg), **model_lengths(data_dir))
+        figures = train_and_validate(config, data, data_dir.parent / "checkpoints")
         records.append({
-            "setting": setting, "model": name, "vocab_size": len(trg),
+            "setting": setting, "vocab_size": len(data.trg),
             "mean_code_symbols": manifest["symbols_per_pair"]["train"]["mean_code"],
-            "pairs_within_limits": manifest["pairs_within_limits"], "val_loss": best["val_loss"],
-            "val_bleu": m["bleu"], "val_codebleu": m["codebleu"], "val_distinct_outputs": m["distinct_outputs"],
-            "val_syntax_valid": m["syntax_valid"], "val_unk_rate": m["unk_rate"],
-            "val_copied_identifiers": m["copied_identifiers"], "best_epoch": result.best_epoch,
-            "epoch_seconds": sum(h["epoch_seconds"] for h in result.history) / len(result.history),
+            "pairs_within_limits": manifest["pairs_within_limits"], **figures,
             "preprocess_seconds": prep_seconds,
         })
     return records

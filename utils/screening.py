@@ -1,0 +1,57 @@
+"""Screening runs on the validation split: train one model on a processed corpus, decode the
+validation docstrings greedily and score them on tokens, as notebook 03 scores the test split.
+
+Shared by the studies that choose the project's settings (``utils.vocabulary_study``,
+``utils.recipe_study``). The test split is never read here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.batch import Example, encode_pairs
+from utils.config import Seq2SeqConfig
+from utils.data import load_split, load_vocabs
+from utils.evaluation import decode_split, load_trained
+from utils.metrics import evaluate_outputs
+from utils.subwords import known_tokens
+from utils.training import train_model
+from utils.vocabulary import Vocabulary
+
+
+@dataclass
+class ScreeningData:
+    """A processed corpus's vocabularies, encoded train and validation pairs, and validation rows."""
+
+    src: Vocabulary
+    trg: Vocabulary
+    train: list[Example]
+    valid: list[Example]
+    valid_rows: list[dict]
+
+    @classmethod
+    def load(cls, data_dir: str | Path) -> "ScreeningData":
+        src, trg = load_vocabs(data_dir)
+        valid_rows = load_split(data_dir, "valid")
+        return cls(src, trg, encode_pairs(load_split(data_dir, "train"), src, trg, with_copy=True),
+                   encode_pairs(valid_rows, src, trg, with_copy=True), valid_rows)
+
+
+def train_and_validate(config: Seq2SeqConfig, data: ScreeningData, checkpoint_dir: str | Path) -> dict:
+    """Train ``config`` (resuming what ``checkpoint_dir`` holds), then its free-running validation
+    figures: greedy decoding, metrics on tokens; the best epoch's teacher-forced loss."""
+    result = train_model(config, data.train, data.valid, data.src, data.trg, checkpoint_dir=checkpoint_dir,
+                         device="cpu", progress=False)
+    loaded = load_trained(checkpoint_dir, [config.model], "cpu", log=lambda _: None)[config.model]
+    decoded = decode_split(loaded, data.valid_rows)
+    m = evaluate_outputs(decoded.hypotheses, [r["code_tokens"] for r in data.valid_rows],
+                         [r["docstring_tokens"] for r in data.valid_rows], known_tokens(data.trg))
+    best = result.history[result.best_epoch - 1]
+    return {
+        "model": config.model, "train_pairs": len(data.train), "val_loss": best["val_loss"],
+        "val_bleu": m["bleu"], "val_codebleu": m["codebleu"], "val_exact_match": m["exact_match"],
+        "val_distinct_outputs": m["distinct_outputs"], "val_syntax_valid": m["syntax_valid"],
+        "val_unk_rate": m["unk_rate"], "val_copied_identifiers": m["copied_identifiers"],
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+        "epoch_seconds": sum(h["epoch_seconds"] for h in result.history) / len(result.history),
+    }
