@@ -9,7 +9,7 @@ RUNS   := runs
 # More pip options, e.g. PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu" (CPU-only torch)
 PIP_EXTRA ?=
 
-.PHONY: setup lock main main-word quick test unit notebooks-smoke benchmark clean-runs
+.PHONY: setup lock main main-word study quick test unit notebooks-smoke benchmark recipe-study seeds clean-runs
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ main: setup
 main-word: setup
 	$(PY) -m utils.run_notebooks --params params/full_word.yaml --out $(RUNS)/full-word $(NOTEBOOKS)
 
+# The original study's exact settings (word vocabulary, teacher forcing 0.5, dropout 0.5, up to 25
+# epochs, the three classic models), into runs/study/.
+study: setup
+	$(PY) -m utils.run_notebooks --params params/study.yaml --out $(RUNS)/study $(NOTEBOOKS)
+
 # A quick look (minutes): small data and models, same chain.
 quick: setup
 	$(PY) -m utils.run_notebooks --params params/quick.yaml --out $(RUNS)/quick $(NOTEBOOKS)
@@ -58,6 +63,16 @@ notebooks-smoke: setup
 
 benchmark: setup
 	$(PY) -m utils.benchmark --synthetic --batches 20
+
+# How the training recipe was chosen: one lever at a time on the validation split (plots/recipe_study.csv).
+recipe-study: setup
+	$(PY) -m utils.recipe_study --models attention
+	$(PY) -m utils.recipe_study --models lstm rnn --recipes study combined
+
+# The classic models retrained with three more seeds, scored on the test split (plots/seed_study.csv);
+# needs the processed corpus of `make main`.
+seeds: setup
+	$(PY) -m utils.seed_study --models rnn lstm attention --seeds 1 2 3
 
 clean-runs:
 	rm -rf $(RUNS)

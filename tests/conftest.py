@@ -102,3 +102,15 @@ def trained_models(tiny_config, toy_examples) -> dict[str, Seq2SeqModel]:
         train_steps(model, examples, epochs=8, lr=1e-2)
         models[name] = model.eval()
     return models
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> "Path":
+    """A processed corpus of real Python functions (the running environment's first 60 files, BPE of
+    300 pieces, 60 / 15 / 15 pairs): for the studies that train and score on processed splits."""
+    from utils.data import preprocess
+
+    out = tmp_path_factory.mktemp("tiny_corpus") / "data"
+    preprocess("python", out_dir=out, split_sizes=(60, 15, 15), min_freq=1, vocabulary="bpe", bpe_size=300,
+               corpus_packages="environment", max_files=60)
+    return out

@@ -29,6 +29,17 @@ def test_unknown_model_in_config() -> None:
         Seq2SeqConfig(model="gru")
 
 
+@pytest.mark.parametrize("bad, message", [
+    ({"teacher_forcing_schedule": "cosine"}, "Unknown teacher_forcing_schedule 'cosine'; use 'constant' or 'linear'"),
+    ({"lr_schedule": "step"}, "Unknown lr_schedule 'step'; use 'constant' or 'plateau'"),
+    ({"teacher_forcing": 1.5}, "teacher_forcing must lie in"),
+    ({"label_smoothing": 1.0}, "label_smoothing in"),
+])
+def test_bad_training_recipe_settings(bad, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Seq2SeqConfig(**bad)
+
+
 def test_make_config_applies_shared_parameters_then_overrides() -> None:
     shared = {"hidden_dim": 32, "teacher_forcing": 0.5, "dropout": 0.4, "not_a_field": 1}
     lstm = make_config("lstm", **shared)

@@ -84,6 +84,24 @@ def test_loss_equals_cross_entropy_of_forward(name, tiny_config, toy_examples) -
         assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-5), (tf, float(loss), float(expected))
 
 
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_label_smoothed_loss_equals_smoothed_cross_entropy_of_forward(name, tiny_config, toy_examples) -> None:
+    """With label smoothing the training loss equals ``F.cross_entropy(..., label_smoothing=0.1)`` of
+    the forward scores (for the copy model: over its extended vocabulary), at partial teacher forcing."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(name, num_layers=2)).eval()
+    batch = make_batch(toy_examples(6, seed=2))
+    targets = batch.trg_out_ext if model.uses_copy else batch.trg_out
+    with torch.no_grad():
+        loss, n = model.loss(batch, 0.5, torch.Generator().manual_seed(3), smoothing=0.1)
+        plain, _ = model.loss(batch, 0.5, torch.Generator().manual_seed(3))
+        logits, _ = _forward(model, batch, 0.5, torch.Generator().manual_seed(3))
+    expected = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD, reduction="sum",
+                               label_smoothing=0.1)
+    assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-5), (float(loss), float(expected))
+    assert not torch.allclose(loss, plain)  # the smoothing term is there
+
+
 def test_copy_loss_equals_cross_entropy_of_its_distribution(tiny_config, toy_vocab, monkeypatch) -> None:
     """The copy model's loss, built from each row's log-sum-exp and target logit, has the value and
     gradients of the cross-entropy of its full extended distribution (``project_positions``), with

@@ -91,3 +91,29 @@ def test_main_prints_every_table_and_writes_the_epoch_csv(tmp_path, capsys):
     assert "| stage | word (s) | bpe (s) |" in out and "| 01_preprocess | 60 | 70 |" in out
     assert "## Seconds per epoch" not in out                 # no checkpoints: no epoch table, no CSV
     assert not (tmp_path / "plots" / "training_epochs.csv").exists()
+
+
+def test_recipe_markdown_names_what_each_recipe_changes() -> None:
+    from utils.recipe_study import STUDY
+    from utils.report import recipe_markdown
+
+    base = {**STUDY, "train_size": 10000, "model": "attention", "val_loss": 4.5, "val_bleu": 8.0,
+            "val_codebleu": 9.0, "val_distinct_outputs": 1.0, "val_syntax_valid": 0.0, "val_exact_match": 0.0,
+            "best_epoch": 4, "epochs_run": 4, "epoch_seconds": 150.0}
+    table = pd.DataFrame([{**base, "recipe": "study"},
+                          {**base, "recipe": "tf-1.0", "teacher_forcing": 1.0},
+                          {**base, "recipe": "combined", "teacher_forcing": 1.0, "train_size": "all"}])
+    lines = recipe_markdown(table).splitlines()
+    assert len(lines) == 5 and "(the study's recipe)" in lines[2]
+    assert "| tf-1.0 | teacher_forcing 1.0 |" in lines[3]
+    assert "| combined | teacher_forcing 1.0, train_size all |" in lines[4] and "| 4 / 4 |" in lines[4]
+
+
+def test_seed_markdown_gives_spread_and_ranking() -> None:
+    from utils.report import seed_markdown
+
+    rows = [{"seed": s, "model": m, "bleu": b, "codebleu": b, "distinct_outputs": 10.0, "exact_match": 0.0}
+            for s, values in {1: (4.0, 6.0), 2: (6.0, 5.0)}.items() for m, b in zip(("rnn", "lstm"), values)]
+    text = seed_markdown(pd.DataFrame(rows), ["rnn", "lstm", "attention"])
+    assert "| rnn | 2 | 5.00 ± 1.41 (4.00-6.00) |" in text
+    assert "rnn < lstm by test BLEU: holds in 1 of 2 seeds (seed 1: yes, seed 2: no)." in text

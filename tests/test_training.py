@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.training import train_model
+from utils.config import Seq2SeqConfig
+from utils.training import teacher_forcing_ratio, train_model
 from utils.vocabulary import SPECIALS, Vocabulary
 
 # Fields of a history record that depend on the computation, not on the clock.
@@ -292,3 +293,54 @@ def test_a_killed_run_resumes_to_the_same_weights_and_history(tmp_path) -> None:
         a, b = (load_checkpoint(tmp_path / run / name) for run in ("whole", "killed"))
         assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
     assert not (tmp_path / "killed" / "attention_last.pt.tmp").exists()
+
+
+def test_teacher_forcing_schedules() -> None:
+    """Constant: the configured ratio at every step; linear: 1.0 at the first step, falling to the
+    configured ratio at the end of the decay epochs, and staying there."""
+    constant = Seq2SeqConfig(teacher_forcing=0.5)
+    assert [teacher_forcing_ratio(constant, s, 10) for s in (0, 5, 100)] == [0.5, 0.5, 0.5]
+    linear = Seq2SeqConfig(teacher_forcing=0.5, teacher_forcing_schedule="linear", teacher_forcing_decay_epochs=2)
+    ratios = [teacher_forcing_ratio(linear, s, 10) for s in (0, 10, 20, 30)]
+    assert ratios == pytest.approx([1.0, 0.75, 0.5, 0.5])
+
+
+def test_linear_schedule_is_recorded_per_epoch(tmp_path, run) -> None:
+    result, _ = run(tmp_path, epochs=2, teacher_forcing=0.0, teacher_forcing_schedule="linear",
+                    teacher_forcing_decay_epochs=2)
+    first, second = (h["teacher_forcing"] for h in result.history)
+    assert 1.0 > first > 0.5 > second > 0.0  # the mean ratio of each epoch's steps
+
+
+def test_plateau_schedule_lowers_the_learning_rate_after_an_epoch_without_improvement(tmp_path, run) -> None:
+    """With a learning rate of 0 the validation loss never improves after epoch 1: "plateau" halves
+    the rate's factor after each such epoch (kept in the checkpoint for resuming); "constant" does not."""
+    for schedule, factor in (("plateau", 0.25), ("constant", 1.0)):
+        run(tmp_path / schedule, epochs=3, lr=0.0, patience=5, lr_schedule=schedule)
+        assert load_checkpoint(tmp_path / schedule / "rnn_last.pt", "cpu")["lr_factor"] == factor
+    result, _ = run(tmp_path / "real", epochs=3, lr=1e-2, patience=5, lr_schedule="plateau", lr_decay=0.1)
+    lrs = [h["lr"] for h in result.history]
+    improved = [h["val_loss"] < min([math.inf] + [g["val_loss"] for g in result.history[:i]])
+                for i, h in enumerate(result.history)]
+    expected, factor = [], 1.0
+    for ok in improved:  # the rate an epoch ends with: lowered after each epoch that did not improve
+        expected.append(1e-2 * factor)
+        factor *= 1.0 if ok else 0.1
+    assert lrs[0] == pytest.approx(1e-2) and lrs == pytest.approx(expected)
+
+
+def test_checkpoint_from_before_the_recipe_fields_resumes(tmp_path, run) -> None:
+    """A ``_last.pt`` whose config lacks the newer training fields was trained with their defaults:
+    it resumes, and a run asking for other values is told what differs."""
+    run(tmp_path, epochs=1)
+    path = tmp_path / "rnn_last.pt"
+    ckpt = torch.load(path, weights_only=True)
+    for key in ("teacher_forcing_schedule", "teacher_forcing_decay_epochs", "label_smoothing", "lr_schedule",
+                "lr_decay"):
+        del ckpt["config"][key]
+    del ckpt["lr_factor"]
+    torch.save(ckpt, path)
+    result, lines = run(tmp_path, epochs=2)
+    assert result.resumed_from_epoch == 1 and len(result.history) == 2
+    with pytest.raises(CheckpointError, match="label_smoothing=0.0 \\(now 0.1\\)"):
+        run(tmp_path, epochs=3, label_smoothing=0.1)

@@ -7,7 +7,9 @@ model under both vocabularies, from the ``_last.pt`` checkpoints) and prints the
 - the results table (``plots/results.csv``: models, decodings and the two baseline rows);
 - word against BPE, per model and decoding (``vocabulary_comparison``);
 - seconds per training epoch under each vocabulary (``epoch_times``);
-- wall time of each stage (``timings.json`` of ``utils.run_notebooks``).
+- wall time of each stage (``timings.json`` of ``utils.run_notebooks``);
+- the recipe study (``plots/recipe_study.csv``) and the seed study (``plots/seed_study.csv``) when
+  they have been run.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import pandas as pd
 from utils.checkpoint import load_checkpoint
 from utils.evaluation import save_csv
 from utils.paths import project_path
+from utils.recipe_study import STUDY
+from utils.seed_study import ranking_holds, summary
 
 # (column in plots/results.csv, header in the README, digits); None digits = integer with separators
 README_COLUMNS: list[tuple[str, str, int | None]] = [
@@ -162,6 +166,50 @@ def timings_markdown(timings: dict[str, dict[str, float]]) -> str:
     return markdown_table(rows, ["stage"] + [f"{r} (s)" for r in runs])
 
 
+def _changes(row: dict) -> str:
+    """What a recipe changes from the study's: ``teacher_forcing 1.0, train_size all``."""
+    changed = []
+    for key, base in STUDY.items():
+        value = row.get(key)
+        value = None if value in ("all", None) or (isinstance(value, float) and pd.isna(value)) else value
+        if key == "train_size":
+            value = int(value) if value is not None else None
+        if value != base:
+            changed.append(f"{key} {'all' if value is None else value}")
+    return ", ".join(changed) or "(the study's recipe)"
+
+
+def recipe_markdown(table: pd.DataFrame) -> str:
+    """``plots/recipe_study.csv`` as a Markdown table: one row per recipe and model, validation split."""
+    header = ["model", "recipe", "changes", "val loss (TF)", "val BLEU", "val CodeBLEU", "distinct %",
+              "syntax valid %", "exact %", "best epoch / run", "s per epoch"]
+    rows = [[r["model"], r["recipe"], _changes(r), _cell(r["val_loss"], 3), _cell(r["val_bleu"], 2),
+             _cell(r["val_codebleu"], 2), _cell(r["val_distinct_outputs"], 1), _cell(r["val_syntax_valid"], 1),
+             _cell(r["val_exact_match"], 1), f"{int(r['best_epoch'])} / {int(r['epochs_run'])}",
+             _cell(r["epoch_seconds"], 0)] for r in table.to_dict("records")]
+    return markdown_table(rows, header)
+
+
+def seed_markdown(table: pd.DataFrame, models: Sequence[str]) -> str:
+    """``plots/seed_study.csv``: mean ± standard deviation (min-max) per model and metric, and whether
+    the ranking along ``models`` by test BLEU holds in every seed."""
+    models = [m for m in models if m in set(table["model"])]
+    metrics = [("bleu", "BLEU"), ("codebleu", "CodeBLEU"), ("distinct_outputs", "distinct %"),
+               ("exact_match", "exact %")]
+    cells = {m: [] for m in models}
+    for metric, _ in metrics:
+        stats = summary(table, models, metric)
+        for m in models:
+            st = stats.loc[m]
+            cells[m].append(f"{st['mean']:.2f} ± {st['std']:.2f} ({st['min']:.2f}-{st['max']:.2f})")
+    seeds = sorted(int(s) for s in set(table["seed"]))
+    rows = [[m, str(len(seeds)), *cells[m]] for m in models]
+    holds = ranking_holds(table, models)
+    verdict = (f"{' < '.join(models)} by test BLEU: holds in {sum(holds.values())} of {len(holds)} seeds "
+               f"({', '.join(f'seed {s}: ' + ('yes' if h else 'no') for s, h in holds.items())}).")
+    return markdown_table(rows, ["model", "seeds", *(h for _, h in metrics)]) + "\n\n" + verdict
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plots", default="plots", help="the main run's plots folder")
@@ -192,6 +240,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("## Seconds per epoch\n\n" + epoch_times_markdown(epoch_times(history)) + "\n")
     if timings:
         print("## Stage times\n\n" + timings_markdown(timings) + "\n")
+    if (plots / "recipe_study.csv").exists():
+        print("## Recipe study (validation split)\n\n" + recipe_markdown(pd.read_csv(plots / "recipe_study.csv")) + "\n")
+    if (plots / "seed_study.csv").exists():
+        print("## Seeds (test split, greedy)\n\n" + seed_markdown(pd.read_csv(plots / "seed_study.csv"),
+                                                                    args.models) + "\n")
 
 
 if __name__ == "__main__":

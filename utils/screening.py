@@ -37,15 +37,21 @@ class ScreeningData:
                    encode_pairs(valid_rows, src, trg, with_copy=True), valid_rows)
 
 
+def greedy_figures(checkpoint_dir: str | Path, model: str, rows: list[dict], trg: Vocabulary) -> dict:
+    """Decode ``rows``' docstrings greedily with ``<checkpoint_dir>/<model>_best.pt``; the metrics of
+    notebook 03 on tokens (pieces joined back)."""
+    loaded = load_trained(checkpoint_dir, [model], "cpu", log=lambda _: None)[model]
+    decoded = decode_split(loaded, rows)
+    return evaluate_outputs(decoded.hypotheses, [r["code_tokens"] for r in rows],
+                            [r["docstring_tokens"] for r in rows], known_tokens(trg))
+
+
 def train_and_validate(config: Seq2SeqConfig, data: ScreeningData, checkpoint_dir: str | Path) -> dict:
     """Train ``config`` (resuming what ``checkpoint_dir`` holds), then its free-running validation
     figures: greedy decoding, metrics on tokens; the best epoch's teacher-forced loss."""
     result = train_model(config, data.train, data.valid, data.src, data.trg, checkpoint_dir=checkpoint_dir,
                          device="cpu", progress=False)
-    loaded = load_trained(checkpoint_dir, [config.model], "cpu", log=lambda _: None)[config.model]
-    decoded = decode_split(loaded, data.valid_rows)
-    m = evaluate_outputs(decoded.hypotheses, [r["code_tokens"] for r in data.valid_rows],
-                         [r["docstring_tokens"] for r in data.valid_rows], known_tokens(data.trg))
+    m = greedy_figures(checkpoint_dir, config.model, data.valid_rows, data.trg)
     best = result.history[result.best_epoch - 1]
     return {
         "model": config.model, "train_pairs": len(data.train), "val_loss": best["val_loss"],

@@ -1,0 +1,75 @@
+"""The recipe study: which settings each recipe trains with, how 'combined' picks the winners,
+and one real screening run on a tiny corpus."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from utils import recipe_study
+from utils.recipe_study import LEVERS, RECIPES, STUDY, combined_settings, recipe_settings
+
+
+def _table(bleu: dict[str, float], model: str = "attention") -> pd.DataFrame:
+    return pd.DataFrame([{"recipe": r, "model": model, "val_bleu": b} for r, b in bleu.items()])
+
+
+def test_each_lever_recipe_changes_one_setting_of_the_study() -> None:
+    empty = _table({})
+    assert recipe_settings("study", empty, "attention") == STUDY
+    for values in LEVERS.values():
+        for name, change in values.items():
+            settings = recipe_settings(name, empty, "attention")
+            assert {k for k in settings if settings[k] != STUDY[k]} <= set(change) and settings != STUDY
+    with pytest.raises(ValueError, match="Unknown recipe 'tf-2'"):
+        recipe_settings("tf-2", empty, "attention")
+
+
+def test_combined_takes_the_best_value_of_each_lever_that_beats_the_study() -> None:
+    bleu = {r: 5.0 for r in RECIPES[:-1]}
+    bleu.update({"tf-1.0": 7.0, "tf-linear": 8.0, "dropout-0.2": 4.0, "smoothing-0.1": 5.0, "all-pairs": 6.0})
+    settings = recipe_settings("combined", _table(bleu), "attention")
+    assert settings == {**STUDY, "teacher_forcing_schedule": "linear", "train_size": None}
+    # another model's rows do not count
+    assert combined_settings(pd.concat([_table(bleu), _table({r: 9.0 for r in bleu}, "lstm")]), "attention") == {
+        "teacher_forcing_schedule": "linear", "train_size": None}
+
+
+def test_combined_needs_every_lever_screened_first() -> None:
+    with pytest.raises(ValueError, match="missing in the CSV: tf-linear"):
+        combined_settings(_table({r: 1.0 for r in RECIPES[:-1] if r != "tf-linear"}), "attention")
+
+
+def test_unknown_recipe_on_the_command_line(capsys) -> None:
+    with pytest.raises(SystemExit):
+        recipe_study.main(["--recipes", "study", "bogus"])
+    assert "Unknown recipe(s) bogus" in capsys.readouterr().err
+
+
+def test_a_screening_run_writes_its_row_and_is_skipped_when_run_again(tmp_path, monkeypatch, capsys) -> None:
+    """One recipe on a tiny corpus of real Python files: preprocessed once, trained, validated on the
+    validation split; the CSV row carries the recipe's settings and validation figures."""
+    calls = []
+    real_preprocess = recipe_study.preprocess
+
+    def tiny_preprocess(source, **kw):
+        calls.append(kw["split_sizes"])
+        return real_preprocess(source, **{**kw, "split_sizes": (60, 15, 15), "min_freq": 1, "bpe_size": 300,
+                                          "corpus_packages": "environment", "max_files": 60})
+
+    monkeypatch.setattr(recipe_study, "preprocess", tiny_preprocess)
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"source": "python", "valid_size": 15, "test_size": 15, "min_freq": 1,
+                                  "vocabulary": "bpe", "bpe_size": 300, "max_files": 60}))
+    csv = tmp_path / "study.csv"
+    argv = ["--recipes", "smoothing-0.1", "--models", "rnn", "--params", str(params), "--embed-dim", "8",
+            "--hidden-dim", "16", "--epochs", "1", "--out", str(tmp_path / "out"), "--csv", str(csv)]
+    assert recipe_study.main(argv) == 0
+    row = pd.read_csv(csv).iloc[0]
+    assert (row["recipe"], row["lever"], row["model"], row["label_smoothing"]) == (
+        "smoothing-0.1", "label smoothing", "rnn", 0.1)
+    assert row["epochs_run"] == 1 and 0 <= row["val_bleu"] <= 100 and row["val_loss"] > 0
+    assert calls == [(10000, 15, 15)]
+    assert recipe_study.main(argv) == 0  # run again: nothing trained
+    assert "in " in capsys.readouterr().out and len(pd.read_csv(csv)) == 1 and len(calls) == 1

@@ -1,0 +1,54 @@
+"""The seed study: summary statistics, the ranking check, and a real run on a tiny corpus."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from utils import seed_study
+from utils.seed_study import ranking_holds, summary
+
+
+def _table() -> pd.DataFrame:
+    bleu = {1: (4.0, 6.0, 9.0), 2: (5.0, 7.0, 8.0), 3: (6.0, 5.0, 10.0)}
+    return pd.DataFrame([{"seed": s, "model": m, "bleu": b} for s, values in bleu.items()
+                         for m, b in zip(("rnn", "lstm", "attention"), values)])
+
+
+def test_summary_per_model_in_the_given_order() -> None:
+    table = summary(_table(), ["rnn", "lstm", "attention"])
+    assert list(table.index) == ["rnn", "lstm", "attention"]
+    assert table.loc["rnn"].tolist() == pytest.approx([3, 5.0, 1.0, 4.0, 6.0])
+    assert table.loc["attention", "mean"] == pytest.approx(9.0)
+
+
+def test_ranking_holds_per_seed() -> None:
+    assert ranking_holds(_table(), ["rnn", "lstm", "attention"]) == {1: True, 2: True, 3: False}
+    assert ranking_holds(_table(), ["rnn", "attention"]) == {1: True, 2: True, 3: True}
+
+
+def test_seed_runs_on_the_test_split_and_resume(tiny_corpus, tmp_path, capsys) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"data_dir": str(tiny_corpus), "embed_dim": 8, "hidden_dim": 16,
+                                  "epochs": 1, "device": "cpu"}))
+    csv = tmp_path / "seeds.csv"
+    argv = ["--models", "rnn", "lstm", "--seeds", "1", "2", "--params", str(params), "--out", str(tmp_path / "out"),
+            "--csv", str(csv)]
+    assert seed_study.main(argv) == 0
+    table = pd.read_csv(csv)
+    assert sorted(zip(table["seed"], table["model"])) == [(1, "lstm"), (1, "rnn"), (2, "lstm"), (2, "rnn")]
+    assert (tmp_path / "out" / "seed-2" / "lstm_best.pt").exists()
+    assert "rnn < lstm (test BLEU) in every seed" in capsys.readouterr().out
+    # seeds change the training: the two rnn runs differ
+    rnn = table[table["model"] == "rnn"]
+    assert rnn["val_loss"].nunique() == 2
+    assert seed_study.main(argv) == 0 and len(pd.read_csv(csv)) == 4  # nothing retrained
+
+
+def test_missing_processed_corpus_is_a_clear_error(tmp_path, capsys) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"data_dir": str(tmp_path / "nothing")}))
+    with pytest.raises(SystemExit):
+        seed_study.main(["--params", str(params)])
+    assert "No processed data at" in capsys.readouterr().err
