@@ -9,6 +9,7 @@ import nbformat
 import pytest
 import yaml
 
+from utils.paths import project_path
 from utils.run_notebooks import chain_notebooks, check_parameters, declared_parameters, load_params, main
 
 
@@ -86,6 +87,12 @@ def test_part_of_the_chain_runs_with_the_chain_parameter_file(tmp_path, capsys) 
     typo = _params(tmp_path / "typo.yaml", {"beam_sise": 3})
     assert main(["notebooks/03_bleu.ipynb", "--params", typo, "--out", str(out), "--prepare-only"]) == 2
     assert "beam_sise are declared by none" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("params", sorted(project_path("params").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_parameter_file_is_declared_by_the_chain(params, tmp_path) -> None:
+    """Every key of every parameter set (the study's recipe settings included) is a notebook parameter."""
+    assert main([*map(str, chain_notebooks()), "--params", str(params), "--out", str(tmp_path), "--prepare-only"]) == 0
 
 
 @pytest.mark.parametrize("path", chain_notebooks(), ids=lambda p: p.name)
