@@ -9,7 +9,7 @@ RUNS   := runs
 # More pip options, e.g. PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu" (CPU-only torch)
 PIP_EXTRA ?=
 
-.PHONY: setup lock main main-word study quick test unit notebooks-smoke benchmark recipe-study seeds clean-runs
+.PHONY: setup lock main main-word study quick test lint unit notebooks-smoke benchmark recipe-study seeds clean-runs
 
 setup: $(VENV)/.installed
 
@@ -50,8 +50,11 @@ study: setup
 quick: setup
 	$(PY) -m utils.run_notebooks --params params/quick.yaml --out $(RUNS)/quick $(NOTEBOOKS)
 
-# The tests: unit tests, then every notebook under nbval with the smoke parameter set.
-test: setup unit notebooks-smoke
+# The tests: the linter, unit tests, then every notebook under nbval with the smoke parameter set.
+test: setup lint unit notebooks-smoke
+
+lint: setup
+	$(PY) -m ruff check .
 
 unit: setup
 	$(PY) -m pytest -q tests

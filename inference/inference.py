@@ -25,8 +25,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from utils.batch import Example, extend_with_source_oov, make_batch
 import utils.checkpoint as _checkpoint
+from utils.batch import Example, extend_with_source_oov, make_batch
 from utils.checkpoint import CheckpointError
 from utils.config import resolve_device
 from utils.data import docstring_summary

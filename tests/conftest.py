@@ -6,6 +6,7 @@ that the learning tests take seconds on a CPU and give the same result on every 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Callable, Sequence
 
 import pytest
@@ -105,7 +106,7 @@ def trained_models(tiny_config, toy_examples) -> dict[str, Seq2SeqModel]:
 
 
 @pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory) -> "Path":
+def tiny_corpus(tmp_path_factory) -> Path:
     """A processed corpus of real Python functions (the running environment's first 60 files, BPE of
     300 pieces, 60 / 15 / 15 pairs): for the studies that train and score on processed splits."""
     from utils.data import preprocess

@@ -140,8 +140,8 @@ def test_reference_macs_count_padding_and_repeated_keys(model) -> None:
 def test_benchmark_decoding_reports_rates_and_flops(tmp_path, trained_models, toy_vocab, monkeypatch) -> None:
     """On a tiny processed folder and a saved checkpoint: both rates, their ratio and the batched
     path's approximate compute rate are reported, for the checkpoint that was asked for."""
-    from utils.checkpoint import save_checkpoint
     from utils.benchmark import benchmark_decoding, benchmark_decoding_precision
+    from utils.checkpoint import save_checkpoint
 
     data = tmp_path / "data"
     data.mkdir()

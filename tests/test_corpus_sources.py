@@ -10,9 +10,18 @@ from pathlib import Path
 import pytest
 
 from utils import corpus_sources
-from utils.corpus_sources import (ENVIRONMENT, CorpusSourceError, compare_with_reference, corpus_hash, corpus_roots,
-                                  environment_roots, install_corpus_packages, load_reference_manifest,
-                                  read_package_list, stdlib_root)
+from utils.corpus_sources import (
+    ENVIRONMENT,
+    CorpusSourceError,
+    compare_with_reference,
+    corpus_hash,
+    corpus_roots,
+    environment_roots,
+    install_corpus_packages,
+    load_reference_manifest,
+    read_package_list,
+    stdlib_root,
+)
 from utils.data import build_python_corpus
 from utils.paths import REPO_ROOT
 
@@ -123,7 +132,8 @@ def _manifest(**changes) -> dict:
 
 def test_compare_with_reference() -> None:
     ref = _manifest()
-    assert compare_with_reference(_manifest(), ref) == "Identical to the reference corpus (sha256 aaaaaaaaaaaa, 30,799 pairs)."
+    assert compare_with_reference(_manifest(), ref) == (
+        "Identical to the reference corpus (sha256 aaaaaaaaaaaa, 30,799 pairs).")
     other = _manifest(corpus_sha256="b" * 64, python_version="3.11.9", pairs_within_limits=30699,
                       corpus_sources={"distributions": {"numpy": "2.2.0", "torch": "2.13.0", "tokenizers": "0.22"}})
     line = compare_with_reference(other, ref)

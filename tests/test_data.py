@@ -13,9 +13,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from utils.data import (build_python_corpus, check_split_sizes, file_bucket, filter_by_length, load_codesearchnet, load_split,
-                        load_vocabs, preprocess, split_by_file)
 from utils.corpus_sources import corpus_hash
+from utils.data import (
+    build_python_corpus,
+    check_split_sizes,
+    file_bucket,
+    filter_by_length,
+    load_codesearchnet,
+    load_split,
+    load_vocabs,
+    preprocess,
+    split_by_file,
+)
 from utils.tokenizer import tokenize_code
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -135,9 +144,12 @@ CSN_ROWS = [
      "docstring": "Add two numbers together.", "partition": "train"},
     {"repo": "r/a", "path": "b.py", "func_name": "V.scale", "code": METHOD_CODE,
      "docstring": "Scale all values by k.\n\nDetails.", "partition": "test"},
-    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": None, "docstring": "Has no code at all.", "partition": "train"},
-    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": "", "docstring": "Has empty code here.", "partition": "train"},
-    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": 42, "docstring": "Has int code here.", "partition": "train"},
+    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": None, "docstring": "Has no code at all.",
+     "partition": "train"},
+    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": "", "docstring": "Has empty code here.",
+     "partition": "train"},
+    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": 42, "docstring": "Has int code here.",
+     "partition": "train"},
     {"repo": "r/a", "path": "c.py", "func_name": "x", "code": GOOD_CODE, "docstring": None, "partition": "train"},
     {"repo": "r/a", "path": "c.py", "func_name": "x", "code": GOOD_CODE, "docstring": 7, "partition": "train"},
     {"repo": "r/a", "path": "c.py", "func_name": "x", "code": 'def p(x):\n    """Print it out now."""\n    print x\n',

@@ -13,11 +13,10 @@ import utils.evaluation as ev
 from utils.batch import encode_pairs, make_batch
 from utils.checkpoint import save_checkpoint
 from utils.config import Seq2SeqConfig
-from utils.decoding import Hypotheses
 from utils.evaluation import (
     FLOOR_MODEL,
-    TUNING_CSV,
     RESULT_COLUMNS,
+    TUNING_CSV,
     DecodedSplit,
     attention_statistics,
     choose_length_penalty,
@@ -185,7 +184,8 @@ def test_syntax_aware_decoding_runs(loaded, rows):
 
 
 def test_decode_models_with_and_without_constraint(loaded, rows):
-    out = decode_models({"rnn": loaded["rnn"]}, rows, beam_size=2, max_len=12, syntax_aware=[False, True], log=lambda s: None)
+    out = decode_models({"rnn": loaded["rnn"]}, rows, beam_size=2, max_len=12, syntax_aware=[False, True],
+                        log=lambda s: None)
     assert [d.decoding for d in out] == ["greedy", "beam2", "greedy+syntax", "beam2+syntax"]
 
 

@@ -12,11 +12,19 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import utils.checkpoint
 import inference.inference as inference_module
+import utils.checkpoint
 from inference import example_inference
-from inference.inference import (AttentionResult, CheckpointError, batch_generate, clear_cache, generate_code,
-                                 generate_with_attention, load_generator, plot_attention)
+from inference.inference import (
+    AttentionResult,
+    CheckpointError,
+    batch_generate,
+    clear_cache,
+    generate_code,
+    generate_with_attention,
+    load_generator,
+    plot_attention,
+)
 from utils.batch import bucketed_batches, encode_pairs, make_batch
 from utils.checkpoint import save_checkpoint
 from utils.config import Seq2SeqConfig
@@ -293,7 +301,8 @@ def test_files_that_are_not_checkpoints(tiny, tmp_path) -> None:
     torch.save({"weights": torch.zeros(3)}, foreign)
     text = tmp_path / "text.pt"
     text.write_text("hi\n")
-    cases = {random_bytes: "cannot be read", text: "cannot be read", truncated: "cannot be read", foreign: "not a checkpoint of this project",
+    cases = {random_bytes: "cannot be read", text: "cannot be read", truncated: "cannot be read",
+             foreign: "not a checkpoint of this project",
              tmp_path / "missing.pt": "does not exist; train with `make main`"}
     for path, message in cases.items():
         with pytest.raises(CheckpointError, match=message) as e:

@@ -7,8 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.layers import (Dropout, LoopEmbedding, LoopMemory, LoopWeight, dropout_mask, linear_cross_entropy,
-                          missing_ranges)
+from utils.layers import (
+    Dropout,
+    LoopEmbedding,
+    LoopMemory,
+    LoopWeight,
+    dropout_mask,
+    linear_cross_entropy,
+    missing_ranges,
+)
 
 
 @pytest.mark.parametrize("p", [0.5, 0.1, 0.3])

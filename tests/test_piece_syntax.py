@@ -46,7 +46,8 @@ def test_random_programs_under_the_constraint_parse(bpe) -> None:
             allowed = c.mask([state], len(trg) + 3, max_len - k)[0]
             assert not allowed[len(trg):].any()  # extended copy ids: never (shared pieces need none)
             ids = allowed.nonzero().squeeze(1).tolist()
-            choice = EOS if EOS in ids and k > 8 and rng.random() < 0.3 else rng.choice([i for i in ids if i != EOS] or ids)
+            others = [i for i in ids if i != EOS] or ids
+            choice = EOS if EOS in ids and k > 8 and rng.random() < 0.3 else rng.choice(others)
             if choice == EOS:
                 break
             out.append(trg.itos[choice])

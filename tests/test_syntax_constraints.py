@@ -5,8 +5,8 @@ import random
 
 import pytest
 import torch
-
 from test_tokenizer import ROUND_TRIP_ROOTS
+
 from utils.batch import Example, make_batch
 from utils.config import Seq2SeqConfig
 from utils.data import build_python_corpus
@@ -87,7 +87,8 @@ def test_constraint_guarantees_on_untrained_models(corpus, name: str) -> None:
     rng = random.Random(0)
     batch = make_batch([Example([rng.randrange(4, 20) for _ in range(rng.randint(1, 9))], [5], i) for i in range(24)])
     constraint = PythonSyntaxConstraint(vocab)
-    outputs = greedy_decode(model, batch, 60, constraint).tokens + beam_search(model, batch, 3, 60, 1.0, constraint).tokens
+    outputs = (greedy_decode(model, batch, 60, constraint).tokens
+               + beam_search(model, batch, 3, 60, 1.0, constraint).tokens)
     for o in outputs:
         tokens = vocab.decode(o)
         assert not {PAD, SOS, UNK} & set(o) and tokens[0] in ("def", "@", "async")

@@ -25,9 +25,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from utils.corpus_sources import (PACKAGES_FILE, SKIPPED_DIRS, SOURCES_DIR, corpus_hash, corpus_roots,
-                                  distribution_files, environment_roots, installed_versions, is_test_path,
-                                  python_files, stdlib_root)
+from utils.corpus_sources import (
+    PACKAGES_FILE,
+    SKIPPED_DIRS,
+    SOURCES_DIR,
+    corpus_hash,
+    corpus_roots,
+    distribution_files,
+    environment_roots,
+    installed_versions,
+    is_test_path,
+    python_files,
+    stdlib_root,
+)
 from utils.files import atomic_write, write_text
 from utils.paths import REPO_ROOT, project_path
 from utils.tokenizer import tokenize_code, tokenize_docstring
@@ -365,7 +375,8 @@ def _read_codesearchnet_file(path: Path, stats: Counter) -> Iterator[dict]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); use a JSON list of row objects or a .jsonl file.") from None
+            raise ValueError(f"{path} is not valid JSON ({e}); use a JSON list of row objects or a .jsonl "
+                             "file.") from None
         if not isinstance(data, list):
             raise ValueError(f"{path} must hold a JSON list of row objects; got {type(data).__name__}.")
         for row in data:
@@ -410,9 +421,11 @@ def load_codesearchnet(files: list[str | Path] | None = None, split: str | None 
         paths = [project_path(f) for f in files]
         for p in paths:  # fail before reading anything if one path is wrong
             if not p.is_file():
-                raise FileNotFoundError(f"CodeSearchNet file {p} does not exist; check the path in codesearchnet_files.")
+                raise FileNotFoundError(f"CodeSearchNet file {p} does not exist; check the path in "
+                                        "codesearchnet_files.")
             if not p.name.lower().endswith(CODESEARCHNET_SUFFIXES):
-                raise ValueError(f"Cannot read {p}: CodeSearchNet files must end in {', '.join(CODESEARCHNET_SUFFIXES)}.")
+                raise ValueError(f"Cannot read {p}: CodeSearchNet files must end in "
+                                 f"{', '.join(CODESEARCHNET_SUFFIXES)}.")
         raw: Iterable[dict] = (row for p in paths for row in _read_codesearchnet_file(p, stats))
     else:
         raw = _hub_rows()

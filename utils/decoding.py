@@ -16,10 +16,9 @@ import torch
 from torch import Tensor
 
 from utils.batch import Batch, Example, make_batch
-from utils.config import Seq2SeqConfig
 from utils.models import DecoderState, Seq2SeqModel
-from utils.precision import autocast, resolve_precision
 from utils.piece_syntax import piece_syntax_constraint
+from utils.precision import autocast, resolve_precision
 from utils.syntax_constraints import PythonSyntaxConstraint, SyntaxState, syntax_constraint
 from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 

@@ -472,7 +472,7 @@ def study_comparison(results: pd.DataFrame, decoding: str = "greedy") -> pd.Data
     rows = []
     for s in _STUDY_RESULTS:
         o = ours.loc[s["model"]] if s["model"] in ours.index else None
-        get = (lambda c: float(o[c])) if o is not None else (lambda c: float("nan"))  # noqa: E731
+        get = (lambda c, o=o: float(o[c])) if o is not None else (lambda c: float("nan"))  # noqa: E731
         rows.append({
             "model": s["study_model"],
             "BLEU (study, quoted)": s["bleu"],

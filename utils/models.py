@@ -26,8 +26,8 @@ function it computes:
 from __future__ import annotations
 
 import math
-from itertools import accumulate
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from typing import Callable
 
 import torch
@@ -37,9 +37,17 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from utils.batch import Batch
 from utils.config import Seq2SeqConfig
+from utils.layers import (
+    Dropout,
+    LoopEmbedding,
+    LoopMemory,
+    LoopWeight,
+    linear_cross_entropy,
+    linear_into,
+    missing_ranges,
+    use_fast_dropout,
+)
 from utils.precision import compute_dtype
-from utils.layers import (Dropout, LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy, linear_into,
-                          missing_ranges, use_fast_dropout)
 from utils.recurrent import StackWeights, active_rows, first_rows, run_encoder, stack_hidden
 from utils.vocabulary import PAD, UNK
 

@@ -121,7 +121,8 @@ def plot_attention_heatmap(attention: np.ndarray, row_tokens: Sequence[str], col
         attention = attention.detach().float().cpu().numpy()
     a = np.asarray(attention, dtype=float)
     if a.ndim != 2 or a.shape != (len(row_tokens), len(col_tokens)):
-        raise ValueError(f"attention shape {a.shape} does not match {len(row_tokens)} rows x {len(col_tokens)} columns.")
+        raise ValueError(f"attention shape {a.shape} does not match {len(row_tokens)} rows x "
+                         f"{len(col_tokens)} columns.")
 
     def short(t: str) -> str:
         t = str(t)

@@ -175,7 +175,7 @@ class StackWeights:
         gates = gates0 + self.rec[0](h[0] if extra0 is None else torch.cat([extra0, h[0]], 1))  # [n, G]
         for layer in range(len(self.rec)):
             if layer:
-                gates = self.bias[layer] + self.rec[layer](torch.cat([dropout(x), h[layer]], 1))
+                gates = self.bias[layer] + self.rec[layer](torch.cat([dropout(x), h[layer]], 1))  # noqa: F821 (x: the layer below)
             x, c_new = cell_update(gates, c[layer] if self.lstm else None, self.lstm)
             hs.append(x)
             cs.append(c_new)

@@ -241,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if timings:
         print("## Stage times\n\n" + timings_markdown(timings) + "\n")
     if (plots / "recipe_study.csv").exists():
-        print("## Recipe study (validation split)\n\n" + recipe_markdown(pd.read_csv(plots / "recipe_study.csv")) + "\n")
+        recipes = pd.read_csv(plots / "recipe_study.csv")
+        print("## Recipe study (validation split)\n\n" + recipe_markdown(recipes) + "\n")
     if (plots / "seed_study.csv").exists():
         print("## Seeds (test split, greedy)\n\n" + seed_markdown(pd.read_csv(plots / "seed_study.csv"),
                                                                     args.models) + "\n")

@@ -235,8 +235,8 @@ class PythonSyntaxConstraint:
 
     def _build(self, key: tuple) -> tuple[Tensor, bool]:
         (top, in_brackets, prev, prev_tok, line_start, await_indent, in_block, compound, colon,
-         has_line, first, closing, def_line, in_lambda, after_decorator, def_stage, from_line, params, stars, line_tokens,
-         ternary_open, assign_ok, kwarg_ok, prev_bytes, closed, bare_star) = key
+         has_line, first, closing, def_line, in_lambda, after_decorator, def_stage, from_line, params, stars,
+         line_tokens, ternary_open, assign_ok, kwarg_ok, prev_bytes, closed, bare_star) = key
         allowed = torch.zeros(self.V, dtype=torch.bool)
         ids = self.ids
 
@@ -268,7 +268,8 @@ class PythonSyntaxConstraint:
         if line_start:
             follow = FOLLOWERS.get(closed, ())  # empty unless a block was just closed
             for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
-                if c not in (LINE, SPECIAL) and tok not in NOT_AT_LINE_START and (tok not in CONTINUATIONS or tok in follow):
+                continues = tok not in CONTINUATIONS or tok in follow
+                if c not in (LINE, SPECIAL) and tok not in NOT_AT_LINE_START and continues:
                     allowed[i] = True
             if in_block and prev_tok != INDENT:
                 allow(DEDENT)
@@ -325,7 +326,7 @@ class PythonSyntaxConstraint:
                 if aug in ids:
                     allowed[ids[aug]] = assign_ok and not in_brackets and operand_before
             if operand_before:  # after an operand only a keyword that continues the expression
-                for i, (c, tok) in enumerate(zip(self.cat, self.vocab.itos)):
+                for i, tok in enumerate(self.vocab.itos):
                     if keyword.iskeyword(tok) and tok not in ATOM_KEYWORDS and (
                             tok not in NEEDS_LEFT | {"not", "from"} or (tok == "for" and not in_brackets)) \
                             and not (tok == "import" and from_line and not in_brackets):  # from a.b import c

@@ -134,4 +134,5 @@ class Vocabulary:
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-            raise ValueError(f"{path} is not a valid vocabulary JSON ({e}); re-create it with Vocabulary.save.") from None
+            raise ValueError(f"{path} is not a valid vocabulary JSON ({e}); re-create it with "
+                             "Vocabulary.save.") from None
