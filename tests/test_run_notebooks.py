@@ -109,3 +109,15 @@ def test_stored_notebooks_are_clean(path) -> None:
     for stmt in ast.parse("".join(tagged[0]["source"])).body:
         assert isinstance(stmt, ast.Assign), ast.dump(stmt)
         ast.literal_eval(stmt.value)  # a plain literal: papermill can replace it
+
+
+@pytest.mark.parametrize("path", chain_notebooks(), ids=lambda p: p.name)
+def test_parameters_cells_hold_the_full_runs_values(path) -> None:
+    """Run by hand, a notebook does what ``make main`` does: every parameter that params/full.yaml
+    sets has that value in the notebook's parameters cell."""
+    full = load_params("params/full.yaml")
+    cell = next(c for c in json.loads(path.read_text())["cells"]
+                if "parameters" in c.get("metadata", {}).get("tags", []))
+    values = {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse("".join(cell["source"])).body}
+    differ = {k: (v, full[k]) for k, v in values.items() if k in full and full[k] != v}
+    assert not differ, f"notebook value vs params/full.yaml: {differ}"
