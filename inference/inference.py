@@ -8,7 +8,7 @@ and device), so repeated calls do not read the checkpoint again. Generated code 
 returned as text: nothing here executes it.
 
 The docstring goes through the same preparation as the training data: its first paragraph (the
-summary, ``utils.data.docstring_summary``) is tokenized with ``utils.tokenizer.tokenize_docstring``
+summary, ``utils.tokenizer.docstring_summary``) is tokenized with ``utils.tokenizer.tokenize_docstring``
 and cut to the model's source limit (``config.max_src_len`` tokens, with a warning). Words outside
 the source vocabulary become ``<UNK>`` (the copy model can still copy them into the code).
 """
@@ -29,13 +29,12 @@ import utils.checkpoint as _checkpoint
 from utils.batch import Example, extend_with_source_oov, make_batch
 from utils.checkpoint import CheckpointError
 from utils.config import resolve_device
-from utils.data import docstring_summary
 from utils.decoding import check_length_penalty, decode_batch, ids_to_tokens
 from utils.models import Seq2SeqModel
 from utils.paths import project_path, user_path
 from utils.precision import autocast, check_precision, resolve_precision
 from utils.subwords import join_pieces, merge_attention
-from utils.tokenizer import detokenize, tokenize_docstring
+from utils.tokenizer import detokenize, docstring_summary, tokenize_docstring
 from utils.vocabulary import SPECIALS, UNK, Vocabulary
 
 __all__ = [

@@ -82,3 +82,16 @@ def test_round_trip_preserves_the_ast_on_real_code() -> None:
     rate = ok / len(sample)
     print(f"\nround-trip AST equality: {ok}/{len(sample)} = {rate:.2%}")
     assert rate >= 0.99
+
+
+def test_docstring_summary_is_the_first_paragraph_collapsed() -> None:
+    from utils.tokenizer import docstring_summary
+
+    text = """Return the sum
+        of two numbers.
+
+        Args:
+            a: the first.
+    """
+    assert docstring_summary(text) == "Return the sum of two numbers."
+    assert docstring_summary("  One line.  ") == "One line."

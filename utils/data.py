@@ -10,13 +10,11 @@ import ast
 import gzip
 import hashlib
 import importlib.metadata
-import inspect
 import json
 import multiprocessing
 import os
 import platform
 import random
-import re
 import textwrap
 import time
 import tokenize
@@ -40,7 +38,7 @@ from utils.corpus_sources import (
 )
 from utils.files import atomic_write, write_text
 from utils.paths import REPO_ROOT, project_path
-from utils.tokenizer import tokenize_code, tokenize_docstring
+from utils.tokenizer import docstring_summary, tokenize_code, tokenize_docstring
 from utils.vocabulary import UNK, Vocabulary
 
 SOURCES = ("python", "codesearchnet")
@@ -77,12 +75,6 @@ _FunctionNode = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 # ----------------------------------------------------------------------------------------------- extraction
-
-def docstring_summary(docstring: str) -> str:
-    """First paragraph of a docstring (up to the first blank line), whitespace collapsed."""
-    paragraph = re.split(r"\n\s*\n", inspect.cleandoc(docstring).strip(), maxsplit=1)[0]
-    return " ".join(paragraph.split())
-
 
 def _is_docstring(stmt: ast.stmt) -> bool:
     return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
@@ -565,7 +557,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def unk_rate(token_lists: Iterable[list[str]], vocab: Vocabulary) -> float:
+def oov_rate(token_lists: Iterable[list[str]], vocab: Vocabulary) -> float:
     """Share of symbols (tokens, or BPE pieces) that ``vocab`` maps to <UNK>."""
     total = unknown = 0
     for tokens in token_lists:
@@ -685,8 +677,8 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
         "vocab_sizes": {"src": len(src_vocab), "trg": len(trg_vocab)},
         "max_lengths": sequence_limits(vocabulary, max_doc_tokens, max_code_tokens),
         "symbols_per_pair": piece_summary(splits, src_vocab, trg_vocab),
-        "unk_rate": {name: {"src": unk_rate((r["docstring_tokens"] for r in split_rows), src_vocab),
-                            "trg": unk_rate((r["code_tokens"] for r in split_rows), trg_vocab)}
+        "unk_rate": {name: {"src": oov_rate((r["docstring_tokens"] for r in split_rows), src_vocab),
+                            "trg": oov_rate((r["code_tokens"] for r in split_rows), trg_vocab)}
                      for name, split_rows in splits.items()},
         "sha256": file_hashes,
         "elapsed_seconds": round(time.perf_counter() - started, 2),

@@ -1,6 +1,7 @@
 """Tokenizers for docstrings (words) and code (Python's own tokenizer), and the code detokenizer."""
 from __future__ import annotations
 
+import inspect
 import io
 import keyword
 import re
@@ -162,3 +163,10 @@ def detokenize(tokens: list[str]) -> str:
     if line:
         lines.append("    " * line_depth + "".join(line))
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def docstring_summary(docstring: str) -> str:
+    """First paragraph of a docstring (up to the first blank line), whitespace collapsed: the part
+    the corpus keeps and the inference API reads."""
+    paragraph = re.split(r"\n\s*\n", inspect.cleandoc(docstring).strip(), maxsplit=1)[0]
+    return " ".join(paragraph.split())
