@@ -119,6 +119,117 @@ def _check_resumable(ckpt: dict, config: Seq2SeqConfig, src_vocab: Vocabulary, t
                               "Delete it, or pass resume=False, to start this model over.")
 
 
+@dataclass
+class TrainingState:
+    """What carries over from epoch to epoch, saved in ``<model>_last.pt`` to resume from."""
+
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0                # epochs finished
+    best_val: float = math.inf    # lowest validation loss so far
+    best_epoch: int = 0
+    bad_epochs: int = 0           # epochs since the last improvement
+    lr_factor: float = 1.0        # the learning rate's reduction so far ("plateau" schedule)
+
+    def finished(self, config: Seq2SeqConfig) -> bool:
+        """Early-stopped, or at the epoch limit (a run resumed with more epochs goes on)."""
+        return self.bad_epochs >= config.patience or self.epoch >= config.epochs
+
+
+@dataclass
+class Optimisation:
+    """The optimizer and everything else a resumed run must restore to continue exactly."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator  # teacher-forcing draws
+
+    @classmethod
+    def create(cls, model: Seq2SeqModel, config: Seq2SeqConfig, state: TrainingState, precision: str,
+               device: torch.device) -> "Optimisation":
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: _warmup(s, config.warmup_steps) * state.lr_factor)
+        scaler = grad_scaler(precision, device)  # fp16 only; bf16 and fp32 need none
+        return cls(optimizer, scheduler, scaler, torch.Generator().manual_seed(config.seed))
+
+
+def _resume(path: Path, config: Seq2SeqConfig, src_vocab: Vocabulary, trg_vocab: Vocabulary,
+            model: Seq2SeqModel, opt: Optimisation, state: TrainingState, device: torch.device) -> None:
+    """Restore weights, optimizer, random generators and ``state`` (in place) from ``path``."""
+    ckpt = load_checkpoint(path, device)
+    _check_resumable(ckpt, config, src_vocab, trg_vocab, path)
+    model.load_state_dict(ckpt["model_state"])
+    opt.optimizer.load_state_dict(ckpt["optimizer_state"])
+    opt.scheduler.load_state_dict(ckpt["scheduler_state"])
+    if "scaler_state" in ckpt:
+        opt.scaler.load_state_dict(ckpt["scaler_state"])
+    torch.set_rng_state(ckpt["torch_rng"].cpu())
+    opt.generator.set_state(ckpt["tf_rng"].cpu())
+    state.history, state.epoch, state.best_val = list(ckpt["history"]), ckpt["epoch"], ckpt["best_val"]
+    state.best_epoch, state.bad_epochs = ckpt["best_epoch"], ckpt["bad_epochs"]
+    state.lr_factor = ckpt.get("lr_factor", 1.0)
+
+
+def train_epoch(model: Seq2SeqModel, examples: Sequence[Example], config: Seq2SeqConfig, epoch: int,
+                opt: Optimisation, device: torch.device, precision: str, progress: bool = True) -> dict:
+    """One pass over the training pairs (``epoch`` counts from 1): the record's training figures."""
+    model.train()
+    n_batches = math.ceil(len(examples) / config.batch_size)
+    bar = tqdm(bucketed_batches(examples, config.batch_size, shuffle=True, seed=config.seed + epoch),
+               total=n_batches, desc=f"{config.model} epoch {epoch}", disable=not progress,
+               file=sys.stdout, ascii=True, ncols=110, mininterval=10.0)
+    total_loss, total_tokens, ratios, e0 = 0.0, 0, [], time.perf_counter()
+    for i, batch in enumerate(bar):
+        batch = batch.to(device)
+        ratios.append(teacher_forcing_ratio(config, (epoch - 1) * n_batches + i, n_batches))
+        with autocast(precision, device):  # the backward pass runs in the forward's dtypes
+            loss, n = model.loss(batch, ratios[-1], opt.generator, config.label_smoothing)
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scaler.scale(loss / n).backward()
+        opt.scaler.unscale_(opt.optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        opt.scheduler.step()
+        total_loss += loss.item()
+        total_tokens += n
+        bar.set_postfix(loss=f"{total_loss / total_tokens:.3f}",
+                        tok_s=f"{total_tokens / (time.perf_counter() - e0):.0f}", refresh=False)
+    bar.close()
+    seconds = time.perf_counter() - e0
+    return {"train_loss": total_loss / max(total_tokens, 1), "train_seconds": seconds,
+            "train_tokens_per_s": total_tokens / max(seconds, 1e-9),
+            "teacher_forcing": sum(ratios) / max(len(ratios), 1)}
+
+
+def _end_of_epoch(record: dict, state: TrainingState, config: Seq2SeqConfig, model: Seq2SeqModel,
+                  opt: Optimisation, vocabs: tuple[Vocabulary, Vocabulary], paths: tuple[Path, Path],
+                  log: Callable[[str], None]) -> None:
+    """Keep the epoch's record, the best checkpoint when it improved, the schedule's reduction when
+    it did not, and the checkpoint to resume from."""
+    state.history.append(record)
+    improved = record["val_loss"] < state.best_val
+    if improved:
+        state.best_val, state.best_epoch, state.bad_epochs = record["val_loss"], state.epoch, 0
+        save_checkpoint(paths[0], model, *vocabs, state.history, best_epoch=state.best_epoch)
+    else:
+        state.bad_epochs += 1
+        if config.lr_schedule == "plateau":
+            state.lr_factor *= config.lr_decay
+    log(f"[{config.model}] epoch {state.epoch}: train loss {record['train_loss']:.3f} | val loss "
+        f"{record['val_loss']:.3f} (ppl {record['val_ppl']:.1f}, teacher-forced) | greedy val token acc "
+        f"{record['val_token_acc_greedy']:.1f}% | {record['train_tokens_per_s']:.0f} tok/s | "
+        f"{record['epoch_seconds']:.0f}s"
+        + (" | best" if improved else f" | no improvement ({state.bad_epochs}/{config.patience})"))
+    save_checkpoint(paths[1], model, *vocabs, state.history,
+                    optimizer_state=opt.optimizer.state_dict(), scheduler_state=opt.scheduler.state_dict(),
+                    scaler_state=opt.scaler.state_dict(), torch_rng=torch.get_rng_state(),
+                    tf_rng=opt.generator.get_state(), epoch=state.epoch, best_val=state.best_val,
+                    best_epoch=state.best_epoch, bad_epochs=state.bad_epochs, finished=state.finished(config),
+                    lr_factor=state.lr_factor)
+
+
 def train_model(
     config: Seq2SeqConfig,
     train_examples: Sequence[Example],
@@ -148,99 +259,36 @@ def train_model(
     precision = resolve_precision(config.precision, device)
     set_seed(config.seed)
     model = build_model(config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    plateau = {"factor": 1.0}  # the learning rate's reduction so far ("plateau" schedule)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _warmup(s, config.warmup_steps) * plateau["factor"])
-    generator = torch.Generator().manual_seed(config.seed)
-    scaler = grad_scaler(precision, device)  # fp16 only; bf16 and fp32 need none
-    history: list[dict] = []
-    start_epoch, best_val, best_epoch, bad_epochs, finished = 0, math.inf, 0, 0, False
+    state = TrainingState()
+    opt = Optimisation.create(model, config, state, precision, device)
     notes: list[str] = []
-
     if resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, device)
-        _check_resumable(ckpt, config, src_vocab, trg_vocab, last_path)
-        model.load_state_dict(ckpt["model_state"])
-        optimizer.load_state_dict(ckpt["optimizer_state"])
-        scheduler.load_state_dict(ckpt["scheduler_state"])
-        if "scaler_state" in ckpt:
-            scaler.load_state_dict(ckpt["scaler_state"])
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
-        generator.set_state(ckpt["tf_rng"].cpu())
-        history = list(ckpt["history"])
-        start_epoch, best_val, best_epoch = ckpt["epoch"], ckpt["best_val"], ckpt["best_epoch"]
-        bad_epochs, finished = ckpt["bad_epochs"], ckpt["finished"]
-        plateau["factor"] = ckpt.get("lr_factor", 1.0)
-        # a run that reached its epoch limit continues when more epochs are asked for now
-        finished = bad_epochs >= config.patience or start_epoch >= config.epochs
-        notes.append(f"resumed from {last_path} after epoch {start_epoch}")
-        log(f"[{config.model}] resuming after epoch {start_epoch} ({last_path})")
+        _resume(last_path, config, src_vocab, trg_vocab, model, opt, state, device)
+        notes.append(f"resumed from {last_path} after epoch {state.epoch}")
+        log(f"[{config.model}] resuming after epoch {state.epoch} ({last_path})")
+    start_epoch = state.epoch
 
     t0 = time.perf_counter()
-    epoch = start_epoch
-    while not finished and epoch < config.epochs:
-        epoch += 1
-        model.train()
-        n_batches = math.ceil(len(train_examples) / config.batch_size)
-        bar = tqdm(bucketed_batches(train_examples, config.batch_size, shuffle=True, seed=config.seed + epoch),
-                   total=n_batches, desc=f"{config.model} epoch {epoch}", disable=not progress,
-                   file=sys.stdout, ascii=True, ncols=110, mininterval=10.0)
-        total_loss, total_tokens, e0 = 0.0, 0, time.perf_counter()
-        ratios = []
-        for i, batch in enumerate(bar):
-            batch = batch.to(device)
-            ratios.append(teacher_forcing_ratio(config, (epoch - 1) * n_batches + i, n_batches))
-            with autocast(precision, device):  # the backward pass runs in the forward's dtypes
-                loss, n = model.loss(batch, ratios[-1], generator, config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss / n).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total_loss += loss.item()
-            total_tokens += n
-            bar.set_postfix(loss=f"{total_loss / total_tokens:.3f}",
-                            tok_s=f"{total_tokens / (time.perf_counter() - e0):.0f}", refresh=False)
-        bar.close()
-        train_seconds = time.perf_counter() - e0
+    while not state.finished(config):
+        state.epoch += 1
+        e0 = time.perf_counter()
+        trained = train_epoch(model, train_examples, config, state.epoch, opt, device, precision, progress)
         val_loss = evaluate_loss(model, valid_examples, config.batch_size, device, precision)
-        val_acc = greedy_token_accuracy(model, valid_examples, device, config.max_trg_len + 1, precision=precision)
         record = {
-            "epoch": epoch,
-            "train_loss": total_loss / max(total_tokens, 1),
+            "epoch": state.epoch,
+            "train_loss": trained["train_loss"],
             "val_loss": val_loss,
             "val_ppl": math.exp(min(val_loss, 50.0)),
-            "val_token_acc_greedy": val_acc,
-            "train_seconds": train_seconds,
+            "val_token_acc_greedy": greedy_token_accuracy(model, valid_examples, device, config.max_trg_len + 1,
+                                                          precision=precision),
+            "train_seconds": trained["train_seconds"],
             "epoch_seconds": time.perf_counter() - e0,
-            "train_tokens_per_s": total_tokens / max(train_seconds, 1e-9),
-            "lr": optimizer.param_groups[0]["lr"],
-            "teacher_forcing": sum(ratios) / max(len(ratios), 1),
+            "train_tokens_per_s": trained["train_tokens_per_s"],
+            "lr": opt.optimizer.param_groups[0]["lr"],
+            "teacher_forcing": trained["teacher_forcing"],
             "precision": precision,
         }
-        history.append(record)
-        improved = val_loss < best_val
-        if improved:
-            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-            save_checkpoint(best_path, model, src_vocab, trg_vocab, history, best_epoch=best_epoch)
-        else:
-            bad_epochs += 1
-            if config.lr_schedule == "plateau":
-                plateau["factor"] *= config.lr_decay
-        finished = bad_epochs >= config.patience or epoch >= config.epochs
-        log(f"[{config.model}] epoch {epoch}: train loss {record['train_loss']:.3f} | val loss {val_loss:.3f} "
-            f"(ppl {record['val_ppl']:.1f}, teacher-forced) | greedy val token acc {val_acc:.1f}% | "
-            f"{record['train_tokens_per_s']:.0f} tok/s | {record['epoch_seconds']:.0f}s"
-            + (" | best" if improved else f" | no improvement ({bad_epochs}/{config.patience})"))
-        save_checkpoint(last_path, model, src_vocab, trg_vocab, history,
-                        optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
-                        scaler_state=scaler.state_dict(),
-                        torch_rng=torch.get_rng_state(), tf_rng=generator.get_state(), epoch=epoch,
-                        best_val=best_val, best_epoch=best_epoch, bad_epochs=bad_epochs, finished=finished,
-                        lr_factor=plateau["factor"])
+        _end_of_epoch(record, state, config, model, opt, (src_vocab, trg_vocab), (best_path, last_path), log)
     seconds = time.perf_counter() - t0
 
     if not best_path.exists():
@@ -248,6 +296,6 @@ def train_model(
     best = load_checkpoint(best_path, device)
     model.load_state_dict(best["model_state"])
     model.eval()
-    if len(best["history"]) != len(history):  # the best checkpoint also carries the full curves
-        save_checkpoint(best_path, model, src_vocab, trg_vocab, history, best_epoch=best_epoch)
-    return TrainResult(model, history, best_path, last_path, seconds, start_epoch, best_epoch, notes)
+    if len(best["history"]) != len(state.history):  # the best checkpoint also carries the full curves
+        save_checkpoint(best_path, model, src_vocab, trg_vocab, state.history, best_epoch=state.best_epoch)
+    return TrainResult(model, state.history, best_path, last_path, seconds, start_epoch, state.best_epoch, notes)
