@@ -27,10 +27,9 @@ import torch
 
 import utils.checkpoint as _checkpoint
 from utils.batch import Example, extend_with_source_oov, make_batch
-from utils.checkpoint import CheckpointError
+from utils.checkpoint import CheckpointError, LoadedModel
 from utils.config import resolve_device
 from utils.decoding import check_length_penalty, decode_batch, ids_to_tokens
-from utils.models import Seq2SeqModel
 from utils.paths import project_path, user_path
 from utils.precision import autocast, check_precision, resolve_precision
 from utils.subwords import join_pieces, merge_attention
@@ -62,36 +61,6 @@ class AttentionResult:
     attention: np.ndarray | None
     model: str = ""
     source_unknown: list[bool] = field(default_factory=list)
-
-
-@dataclass
-class LoadedModel:
-    """A checkpoint ready for decoding (what the cache holds)."""
-
-    model: Seq2SeqModel
-    src_vocab: Vocabulary
-    trg_vocab: Vocabulary
-    path: Path
-    device: torch.device
-
-    @property
-    def name(self) -> str:
-        return self.model.config.model
-
-    @property
-    def max_src_len(self) -> int:
-        """Source tokens the model reads (without <SOS>/<EOS>): the config's limit, within the position table."""
-        c = self.model.config
-        limit = int(c.max_src_len)
-        if c.model == "transformer":
-            limit = min(limit, int(c.max_positions) - 2)
-        return max(1, limit)
-
-    @property
-    def max_trg_len(self) -> int | None:
-        """Most tokens the model can generate, where it has a hard limit (the Transformer's positions)."""
-        c = self.model.config
-        return int(c.max_positions) if c.model == "transformer" else None
 
 
 @dataclass
@@ -161,8 +130,7 @@ def _load_cached(path: str, mtime_ns: int, size: int, device: str) -> LoadedMode
     except Exception as e:  # torch.load can fail in other ways on arbitrary bytes (e.g. KeyError)
         raise CheckpointError(f"Checkpoint {path} cannot be read (truncated, or not a checkpoint of this "
                               f"project): {type(e).__name__}.") from None
-    model, src_vocab, trg_vocab = _checkpoint.model_from_checkpoint(ckpt, path, device)
-    return LoadedModel(model.eval(), src_vocab, trg_vocab, Path(path), torch.device(device))
+    return LoadedModel.from_checkpoint(ckpt, path, device)
 
 
 @functools.lru_cache(maxsize=16)

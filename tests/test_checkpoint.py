@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from utils.batch import make_batch
-from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_model, save_checkpoint
+from utils.checkpoint import FORMAT, CheckpointError, LoadedModel, load_checkpoint, load_model, save_checkpoint
 from utils.models import MODEL_CLASSES, build_model
 from utils.vocabulary import SPECIALS, Vocabulary
 
@@ -193,3 +193,21 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(saved, monkeypatc
     monkeypatch.setattr(torch, "save", denied)  # other OS errors are not called a full disk
     with pytest.raises(PermissionError):
         save_checkpoint(path, other, toy_vocab, toy_vocab)
+
+
+@pytest.mark.parametrize("name", ["attention", "transformer"])
+def test_loaded_model_carries_what_the_checkpoint_recorded(name, tmp_path, tiny_config, toy_vocab) -> None:
+    """One ``LoadedModel`` for evaluation and inference: the model in eval mode, its vocabularies,
+    training history and best epoch, and the length limits decoding must respect."""
+    model = build_model(tiny_config(name, max_positions=12))
+    history = [{"epoch": 1, "epoch_seconds": 2.5}, {"epoch": 2, "epoch_seconds": 3.0}]
+    path = save_checkpoint(tmp_path / f"{name}.pt", model, toy_vocab, toy_vocab, history, best_epoch=2)
+    loaded = LoadedModel.from_checkpoint(load_checkpoint(path), path, "cpu", expected_model=name, precision="bf16")
+    assert (loaded.name, loaded.path, loaded.best_epoch, loaded.precision) == (name, path, 2, "bf16")
+    assert loaded.history == history and loaded.training_seconds == 5.5 and not loaded.model.training
+    assert loaded.device == torch.device("cpu") and loaded.n_parameters == model.n_parameters()
+    assert loaded.src_vocab == toy_vocab and loaded.trg_vocab == toy_vocab
+    # the Transformer cannot read or write past its position table; the recurrent models only have the config's limit
+    assert (loaded.max_src_len, loaded.max_trg_len) == ((10, 12) if name == "transformer" else (10, None))
+    with pytest.raises(CheckpointError):
+        LoadedModel.from_checkpoint(load_checkpoint(path), path, "cpu", expected_model="rnn")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,59 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expected_mo
                 f"({len(own)} tokens) than the one given ({len(given)} tokens); "
                 "use the vocabulary saved with the checkpoint or retrain.")
     return model, sv, tv, ckpt
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready to decode, with what its checkpoint recorded about its training: what
+    evaluation (``utils.evaluation.load_trained``) and inference (``inference.load_generator``) hold."""
+
+    model: Seq2SeqModel
+    src_vocab: Vocabulary
+    trg_vocab: Vocabulary
+    path: Path
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    precision: str = "fp32"  # the resolved arithmetic it decodes in (utils.precision)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, path: str | Path, device: str | torch.device = "cpu",
+                        expected_model: str | None = None, precision: str = "fp32") -> "LoadedModel":
+        """The model of an already loaded checkpoint dict, in eval mode (the weights are not kept twice)."""
+        model, src_vocab, trg_vocab = model_from_checkpoint(ckpt, path, device, expected_model)
+        return cls(model.eval(), src_vocab, trg_vocab, Path(path), list(ckpt.get("history") or []),
+                   ckpt.get("best_epoch"), precision)
+
+    @property
+    def name(self) -> str:
+        return self.model.config.model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def n_parameters(self) -> int:
+        return self.model.n_parameters()
+
+    @property
+    def training_seconds(self) -> float:
+        """Sum of the recorded epochs' wall time (NaN if the history has none)."""
+        secs = [h["epoch_seconds"] for h in self.history if "epoch_seconds" in h]
+        return float(sum(secs)) if secs else float("nan")
+
+    @property
+    def max_src_len(self) -> int:
+        """Source symbols the model reads (without <SOS>/<EOS>): the config's limit, within the
+        Transformer's position table."""
+        c = self.model.config
+        limit = int(c.max_src_len)
+        if c.model == "transformer":
+            limit = min(limit, int(c.max_positions) - 2)
+        return max(1, limit)
+
+    @property
+    def max_trg_len(self) -> int | None:
+        """Most symbols the model can generate, where it has a hard limit (the Transformer's positions)."""
+        c = self.model.config
+        return int(c.max_positions) if c.model == "transformer" else None

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from utils.batch import encode_pairs
-from utils.checkpoint import load_model
+from utils.checkpoint import LoadedModel, load_checkpoint
 from utils.config import model_names, resolve_device
 from utils.data import load_split
 from utils.decoding import check_length_penalty, decode_examples, ids_to_tokens
@@ -37,7 +37,6 @@ from utils.metrics import (
     output_length,
     perplexity,
 )
-from utils.models import Seq2SeqModel
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
 from utils.retrieval import retrieval_outputs
@@ -93,37 +92,6 @@ STUDY_SOURCE = "quoted from the original study (published numbers, not reproduce
 
 # -- loading ------------------------------------------------------------------------------------
 
-@dataclass
-class LoadedModel:
-    """A trained model with everything its checkpoint carries."""
-
-    name: str
-    model: Seq2SeqModel
-    src_vocab: Vocabulary
-    trg_vocab: Vocabulary
-    checkpoint: dict
-    path: Path
-    precision: str = "fp32"  # the resolved arithmetic it decodes in (utils.precision)
-
-    @property
-    def history(self) -> list[dict]:
-        return list(self.checkpoint.get("history") or [])
-
-    @property
-    def best_epoch(self) -> int | None:
-        return self.checkpoint.get("best_epoch")
-
-    @property
-    def training_seconds(self) -> float:
-        """Sum of the recorded epochs' wall time (NaN if the history has none)."""
-        secs = [h["epoch_seconds"] for h in self.history if "epoch_seconds" in h]
-        return float(sum(secs)) if secs else float("nan")
-
-    @property
-    def n_parameters(self) -> int:
-        return self.model.n_parameters()
-
-
 def _device(device: str | torch.device | None) -> torch.device:
     return device if isinstance(device, torch.device) else resolve_device(device)
 
@@ -146,8 +114,8 @@ def load_trained(checkpoint_dir: str | Path, models: str | Sequence[str], device
         if not path.is_file():
             log(f"note: no checkpoint for '{name}' at {path}; skipping it.")
             continue
-        model, src_vocab, trg_vocab, ckpt = load_model(path, device, expected_model=name)
-        loaded[name] = LoadedModel(name, model, src_vocab, trg_vocab, ckpt, path, precision)
+        ckpt = load_checkpoint(path, device)
+        loaded[name] = LoadedModel.from_checkpoint(ckpt, path, device, expected_model=name, precision=precision)
     if not loaded:
         raise FileNotFoundError(
             f"No trained checkpoint (<model>_best.pt) for any of {list(models)} in {folder}; {TRAIN_HINT}.")
