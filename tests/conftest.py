@@ -5,6 +5,7 @@ that the learning tests take seconds on a CPU and give the same result on every 
 """
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,8 +14,11 @@ import pytest
 import torch
 
 from utils.batch import Example, bucketed_batches, encode_pairs
+from utils.checkpoint import save_checkpoint
 from utils.config import Seq2SeqConfig
+from utils.evaluation import decode_models, load_trained
 from utils.models import Seq2SeqModel, build_model
+from utils.tokenizer import tokenize_code
 from utils.vocabulary import SPECIALS, Vocabulary
 
 TOY_WORDS = [f"t{i}" for i in range(12)]
@@ -115,3 +119,66 @@ def tiny_corpus(tmp_path_factory) -> Path:
     preprocess("python", out_dir=out, split_sizes=(60, 15, 15), min_freq=1, vocabulary="bpe", bpe_size=300,
                corpus_packages="environment", max_files=60)
     return out
+
+
+# -- tiny untrained models saved as real checkpoints (evaluation, length penalty, attention analysis)
+
+SOURCES = [
+    ("Return the sum of a and b .", "def add(a, b):\n    return a + b\n"),
+    ("Return the larger of x and y .", "def larger(x, y):\n    if x > y:\n        return x\n    return y\n"),
+    ("Scale values by factor .", "def scale(values, factor):\n    return [v * factor for v in values]\n"),
+    ("Return the first item .", "def first(items):\n    return items[0]\n"),
+    ("Count the words in text , a long docstring that goes on for quite a number of tokens so that it "
+     "falls into the longer bucket of the table .", "def count(text):\n    return len(text.split())\n"),
+]
+
+
+HISTORY = [
+    {"epoch": 1, "train_loss": 5.0, "val_loss": 4.5, "val_ppl": math.exp(4.5), "val_token_acc_greedy": 3.0,
+     "train_seconds": 1.0, "epoch_seconds": 1.5, "train_tokens_per_s": 100.0},
+    {"epoch": 2, "train_loss": 4.0, "val_loss": 4.0, "val_ppl": math.exp(4.0), "val_token_acc_greedy": 6.0,
+     "train_seconds": 2.0, "epoch_seconds": 2.5, "train_tokens_per_s": 110.0},
+]
+
+
+@pytest.fixture(scope="session")
+def saved_history() -> list[dict]:
+    """The training history every checkpoint of ``ckpt_dir`` carries."""
+    return HISTORY
+
+
+@pytest.fixture(scope="session")
+def rows() -> list[dict]:
+    return [{"docstring_tokens": doc.split(), "code_tokens": tokenize_code(code), "code": code,
+             "func_name": code.split("(")[0][4:], "summary": doc} for doc, code in SOURCES]
+
+
+@pytest.fixture(scope="session")
+def vocabs(rows):
+    # "b" and "factor" stay out of the target vocabulary, so outputs can hold <UNK>
+    src = Vocabulary.build((r["docstring_tokens"] for r in rows), min_freq=1)
+    trg = Vocabulary.build(([t for t in r["code_tokens"] if t not in ("b", "factor")] for r in rows), min_freq=1)
+    return src, trg
+
+
+@pytest.fixture(scope="session")
+def ckpt_dir(tmp_path_factory, vocabs):
+    src, trg = vocabs
+    folder = tmp_path_factory.mktemp("ckpt")
+    for name in ("rnn", "attention", "copy", "transformer"):
+        torch.manual_seed(0)
+        config = Seq2SeqConfig(model=name, src_vocab_size=len(src), trg_vocab_size=len(trg), embed_dim=16,
+                               hidden_dim=32, num_layers=1, dropout=0.0, n_heads=2, ff_dim=32)
+        save_checkpoint(folder / f"{name}_best.pt", build_model(config), src, trg, history=HISTORY, best_epoch=2)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def loaded(ckpt_dir):
+    return load_trained(ckpt_dir, ["rnn", "lstm", "attention", "copy", "transformer"], "cpu", log=lambda s: None)
+
+
+@pytest.fixture(scope="session")
+def decoded(loaded, rows):
+    two = {name: loaded[name] for name in ("rnn", "attention")}
+    return decode_models(two, rows, beam_size=2, max_len=12, log=lambda s: None)

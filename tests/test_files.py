@@ -6,8 +6,7 @@ import errno
 import pandas as pd
 import pytest
 
-from utils.evaluation import save_csv
-from utils.files import atomic_write, disk_full, write_text
+from utils.files import atomic_write, disk_full, save_csv, write_text
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path) -> None:
@@ -52,3 +51,8 @@ def test_disk_full_and_bad_mode() -> None:
     with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"):
         with atomic_write("x", "a"):
             pass
+
+
+def test_save_csv_creates_folders(tmp_path):
+    path = save_csv(pd.DataFrame({"a": [1, 2]}), tmp_path / "new" / "deeper" / "t.csv")
+    assert path.is_file() and pd.read_csv(path)["a"].tolist() == [1, 2]

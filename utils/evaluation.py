@@ -1,16 +1,14 @@
-"""Evaluating trained checkpoints on a split: decoding, the results table, length buckets, attention.
+"""Evaluating trained checkpoints on a split: loading, decoding, the results table with its baseline
+rows, length buckets. (The length penalty is chosen in ``utils.length_penalty``, attention is analysed
+in ``utils.attention_analysis``, the study's quoted numbers live in ``utils.study_results``.)
 
 Free-running metrics (BLEU, token accuracy, exact match, syntax validity, ``<UNK>`` rate, copied
 identifiers) are computed by :func:`utils.metrics.evaluate_outputs` on decoded outputs, where the
 model never sees a reference token. Teacher-forced perplexity is a different quantity (every step
 reads the reference prefix) and is computed apart, by :func:`teacher_forced_perplexity`.
-
-The only numbers typed into this module are the original study's published results, returned by
-:func:`study_table` and labelled as quoted literature values.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,23 +23,12 @@ from utils.checkpoint import LoadedModel, load_checkpoint
 from utils.config import model_names, resolve_device
 from utils.data import load_split
 from utils.decoding import check_length_penalty, decode_examples, ids_to_tokens
-from utils.files import atomic_write
-from utils.metrics import (
-    attention_copy_alignment,
-    attention_entropy,
-    corpus_bleu_score,
-    distinct_outputs,
-    evaluate_outputs,
-    is_identifier,
-    length_bucket_table,
-    output_length,
-    perplexity,
-)
+from utils.files import save_csv
+from utils.metrics import evaluate_outputs, length_bucket_table, perplexity
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
 from utils.retrieval import retrieval_outputs
 from utils.subwords import join_pieces, known_tokens, merge_attention
-from utils.tokenizer import detokenize
 from utils.training import evaluate_loss
 from utils.vocabulary import Vocabulary
 
@@ -77,17 +64,6 @@ RESULT_COLUMNS: list[str] = list(RESULT_LABELS)
 
 # Beam search's length penalty: one value for every model, or one per (model, decoding label).
 LengthPenalties = float | Mapping[tuple[str, str], float]
-TUNED = "tuned"  # the length-penalty setting that reads the values notebook 03 chose
-TUNING_CSV = "length_penalty.csv"
-
-# The original study's published test-set results. QUOTED LITERATURE VALUES, not computed here.
-_STUDY_RESULTS = [
-    {"model": "rnn", "study_model": "RNN", "bleu": 11.16, "token_accuracy": 19.13, "exact_match": 0.0},
-    {"model": "lstm", "study_model": "LSTM", "bleu": 19.64, "token_accuracy": 18.67, "exact_match": 0.0},
-    {"model": "attention", "study_model": "LSTM + attention", "bleu": 21.26, "token_accuracy": 21.06,
-     "exact_match": 0.0},
-]
-STUDY_SOURCE = "quoted from the original study (published numbers, not reproduced here)"
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -246,7 +222,7 @@ def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_
     return out
 
 
-# -- the beam's length penalty, chosen on the validation split --------------------------------------
+# -- the beam's length penalty (chosen in utils.length_penalty) ------------------------------------
 
 def penalty_for(length_penalty: LengthPenalties, model: str, decoding: str) -> float:
     """The length penalty of ``model``'s ``decoding`` (e.g. "beam5+syntax") in ``length_penalty``."""
@@ -259,81 +235,6 @@ def penalty_for(length_penalty: LengthPenalties, model: str, decoding: str) -> f
         raise KeyError(f"No length penalty was chosen for {model} {decoding} (chosen for: {chosen}). Run "
                        f"notebooks/03_bleu.ipynb with these models and beam size, or set length_penalty "
                        f"to a number.") from None
-
-
-def tune_length_penalty(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], candidates: Sequence[float],
-                        beam_size: int = 5, max_len: int = 0, batch_size: int = 128,
-                        device: str | torch.device | None = None, syntax_aware: bool | Sequence[bool] = False,
-                        log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Beam search over ``rows`` (validation rows: never the split that is reported) with every
-    candidate length penalty, per model and syntax setting. One row per try: BLEU, output length and
-    distinct outputs; ``chosen`` marks the highest BLEU of each (model, decoding), the smallest
-    penalty among equals."""
-    if beam_size < 2:
-        raise ValueError(f"The length penalty only matters for beam search: beam_size is {beam_size}.")
-    alphas = sorted({check_length_penalty(a) for a in candidates})
-    if not alphas or not rows:
-        raise ValueError("Choosing a length penalty needs at least one candidate and one validation row.")
-    modes = [syntax_aware] if isinstance(syntax_aware, bool) else list(syntax_aware)
-    refs, _ = _references(rows)
-    records = []
-    for name, lm in loaded.items():
-        for mode in modes:
-            for alpha in alphas:
-                d = decode_split(lm, rows, beam_size, max_len, batch_size, device, mode, alpha)
-                records.append({"model": name, "decoding": d.decoding, "length_penalty": alpha, "n": len(rows),
-                                "bleu": corpus_bleu_score(d.hypotheses, refs),
-                                "output_length": output_length(d.hypotheses, refs),
-                                "distinct_outputs": distinct_outputs(d.hypotheses)})
-    table = pd.DataFrame(records)
-    ranked = table.sort_values(["bleu", "length_penalty"], ascending=[False, True], kind="stable")
-    table["chosen"] = table.index.isin(ranked.groupby(["model", "decoding"], sort=False).head(1).index)
-    for r in table[table["chosen"]].itertuples():
-        log(f"{r.model:>12} {r.decoding:>12}: length penalty {r.length_penalty:g} (validation BLEU {r.bleu:.2f})")
-    return table
-
-
-def chosen_length_penalties(table: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """{(model, decoding): length penalty} from the rows of a :func:`tune_length_penalty` table marked ``chosen``."""
-    missing = {"model", "decoding", "length_penalty", "chosen"} - set(table.columns)
-    if missing:
-        raise ValueError(f"Not a length-penalty table: no column {', '.join(sorted(missing))}.")
-    chosen = table[table["chosen"].astype(bool)]
-    return {(str(r.model), str(r.decoding)): float(r.length_penalty) for r in chosen.itertuples()}
-
-
-def choose_length_penalty(setting: float | str | Sequence[float], loaded: Mapping[str, LoadedModel],
-                          data_dir: str | Path, plots_dir: str | Path, beam_size: int = 5,
-                          syntax_aware: bool | Sequence[bool] = False, tune_examples: int = 300,
-                          max_len: int = 0, batch_size: int = 128, device: str | torch.device | None = None,
-                          log: Callable[[str], None] = print) -> tuple[LengthPenalties, pd.DataFrame | None]:
-    """The notebooks' ``length_penalty`` parameter made concrete:
-
-    * a number: that value for every model (no table);
-    * a list of candidates: each model and decoding gets the one with the best BLEU on the first
-      ``tune_examples`` validation rows; the table is saved as ``<plots_dir>/length_penalty.csv``;
-    * ``"tuned"``: the values that table holds (notebook 03 writes it; 04 and 05 read it).
-
-    With ``beam_size`` 1 (greedy only) there is nothing to choose: a list or "tuned" gives 1.0.
-    """
-    if beam_size < 2 and isinstance(setting, Sequence):  # a list, or "tuned"
-        return 1.0, None
-    if isinstance(setting, str):
-        if setting != TUNED:
-            raise ValueError(f'length_penalty must be a number, a list of candidates or "{TUNED}", got {setting!r}.')
-        path = project_path(plots_dir) / TUNING_CSV
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: notebooks/03_bleu.ipynb writes it when its "
-                                    f"length_penalty is a list of candidates. Run 03 first, or set "
-                                    f"length_penalty to a number.")
-        table = pd.read_csv(path)
-        return chosen_length_penalties(table), table
-    if isinstance(setting, Sequence):
-        rows = load_split(data_dir, "valid", required=True)[: max(tune_examples, 1)]
-        table = tune_length_penalty(loaded, rows, setting, beam_size, max_len, batch_size, device, syntax_aware, log)
-        save_csv(table, project_path(plots_dir) / TUNING_CSV)
-        return chosen_length_penalties(table), table
-    return check_length_penalty(setting), None
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -426,34 +327,6 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
     return table
 
 
-def study_table() -> pd.DataFrame:
-    """The original study's published test results. QUOTED, not computed: literature values only."""
-    table = pd.DataFrame(_STUDY_RESULTS)
-    table["source"] = STUDY_SOURCE
-    table.attrs["note"] = STUDY_SOURCE
-    return table
-
-
-def study_comparison(results: pd.DataFrame, decoding: str = "greedy") -> pd.DataFrame:
-    """Our ``decoding`` rows beside the study's quoted numbers, for the models the study had."""
-    ours = results[results["decoding"] == decoding].set_index("model")
-    rows = []
-    for s in _STUDY_RESULTS:
-        o = ours.loc[s["model"]] if s["model"] in ours.index else None
-        get = (lambda c, o=o: float(o[c])) if o is not None else (lambda c: float("nan"))  # noqa: E731
-        rows.append({
-            "model": s["study_model"],
-            "BLEU (study, quoted)": s["bleu"],
-            "BLEU (ours)": get("bleu"),
-            "BLEU (ours, study variant)": get("bleu_study"),
-            "token accuracy % (study, quoted)": s["token_accuracy"],
-            "token accuracy % (ours)": get("token_accuracy"),
-            "exact match % (study, quoted)": s["exact_match"],
-            "exact match % (ours)": get("exact_match"),
-        })
-    return pd.DataFrame(rows).set_index("model")
-
-
 def length_bucket_results(decoded: Sequence[DecodedSplit], rows: Sequence[dict]) -> pd.DataFrame:
     """:func:`utils.metrics.length_bucket_table` for every decoded split, stacked (model, decoding first)."""
     refs, docs = _references(rows)
@@ -467,98 +340,3 @@ def length_bucket_results(decoded: Sequence[DecodedSplit], rows: Sequence[dict])
         return pd.DataFrame(columns=["model", "decoding", "bucket", "n_examples", "n_target_tokens", "bleu",
                                      "token_accuracy", "exact_match", "syntax_valid"])
     return pd.concat(parts, ignore_index=True)
-
-
-# -- attention ----------------------------------------------------------------------------------
-
-def attention_statistics(decoded: DecodedSplit, rows: Sequence[dict] | None = None) -> dict[str, float]:
-    """Across a split: where attention goes when the model writes an identifier the docstring contains.
-
-    * ``copy_alignment``: % of such output tokens whose most-attended source position holds that
-      same word (``copy_hits`` / ``copy_total``); ``chance_alignment`` is the % a uniformly random
-      source position would give (occurrences of the word / source length, averaged);
-    * ``mean_entropy``: attention entropy in nats, averaged over all generated tokens;
-      ``uniform_entropy`` is the same average for uniform attention (log of the source length).
-    """
-    if not decoded.has_attention:
-        raise ValueError(f"{decoded.model} {decoded.decoding} has no attention weights.")
-    if rows is not None:
-        if len(rows) != len(decoded):
-            raise ValueError(f"{len(decoded)} outputs for {len(rows)} rows.")
-        for r, src in zip(rows, decoded.src_tokens):
-            if list(r["docstring_tokens"]) != src[1:-1]:
-                raise ValueError("The decoded split does not belong to these rows.")
-    hits = total = 0
-    chance = 0.0
-    ent_sum = uni_sum = 0.0
-    steps = n = 0
-    for a, src, out in zip(decoded.attention, decoded.src_tokens, decoded.hypotheses):
-        if a is None:
-            continue
-        n += 1
-        if a.shape[0] == 0:
-            continue
-        h, t = attention_copy_alignment(a, src, out)
-        hits, total = hits + h, total + t
-        for tok in out:
-            if is_identifier(tok) and tok in src:
-                chance += src.count(tok) / len(src)
-        ent_sum += attention_entropy(a) * a.shape[0]
-        uni_sum += math.log(a.shape[1]) * a.shape[0]
-        steps += a.shape[0]
-    return {
-        "model": decoded.model,
-        "decoding": decoded.decoding,
-        "n_outputs": n,
-        "n_tokens": steps,
-        "copy_total": total,
-        "copy_hits": hits,
-        "copy_alignment": 100.0 * hits / total if total else float("nan"),
-        "chance_alignment": 100.0 * chance / total if total else float("nan"),
-        "mean_entropy": ent_sum / steps if steps else float("nan"),
-        "uniform_entropy": uni_sum / steps if steps else float("nan"),
-    }
-
-
-def pick_heatmap_examples(decoded: DecodedSplit, n: int = 4, max_out: int = 30, max_src: int = 25) -> list[int]:
-    """Indices of up to ``n`` outputs small enough to read as a heatmap, preferring ones that write an
-    identifier of the docstring (falling back to any non-empty output)."""
-    fits = [i for i, (h, s, a) in enumerate(zip(decoded.hypotheses, decoded.src_tokens, decoded.attention))
-            if a is not None and 0 < len(h) <= max_out and len(s) <= max_src + 2]
-    copying = [i for i in fits if any(is_identifier(t) and t in decoded.src_tokens[i] for t in decoded.hypotheses[i])]
-    rest = [i for i in fits if i not in set(copying)]
-    chosen = (copying + rest)[:n]
-    if len(chosen) < n:  # nothing small enough: take the shortest non-empty outputs
-        others = sorted((i for i, a in enumerate(decoded.attention) if a is not None and len(decoded.hypotheses[i])
-                         and i not in chosen), key=lambda i: len(decoded.hypotheses[i]))
-        chosen += others[: n - len(chosen)]
-    return chosen
-
-
-def save_csv(table: pd.DataFrame, out_path: str | Path, index: bool = False) -> Path:
-    """Write ``table`` as CSV, atomically (folders created; relative paths from the repository root)."""
-    path = project_path(out_path)
-    with atomic_write(path) as f:
-        table.to_csv(f, index=index)
-    return path
-
-
-# -- rendering ----------------------------------------------------------------------------------
-
-def code_block(text: str, language: str = "python") -> str:
-    """A Markdown fenced block that survives backticks inside ``text``."""
-    longest = run = 0
-    for ch in text:
-        run = run + 1 if ch == "`" else 0
-        longest = max(longest, run)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{language}\n{text.rstrip()}\n{fence}"
-
-
-def render_example(row: dict, hypothesis: Sequence[str], title: str = "") -> str:
-    """Markdown: the docstring, the detokenized output and the detokenized reference."""
-    out = detokenize(list(hypothesis))
-    head = f"**{title}** " if title else ""
-    return (f"{head}`{row.get('func_name', '')}` — *{row.get('summary') or ' '.join(row['docstring_tokens'])}*\n\n"
-            f"Model output:\n\n{code_block(out) if out.strip() else '*(empty output)*'}\n\n"
-            f"Reference:\n\n{code_block(detokenize(list(row['code_tokens'])))}")

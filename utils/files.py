@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+import pandas as pd
+
 from utils.paths import project_path
 
 TMP_SUFFIX = ".tmp"
@@ -51,3 +53,11 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_write(path) as f:
         f.write(text)
     return project_path(path)
+
+
+def save_csv(table: pd.DataFrame, out_path: str | Path, index: bool = False) -> Path:
+    """Write ``table`` as CSV, atomically (folders created; relative paths from the repository root)."""
+    path = project_path(out_path)
+    with atomic_write(path) as f:
+        table.to_csv(f, index=index)
+    return path

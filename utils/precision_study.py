@@ -24,7 +24,8 @@ import pandas as pd
 from utils.batch import encode_pairs
 from utils.config import make_config, model_names, resolve_device
 from utils.data import load_split, load_vocabs
-from utils.evaluation import decode_split, evaluation_setup, save_csv
+from utils.evaluation import decode_split, evaluation_setup
+from utils.files import save_csv
 from utils.metrics import evaluate_outputs
 from utils.precision import EMULATE_ENV, cpu_has_bf16
 from utils.run_notebooks import load_params

@@ -25,7 +25,7 @@ import pandas as pd
 
 from utils.config import make_config, model_names
 from utils.data import model_lengths, preprocess
-from utils.evaluation import save_csv
+from utils.files import save_csv
 from utils.run_notebooks import load_params
 from utils.screening import ScreeningData, train_and_validate
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from utils.checkpoint import load_checkpoint
-from utils.evaluation import save_csv
+from utils.files import save_csv
 from utils.paths import project_path
 from utils.recipe_study import STUDY
 from utils.seed_study import ranking_holds, summary

@@ -22,7 +22,7 @@ import pandas as pd
 
 from utils.config import make_config, model_names
 from utils.data import load_split, model_lengths
-from utils.evaluation import save_csv
+from utils.files import save_csv
 from utils.run_notebooks import load_params
 from utils.screening import ScreeningData, greedy_figures
 from utils.training import train_model
