@@ -172,3 +172,14 @@ def test_benchmark_decoding_reports_rates_and_flops(tmp_path, trained_models, to
     assert both["bf16_decode_speedup"] == pytest.approx(
         both["bf16_decode_seq_per_s"] / both["fp32_decode_seq_per_s"], rel=0.05)
     assert 0.0 <= both["bf16_decode_same_output_share"] <= 1.0 and both["decode_sequences"] == 20
+
+
+def test_transformer_macs_follow_its_width_hidden_dim() -> None:
+    """The Transformer is hidden_dim wide (embed_dim is the recurrent models' embedding size)."""
+    def macs(**kw):
+        return train_macs(Seq2SeqConfig(model="transformer", trg_vocab_size=100, ff_dim=64, num_layers=1, **kw),
+                          src_tokens=10, trg_tokens=10, mean_src_len=5)
+
+    assert macs(embed_dim=16, hidden_dim=32) == macs(embed_dim=64, hidden_dim=32)
+    d, ff, V = 32, 64, 100
+    assert macs(embed_dim=16, hidden_dim=d) == 10 * (4 * d * d + 2 * d * ff) + 10 * (8 * d * d + 2 * d * ff + d * V)

@@ -76,7 +76,7 @@ def train_macs(config: Seq2SeqConfig, src_tokens: int, trg_tokens: int, mean_src
         enc = 2 * (4 * (E + H) * H + (L - 1) * 4 * (2 * H + H) * H) + 2 * H * H  # + keys
         dec = 4 * (E + 3 * H) * H + (L - 1) * 8 * H * H + H * H + mean_src_len * (H + 2 * H)
         return src_tokens * enc + trg_tokens * (dec + (3 * H + E) * V)
-    d, ff = E, c.ff_dim
+    d, ff = H, c.ff_dim  # the Transformer's width is hidden_dim (its embeddings are hidden_dim wide too)
     enc = L * (4 * d * d + 2 * d * ff)
     dec = L * (8 * d * d + 2 * d * ff) + d * V
     return src_tokens * enc + trg_tokens * dec
