@@ -1,0 +1,33 @@
+"""The sequence-to-sequence models, one interface for all (``base.Seq2SeqModel``), one file per
+family: ``recurrent`` (RNN, LSTM), ``attention`` (Bahdanau attention, the attention and copy models),
+``transformer``. See ``base`` for the interface and what the training pass does to be fast."""
+from __future__ import annotations
+
+from utils.config import Seq2SeqConfig
+from utils.models.attention import AttentionSeq2Seq, BahdanauAttention, CopyAttentionSeq2Seq
+from utils.models.base import DecoderRun, DecoderState, Hidden, Seq2SeqModel, teacher_forcing_mask
+from utils.models.recurrent import LSTMSeq2Seq, RecurrentSeq2Seq, VanillaRNNSeq2Seq
+from utils.models.transformer import TransformerDecoderLayer, TransformerSeq2Seq, sinusoidal_positions
+
+__all__ = ["MODEL_CLASSES", "AttentionSeq2Seq", "BahdanauAttention", "CopyAttentionSeq2Seq", "DecoderRun",
+           "DecoderState", "Hidden", "LSTMSeq2Seq", "RecurrentSeq2Seq", "Seq2SeqModel", "TransformerDecoderLayer",
+           "TransformerSeq2Seq", "VanillaRNNSeq2Seq", "build_model", "sinusoidal_positions", "teacher_forcing_mask"]
+
+MODEL_CLASSES: dict[str, type[Seq2SeqModel]] = {
+    "rnn": VanillaRNNSeq2Seq,
+    "lstm": LSTMSeq2Seq,
+    "attention": AttentionSeq2Seq,
+    "copy": CopyAttentionSeq2Seq,
+    "transformer": TransformerSeq2Seq,
+}
+
+
+def build_model(config: Seq2SeqConfig) -> Seq2SeqModel:
+    """Instantiate the model named by ``config.model``."""
+    if config.src_vocab_size <= 4 or config.trg_vocab_size <= 4:
+        raise ValueError("Vocabulary sizes must be set in the config (src_vocab_size, trg_vocab_size).")
+    try:
+        cls = MODEL_CLASSES[config.model]
+    except KeyError:
+        raise ValueError(f"Unknown model {config.model!r}; choose one of {', '.join(MODEL_CLASSES)}.") from None
+    return cls(config)
