@@ -44,7 +44,10 @@ def test_combined_needs_every_lever_screened_first() -> None:
 def test_unknown_recipe_on_the_command_line(capsys) -> None:
     with pytest.raises(SystemExit):
         recipe_study.main(["--recipes", "study", "bogus"])
-    assert "Unknown recipe(s) bogus" in capsys.readouterr().err
+    assert "Unknown recipe 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        recipe_study.main(["--recipes", "study@0"])
+    assert "optionally with '@<epochs>'" in capsys.readouterr().err
 
 
 def test_a_screening_run_writes_its_row_and_is_skipped_when_run_again(tmp_path, monkeypatch, capsys) -> None:
@@ -73,3 +76,8 @@ def test_a_screening_run_writes_its_row_and_is_skipped_when_run_again(tmp_path, 
     assert calls == [(10000, 15, 15)]
     assert recipe_study.main(argv) == 0  # run again: nothing trained
     assert "in " in capsys.readouterr().out and len(pd.read_csv(csv)) == 1 and len(calls) == 1
+    # "@2": the same recipe trained on to 2 epochs, resuming the 1-epoch run's checkpoint
+    longer = [a if a != "smoothing-0.1" else "smoothing-0.1@2" for a in argv]
+    assert recipe_study.main(longer) == 0
+    row = pd.read_csv(csv).iloc[1]
+    assert (row["recipe"], row["lever"], row["epochs_run"]) == ("smoothing-0.1@2", "longer training", 2)

@@ -3,6 +3,7 @@ together, judged on the validation split.
 
     python -m utils.recipe_study                          # attention: every lever, then "combined"
     python -m utils.recipe_study --models lstm rnn --recipes study combined   # confirm on other models
+    python -m utils.recipe_study --recipes tf-1.0@12      # a screened recipe trained on, up to 12 epochs
 
 The base recipe is the study's (teacher forcing 0.5, dropout 0.5, no label smoothing, a constant
 learning rate, 10,000 training pairs, ``params/full.yaml``'s vocabulary). Each other recipe changes
@@ -41,6 +42,16 @@ LEVERS: dict[str, dict[str, dict[str, Any]]] = {
     "training pairs": {"all-pairs": {"train_size": None}},
 }
 RECIPES = ["study", *(name for values in LEVERS.values() for name in values), "combined"]
+
+
+def split_recipe(text: str) -> tuple[str, int | None]:
+    """"tf-1.0" -> ("tf-1.0", None); "tf-1.0@12" -> ("tf-1.0", 12): that recipe trained on up to 12
+    epochs, resuming its screening run (how far longer training goes)."""
+    name, _, epochs = text.partition("@")
+    if name not in RECIPES or (epochs and not (epochs.isdigit() and int(epochs) > 0)):
+        raise ValueError(f"Unknown recipe {text!r}; choose from {', '.join(RECIPES)}, optionally with "
+                         "'@<epochs>' (e.g. tf-1.0@12).")
+    return name, int(epochs) if epochs else None
 
 
 def lever_of(recipe: str) -> str:
@@ -101,9 +112,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     try:
         models = model_names(" ".join(args.models))
         params = load_params(args.params)
-        unknown = [r for r in args.recipes if r not in RECIPES]
-        if unknown:
-            raise ValueError(f"Unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}.")
+        for r in args.recipes:
+            split_recipe(r)
     except (ValueError, FileNotFoundError) as e:
         p.error(str(e))
     csv = Path(args.csv)
@@ -116,16 +126,19 @@ def main(argv: Iterable[str] | None = None) -> int:
             if ((table["recipe"] == recipe) & (table["model"] == name)).any():
                 print(f"[{recipe}] {name}: in {csv} already, skipped")
                 continue
+            base, epochs = split_recipe(recipe)
             try:
-                settings = recipe_settings(recipe, table, args.combined_from)
+                settings = recipe_settings(base, table, args.combined_from)
             except ValueError as e:
                 p.error(str(e))
             data_dir = prepare(params, settings["train_size"], out)
             data = ScreeningData.load(data_dir)
             config = make_config(name, **{**params, **size, **settings}, src_vocab_size=len(data.src),
                                  trg_vocab_size=len(data.trg), **model_lengths(data_dir))
-            figures = train_and_validate(config, data, out / recipe / "checkpoints")
-            row = {"recipe": recipe, "lever": lever_of(recipe) or recipe, **settings,
+            config.epochs = epochs or config.epochs
+            figures = train_and_validate(config, data, out / base / "checkpoints")  # "@N" resumes its base
+            lever = "longer training" if epochs else (lever_of(base) or base)
+            row = {"recipe": recipe, "lever": lever, **settings,
                    "train_size": settings["train_size"] or "all", **figures}
             table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
             save_csv(table, csv)  # after every run: an interrupted study keeps what it measured
