@@ -456,7 +456,7 @@ def bpe_checkpoint(tmp_path_factory, one_thread) -> Path:
     from utils.subwords import Subwords
 
     rows = _toy_rows()
-    vocab = Subwords.train(([*r["docstring_tokens"], *r["code_tokens"]] for r in rows), 110).vocabulary(attach=True)
+    vocab = Vocabulary.from_subwords(Subwords.train(([*r["docstring_tokens"], *r["code_tokens"]] for r in rows), 110))
     torch.manual_seed(0)
     config = Seq2SeqConfig(model="attention", embed_dim=16, hidden_dim=32, num_layers=1, dropout=0.0,
                            src_vocab_size=len(vocab), trg_vocab_size=len(vocab), vocabulary="bpe")

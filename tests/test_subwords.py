@@ -16,9 +16,9 @@ from utils.data import load_split, load_vocabs, model_lengths, preprocess
 from utils.decoding import decode_examples
 from utils.metrics import is_valid_syntax, parse_error
 from utils.models import build_model
-from utils.subwords import Subwords, join_pieces, known_tokens, merge_attention, token_starts
+from utils.subwords import Subwords, join_pieces, merge_attention, token_starts
 from utils.tokenizer import detokenize, tokenize_code
-from utils.vocabulary import UNK, Vocabulary
+from utils.vocabulary import UNK, Vocabulary, known_tokens
 
 CODE = '''def get_user_name(self, user_id=None):
     if user_id is None:
@@ -81,7 +81,7 @@ def test_a_literal_continuation_mark_inside_a_token_joins_back() -> None:
 
 def test_a_subword_vocabulary_is_json_and_checked(tmp_path) -> None:
     sw = Subwords.train([tokenize_code(CODE)] * 3, vocab_size=120)
-    vocab = sw.vocabulary(attach=True)
+    vocab = Vocabulary.from_subwords(sw)
     assert vocab.is_subword and vocab.itos[:4] == ["<PAD>", "<SOS>", "<EOS>", "<UNK>"]
     vocab.save(tmp_path / "v.json")
     again = Vocabulary.load(tmp_path / "v.json")

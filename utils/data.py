@@ -38,6 +38,7 @@ from utils.corpus_sources import (
 )
 from utils.files import atomic_write, write_text
 from utils.paths import REPO_ROOT, project_path
+from utils.subwords import Subwords
 from utils.tokenizer import docstring_summary, tokenize_code, tokenize_docstring
 from utils.vocabulary import UNK, Vocabulary
 
@@ -499,15 +500,13 @@ def fit_subwords(splits: dict[str, list[dict]], bpe_size: int, shared: bool, max
                  max_code_pieces: int, stats: Counter) -> tuple[Vocabulary, Vocabulary]:
     """BPE learnt on the train split (one model for both sides when ``shared``), then every split
     kept within the piece limits (in place; dropped rows counted). Returns (src, trg) vocabularies."""
-    from utils.subwords import Subwords
-
     train = splits["train"]
     if shared:
         both = Subwords.train(([*r["docstring_tokens"], *r["code_tokens"]] for r in train), bpe_size)
-        src = trg = both.vocabulary(attach=True)
+        src = trg = Vocabulary.from_subwords(both)
     else:
-        src = Subwords.train((r["docstring_tokens"] for r in train), bpe_size).vocabulary(attach=True)
-        trg = Subwords.train((r["code_tokens"] for r in train), bpe_size).vocabulary(attach=True)
+        src = Vocabulary.from_subwords(Subwords.train((r["docstring_tokens"] for r in train), bpe_size))
+        trg = Vocabulary.from_subwords(Subwords.train((r["code_tokens"] for r in train), bpe_size))
     stats["dropped_long_docstring_pieces"] += 0
     stats["dropped_long_code_pieces"] += 0
     for name in SPLITS:

@@ -28,9 +28,9 @@ from utils.metrics import evaluate_outputs, length_bucket_table, perplexity
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
 from utils.retrieval import retrieval_outputs
-from utils.subwords import join_pieces, known_tokens, merge_attention
+from utils.subwords import join_pieces, merge_attention
 from utils.training import evaluate_loss
-from utils.vocabulary import Vocabulary
+from utils.vocabulary import Vocabulary, known_tokens
 
 FLOOR_MODEL = "reference-shuffled (floor)"
 FLOOR_DECODING = "other reference"

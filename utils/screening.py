@@ -14,9 +14,8 @@ from utils.config import Seq2SeqConfig
 from utils.data import load_split, load_vocabs
 from utils.evaluation import decode_split, load_trained
 from utils.metrics import evaluate_outputs
-from utils.subwords import known_tokens
 from utils.training import train_model
-from utils.vocabulary import Vocabulary
+from utils.vocabulary import Vocabulary, known_tokens
 
 
 @dataclass

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from utils.files import write_text
-from utils.tokenizer import DEDENT, INDENT, NEWLINE
-from utils.vocabulary import SPECIALS, UNK, Vocabulary
+from utils.tokenizer import DEDENT, INDENT, NEWLINE, SPECIALS, UNK
 
 CONTINUATION = "##"
 WHOLE = frozenset({NEWLINE, INDENT, DEDENT, *SPECIALS})
@@ -80,12 +79,11 @@ class Subwords:
         """Tokens -> pieces (cached per token: code repeats its tokens a lot)."""
         return [p for t in tokens for p in self._split_token(t)]
 
-    def vocabulary(self, attach: bool = False) -> Vocabulary:
-        """Every piece the model knows, specials first at their fixed ids, then by piece id; with
-        ``attach``, a subword vocabulary that carries this BPE model."""
+    def symbols(self) -> list[str]:
+        """Every piece the model knows, specials first at their fixed ids, then by piece id (what
+        ``Vocabulary.from_subwords`` holds)."""
         vocab = self.tokenizer.get_vocab()
-        pieces = sorted((p for p in vocab if p not in SPECIALS), key=vocab.__getitem__)
-        return Vocabulary(SPECIALS + pieces, self.to_json() if attach else None)
+        return SPECIALS + sorted((p for p in vocab if p not in SPECIALS), key=vocab.__getitem__)
 
     def spells(self, token: str) -> bool:
         """True when ``token`` splits into known pieces (no ``<UNK>``)."""
@@ -142,18 +140,3 @@ def merge_attention(attention, out_pieces: Sequence[str], src_pieces: Sequence[s
     a = np.add.reduceat(a, cols, axis=1)                                   # [out pieces, src tokens]
     sizes = np.diff([*rows, a.shape[0]])
     return (np.add.reduceat(a, rows, axis=0) / sizes[:, None]).astype(np.float32)  # [out tokens, src tokens]
-
-
-class _Spelled:
-    """The tokens a subword vocabulary writes without <UNK> (a container for the study's BLEU variant)."""
-
-    def __init__(self, vocab: Vocabulary):
-        self.vocab = vocab
-
-    def __contains__(self, token: object) -> bool:
-        return isinstance(token, str) and self.vocab.splitter().spells(token)
-
-
-def known_tokens(vocab: Vocabulary):
-    """What a vocabulary writes as itself: its tokens, or for a subword one every token it spells."""
-    return _Spelled(vocab) if vocab.is_subword else vocab

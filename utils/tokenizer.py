@@ -12,6 +12,9 @@ import tokenize
 NEWLINE = "<NEWLINE>"
 INDENT = "<INDENT>"
 DEDENT = "<DEDENT>"
+# The four symbols every vocabulary holds at fixed ids (utils.vocabulary re-exports them).
+PAD, SOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = ["<PAD>", "<SOS>", "<EOS>", "<UNK>"]
 
 # Decoder specials that carry no source text; <UNK> is deliberately not here (see detokenize).
 _DROPPED_SPECIALS = frozenset({"<PAD>", "<SOS>", "<EOS>"})

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from utils.files import write_text
+from utils.subwords import Subwords
+from utils.tokenizer import EOS, PAD, SOS, SPECIALS, UNK
 
-PAD, SOS, EOS, UNK = 0, 1, 2, 3
-SPECIALS = ["<PAD>", "<SOS>", "<EOS>", "<UNK>"]
+__all__ = ["EOS", "PAD", "SOS", "SPECIALS", "UNK", "Vocabulary", "known_tokens"]
 
 _FORMAT = "seq2seq-vocabulary"
 
@@ -32,7 +33,7 @@ class Vocabulary:
         self.subwords = subwords
         self._splitter = None
         if subwords is not None:
-            pieces = self.splitter().vocabulary().itos
+            pieces = self.splitter().symbols()
             if pieces != self.itos:
                 raise ValueError(f"The vocabulary's {len(self.itos)} symbols do not match its BPE tokenizer's "
                                  f"{len(pieces)} pieces; write both again with notebooks/01_preprocess.ipynb.")
@@ -41,13 +42,17 @@ class Vocabulary:
     def is_subword(self) -> bool:
         return self.subwords is not None
 
-    def splitter(self):
+    def splitter(self) -> Subwords:
         """The ``utils.subwords.Subwords`` of a subword vocabulary (built once)."""
         if self._splitter is None:
-            from utils.subwords import Subwords  # above this module: imported when first needed
-
             self._splitter = Subwords.from_json(self.subwords)
         return self._splitter
+
+    @classmethod
+    def from_subwords(cls, subwords: Subwords, attach: bool = True) -> "Vocabulary":
+        """Every piece of a BPE model (specials first at their fixed ids); with ``attach``, a subword
+        vocabulary that carries the model, so it can split tokens and be saved with it."""
+        return cls(subwords.symbols(), subwords.to_json() if attach else None)
 
     def symbols(self, tokens: Iterable[str]) -> list[str]:
         """What a model reads or writes for ``tokens``: the tokens, or their BPE pieces."""
@@ -136,3 +141,18 @@ class Vocabulary:
         except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
             raise ValueError(f"{path} is not a valid vocabulary JSON ({e}); re-create it with "
                              "Vocabulary.save.") from None
+
+
+class _Spelled:
+    """The tokens a subword vocabulary writes without <UNK> (a container for the study's BLEU variant)."""
+
+    def __init__(self, vocab: Vocabulary):
+        self.vocab = vocab
+
+    def __contains__(self, token: object) -> bool:
+        return isinstance(token, str) and self.vocab.splitter().spells(token)
+
+
+def known_tokens(vocab: Vocabulary) -> Vocabulary | _Spelled:
+    """What a vocabulary writes as itself: its tokens, or for a subword one every token it spells."""
+    return _Spelled(vocab) if vocab.is_subword else vocab
