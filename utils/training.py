@@ -203,6 +203,25 @@ def train_epoch(model: Seq2SeqModel, examples: Sequence[Example], config: Seq2Se
             "teacher_forcing": sum(ratios) / max(len(ratios), 1)}
 
 
+def _validate(model: Seq2SeqModel, valid_examples: Sequence[Example], config: Seq2SeqConfig, device: torch.device,
+              precision: str, epoch: int, trained: dict) -> dict:
+    """The epoch's record: its training figures, the teacher-forced validation loss and perplexity,
+    and the free-running greedy token accuracy."""
+    val_loss = evaluate_loss(model, valid_examples, config.batch_size, device, precision)
+    return {
+        "epoch": epoch,
+        "train_loss": trained["train_loss"],
+        "val_loss": val_loss,
+        "val_ppl": math.exp(min(val_loss, 50.0)),
+        "val_token_acc_greedy": greedy_token_accuracy(model, valid_examples, device, config.max_trg_len + 1,
+                                                      precision=precision),
+        "train_seconds": trained["train_seconds"],
+        "train_tokens_per_s": trained["train_tokens_per_s"],
+        "teacher_forcing": trained["teacher_forcing"],
+        "precision": precision,
+    }
+
+
 def _end_of_epoch(record: dict, state: TrainingState, config: Seq2SeqConfig, model: Seq2SeqModel,
                   opt: Optimisation, vocabs: tuple[Vocabulary, Vocabulary], paths: tuple[Path, Path],
                   log: Callable[[str], None]) -> None:
@@ -273,21 +292,8 @@ def train_model(
         state.epoch += 1
         e0 = time.perf_counter()
         trained = train_epoch(model, train_examples, config, state.epoch, opt, device, precision, progress)
-        val_loss = evaluate_loss(model, valid_examples, config.batch_size, device, precision)
-        record = {
-            "epoch": state.epoch,
-            "train_loss": trained["train_loss"],
-            "val_loss": val_loss,
-            "val_ppl": math.exp(min(val_loss, 50.0)),
-            "val_token_acc_greedy": greedy_token_accuracy(model, valid_examples, device, config.max_trg_len + 1,
-                                                          precision=precision),
-            "train_seconds": trained["train_seconds"],
-            "epoch_seconds": time.perf_counter() - e0,
-            "train_tokens_per_s": trained["train_tokens_per_s"],
-            "lr": opt.optimizer.param_groups[0]["lr"],
-            "teacher_forcing": trained["teacher_forcing"],
-            "precision": precision,
-        }
+        record = _validate(model, valid_examples, config, device, precision, state.epoch, trained)
+        record.update(epoch_seconds=time.perf_counter() - e0, lr=opt.optimizer.param_groups[0]["lr"])
         _end_of_epoch(record, state, config, model, opt, (src_vocab, trg_vocab), (best_path, last_path), log)
     seconds = time.perf_counter() - t0
 
