@@ -1,6 +1,7 @@
 """The README's tables come from the run's files: results, word vs BPE, epoch times, stage times."""
 from __future__ import annotations
 
+import io
 import json
 
 import pandas as pd
@@ -97,13 +98,14 @@ def test_recipe_markdown_names_what_each_recipe_changes() -> None:
     from utils.recipe_study import STUDY
     from utils.report import recipe_markdown
 
-    base = {**STUDY, "train_size": 10000, "model": "attention", "val_loss": 4.5, "val_bleu": 8.0,
+    base = {**STUDY, "train_size": 10000.0, "model": "attention", "val_loss": 4.5, "val_bleu": 8.0,
             "val_codebleu": 9.0, "val_distinct_outputs": 1.0, "val_syntax_valid": 0.0, "val_exact_match": 0.0,
             "best_epoch": 4, "epochs_run": 4, "epoch_seconds": 150.0}
     table = pd.DataFrame([{**base, "recipe": "study"},
                           {**base, "recipe": "tf-1.0", "teacher_forcing": 1.0},
                           {**base, "recipe": "combined", "teacher_forcing": 1.0, "train_size": "all"}])
     lines = recipe_markdown(table).splitlines()
+    assert recipe_markdown(pd.read_csv(io.StringIO(table.to_csv(index=False)))).splitlines() == lines  # as read back
     assert len(lines) == 5 and "(the study's recipe)" in lines[2]
     assert "| tf-1.0 | teacher_forcing 1.0 |" in lines[3]
     assert "| combined | teacher_forcing 1.0, train_size all |" in lines[4] and "| 4 / 4 |" in lines[4]

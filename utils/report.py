@@ -173,7 +173,7 @@ def _changes(row: dict) -> str:
         value = row.get(key)
         value = None if value in ("all", None) or (isinstance(value, float) and pd.isna(value)) else value
         if key == "train_size":
-            value = int(value) if value is not None else None
+            value = int(float(value)) if value is not None else None  # "10000.0" once read back
         if value != base:
             changed.append(f"{key} {'all' if value is None else value}")
     return ", ".join(changed) or "(the study's recipe)"
