@@ -8,6 +8,8 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 RUNS   := runs
 # More pip options, e.g. PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu" (CPU-only torch)
 PIP_EXTRA ?=
+# CodeBLEU's data-flow match depends on Python's string hashing: fixed, so results repeat.
+export PYTHONHASHSEED := 0
 
 .PHONY: setup lock main main-word study quick test lint unit notebooks-smoke benchmark recipe-study seeds clean-runs
 

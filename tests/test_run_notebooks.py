@@ -121,3 +121,15 @@ def test_parameters_cells_hold_the_full_runs_values(path) -> None:
     values = {s.targets[0].id: ast.literal_eval(s.value) for s in ast.parse("".join(cell["source"])).body}
     differ = {k: (v, full[k]) for k, v in values.items() if k in full and full[k] != v}
     assert not differ, f"notebook value vs params/full.yaml: {differ}"
+
+
+def test_the_runner_fixes_string_hashing_for_its_kernels(tmp_path, monkeypatch) -> None:
+    """CodeBLEU depends on Python's hash seed: the kernels the runner starts inherit a fixed one."""
+    import os
+
+    from utils.run_notebooks import HASH_SEED
+
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    assert main(["notebooks/03_bleu.ipynb", "--params", "params/smoke.yaml", "--out", str(tmp_path),
+                 "--prepare-only"]) == 0
+    assert os.environ["PYTHONHASHSEED"] == HASH_SEED

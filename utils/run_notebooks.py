@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ import yaml
 
 from utils.files import write_text
 from utils.paths import project_path
+
+HASH_SEED = "0"  # fixed string hashing in the notebook kernels (see main)
 
 
 def load_params(path: str | Path) -> dict:
@@ -89,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = project_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # The kernels inherit this: CodeBLEU's data-flow match orders variable names through Python sets,
+    # so with random string hashing the same outputs score differently in every process.
+    os.environ.setdefault("PYTHONHASHSEED", HASH_SEED)
     timings: dict[str, float] = {}
     total = time.perf_counter()
     for src, accepted in declared.items():
