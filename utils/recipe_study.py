@@ -121,6 +121,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     size = {"embed_dim": args.embed_dim, "hidden_dim": args.hidden_dim, "epochs": args.epochs,
             "patience": args.patience, "teacher_forcing_decay_epochs": args.epochs}
     out = Path(args.out)
+    loaded: dict[Path, ScreeningData] = {}
     for recipe in args.recipes:
         for name in models:
             if ((table["recipe"] == recipe) & (table["model"] == name)).any():
@@ -132,7 +133,9 @@ def main(argv: Iterable[str] | None = None) -> int:
             except ValueError as e:
                 p.error(str(e))
             data_dir = prepare(params, settings["train_size"], out)
-            data = ScreeningData.load(data_dir)
+            if data_dir not in loaded:  # read and encode each corpus once, not once per run
+                loaded[data_dir] = ScreeningData.load(data_dir)
+            data = loaded[data_dir]
             config = make_config(name, **{**params, **size, **settings}, src_vocab_size=len(data.src),
                                  trg_vocab_size=len(data.trg), **model_lengths(data_dir))
             config.epochs = epochs or config.epochs
