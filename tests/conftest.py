@@ -45,6 +45,16 @@ def _toy_rows(n: int, seed: int, min_len: int, max_len: int, task: str) -> list[
 
 
 @pytest.fixture(scope="session")
+def toy_rows() -> Callable[..., list[dict]]:
+    """``toy_rows(n, seed, min_len=3, max_len=8, task="copy")``: the toy pairs as processed rows."""
+
+    def make(n: int, seed: int, min_len: int = 3, max_len: int = 8, task: str = "copy") -> list[dict]:
+        return _toy_rows(n, seed, min_len, max_len, task)
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def toy_examples(toy_vocab: Vocabulary) -> Callable[..., list[Example]]:
     """``toy_examples(n, seed, min_len=3, max_len=8, task="copy")``: random sequences and their copy
     (or reverse), built with the copy model's extended ids so that every model can read them."""

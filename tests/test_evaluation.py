@@ -16,6 +16,7 @@ from utils.evaluation import (
     decode_models,
     decode_split,
     decoding_label,
+    docstring_gap,
     evaluation_setup,
     length_bucket_results,
     load_trained,
@@ -26,6 +27,7 @@ from utils.evaluation import (
 )
 from utils.length_penalty import chosen_length_penalties
 from utils.metrics import evaluate_outputs
+from utils.source_reliance import source_reliance
 
 
 def test_load_trained_skips_missing_with_a_note(ckpt_dir, saved_history, capsys):
@@ -134,6 +136,14 @@ def test_teacher_forced_perplexity_matches_model_loss(loaded, rows):
         assert 1.0 < teacher_forced_perplexity(loaded[name], rows) < math.inf
 
 
+def test_docstring_gap_is_the_source_reliance_gap(loaded, rows):
+    lm = loaded["copy"]
+    expected = source_reliance(lm.model, rows, lm.src_vocab, lm.trg_vocab).gap
+    assert docstring_gap(lm, rows) == pytest.approx(expected)
+    assert expected != 0.0  # the copy model reads its docstring's ids even untrained
+    assert math.isnan(docstring_gap(lm, rows[:1]))
+
+
 def test_results_table(loaded, rows, decoded, tmp_path):
     out = tmp_path / "plots" / "results.csv"
     table = results_table(decoded, loaded, rows, out_path=out)
@@ -152,13 +162,17 @@ def test_results_table(loaded, rows, decoded, tmp_path):
     assert (models["test_ppl"] > 1).all()
     # perplexity is a property of the model, not of the decoding
     assert models.groupby("model")["test_ppl"].nunique().eq(1).all()
+    assert models["source_gap"].notna().all() and models.groupby("model")["source_gap"].nunique().eq(1).all()
+    gaps = models.groupby("model")["source_gap"].first()
+    for name in ("rnn", "attention"):
+        assert gaps[name] == pytest.approx(docstring_gap(loaded[name], rows))
     # each row's metrics are evaluate_outputs on that row's outputs
     refs, docs = [r["code_tokens"] for r in rows], [r["docstring_tokens"] for r in rows]
     m = evaluate_outputs(decoded[1].hypotheses, refs, docs, loaded["rnn"].trg_vocab)
     assert table.loc[1, "bleu"] == pytest.approx(m["bleu"])
     assert table.loc[1, "token_accuracy"] == pytest.approx(m["token_accuracy"])
     floor = table.iloc[-1]
-    assert math.isnan(floor["test_ppl"]) and pd.isna(floor["parameters"])
+    assert math.isnan(floor["test_ppl"]) and math.isnan(floor["source_gap"]) and pd.isna(floor["parameters"])
     saved = pd.read_csv(out)
     assert list(saved.columns) == RESULT_COLUMNS and len(saved) == len(table)
     assert len(results_table(decoded, loaded, rows, include_floor=False)) == 4

@@ -102,12 +102,13 @@ def test_recipe_markdown_names_what_each_recipe_changes() -> None:
             "val_codebleu": 9.0, "val_distinct_outputs": 1.0, "val_syntax_valid": 0.0, "val_exact_match": 0.0,
             "best_epoch": 4, "epochs_run": 4, "epoch_seconds": 150.0}
     table = pd.DataFrame([{**base, "recipe": "study"},
-                          {**base, "recipe": "tf-1.0", "teacher_forcing": 1.0},
+                          {**base, "recipe": "tf-1.0", "teacher_forcing": 1.0, "val_source_gap": 0.25},
                           {**base, "recipe": "combined", "teacher_forcing": 1.0, "train_size": "all"}])
     lines = recipe_markdown(table).splitlines()
     assert recipe_markdown(pd.read_csv(io.StringIO(table.to_csv(index=False)))).splitlines() == lines  # as read back
     assert len(lines) == 5 and "(the study's recipe)" in lines[2]
-    assert "| tf-1.0 | teacher_forcing 1.0 |" in lines[3]
+    assert "| tf-1.0 | teacher_forcing 1.0 | 4.500 | 0.250 |" in lines[3]
+    assert "| 4.500 |  | 8.00 |" in lines[2]  # rows screened before the docstring gap was measured
     assert "| combined | teacher_forcing 1.0, train_size all |" in lines[4] and "| 4 / 4 |" in lines[4]
 
 

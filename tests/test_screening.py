@@ -17,6 +17,7 @@ def test_train_and_validate_reports_validation_figures(tiny_corpus, tmp_path) ->
     for key in ("val_bleu", "val_codebleu", "val_exact_match", "val_distinct_outputs", "val_syntax_valid"):
         assert 0.0 <= row[key] <= 100.0, key
     assert row["val_unk_rate"] == 0.0  # pieces spell everything
+    assert isinstance(row["val_source_gap"], float) and abs(row["val_source_gap"]) < 10
     # the figures are those of the best checkpoint on the validation rows, decoded again
     again = greedy_figures(tmp_path, "lstm", data.valid_rows, data.trg)
     assert again["bleu"] == row["val_bleu"] and again["distinct_outputs"] == row["val_distinct_outputs"]

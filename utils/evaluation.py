@@ -5,7 +5,8 @@ in ``utils.attention_analysis``, the study's quoted numbers live in ``utils.stud
 Free-running metrics (BLEU, token accuracy, exact match, syntax validity, ``<UNK>`` rate, copied
 identifiers) are computed by :func:`utils.metrics.evaluate_outputs` on decoded outputs, where the
 model never sees a reference token. Teacher-forced perplexity is a different quantity (every step
-reads the reference prefix) and is computed apart, by :func:`teacher_forced_perplexity`.
+reads the reference prefix) and is computed apart, by :func:`teacher_forced_perplexity`, as is the
+docstring gap (:func:`docstring_gap`: the loss with other rows' docstrings minus the loss with their own).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from utils.metrics import evaluate_outputs, length_bucket_table, perplexity
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
 from utils.retrieval import retrieval_outputs
+from utils.source_reliance import source_reliance
 from utils.subwords import join_pieces, merge_attention
 from utils.training import evaluate_loss
 from utils.vocabulary import Vocabulary, known_tokens
@@ -54,6 +56,7 @@ RESULT_LABELS: dict[str, str] = {
     "distinct_outputs": "distinct outputs %",
     "output_length": "output length % of reference",
     "test_ppl": "test perplexity (teacher-forced)",
+    "source_gap": "docstring gap (nats, teacher-forced)",
     "decode_seconds": "decode s",
     "parameters": "parameters",
     "train_seconds": "training s",
@@ -254,6 +257,18 @@ def teacher_forced_perplexity(loaded: LoadedModel, rows: Sequence[dict], device:
     return perplexity(evaluate_loss(model.to(device), examples, batch_size, device, loaded.precision))
 
 
+def docstring_gap(loaded: LoadedModel, rows: Sequence[dict], device: str | torch.device | None = None,
+                  batch_size: int = 128) -> float:
+    """How much worse the model predicts each reference when given another row's docstring (nats per
+    symbol, teacher-forced; ``utils.source_reliance``): 0 for a model that ignores the docstring."""
+    if len(rows) < 2:
+        return float("nan")
+    model = loaded.model
+    device = next(model.parameters()).device if device is None else _device(device)
+    return source_reliance(model.to(device), rows, loaded.src_vocab, loaded.trg_vocab, device, batch_size,
+                           loaded.precision).gap
+
+
 def _references(rows: Sequence[dict]) -> tuple[list[list[str]], list[list[str]]]:
     return [r["code_tokens"] for r in rows], [r["docstring_tokens"] for r in rows]
 
@@ -289,11 +304,13 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
     """One row per (model, decoding), plus the shuffled-reference floor and (given the training rows)
     the retrieval baseline, scored exactly like the models; written as CSV to ``out_path``.
 
-    Columns: :data:`RESULT_COLUMNS` (percentages 0-100; ``test_ppl`` is teacher-forced and the same for
-    every decoding of a model; ``train_seconds`` sums the recorded epochs).
+    Columns: :data:`RESULT_COLUMNS` (percentages 0-100; ``test_ppl`` and ``source_gap`` are
+    teacher-forced and the same for every decoding of a model; ``train_seconds`` sums the recorded
+    epochs).
     """
     refs, docs = _references(rows)
     ppl: dict[str, float] = {}
+    gap: dict[str, float] = {}
     records = []
     for d in decoded:
         if len(d) != len(rows):
@@ -301,10 +318,12 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
         lm = loaded[d.model]
         if d.model not in ppl:
             ppl[d.model] = teacher_forced_perplexity(lm, rows, device, batch_size)
+            gap[d.model] = docstring_gap(lm, rows, device, batch_size)
         m = evaluate_outputs(d.hypotheses, refs, docs, known_tokens(lm.trg_vocab))
         records.append({
             "model": d.model, "decoding": d.decoding, "length_penalty": d.length_penalty, **m,
             "test_ppl": ppl[d.model],
+            "source_gap": gap[d.model],
             "decode_seconds": d.seconds,
             "parameters": lm.n_parameters,
             "train_seconds": lm.training_seconds,

@@ -41,6 +41,7 @@ README_COLUMNS: list[tuple[str, str, int | None]] = [
     ("distinct_outputs", "distinct outputs %", 1),
     ("output_length", "output length %", 0),
     ("test_ppl", "test ppl (TF)", 2),
+    ("source_gap", "docstring gap (TF)", 2),
     ("decode_seconds", "decode s", 1),
     ("parameters", "params", None),
     ("train_seconds", "train s", 0),
@@ -181,9 +182,10 @@ def _changes(row: dict) -> str:
 
 def recipe_markdown(table: pd.DataFrame) -> str:
     """``plots/recipe_study.csv`` as a Markdown table: one row per recipe and model, validation split."""
-    header = ["model", "recipe", "changes", "val loss (TF)", "val BLEU", "val CodeBLEU", "distinct %",
-              "syntax valid %", "exact %", "best epoch / run", "s per epoch"]
-    rows = [[r["model"], r["recipe"], _changes(r), _cell(r["val_loss"], 3), _cell(r["val_bleu"], 2),
+    header = ["model", "recipe", "changes", "val loss (TF)", "docstring gap (TF)", "val BLEU", "val CodeBLEU",
+              "distinct %", "syntax valid %", "exact %", "best epoch / run", "s per epoch"]
+    rows = [[r["model"], r["recipe"], _changes(r), _cell(r["val_loss"], 3), _cell(r.get("val_source_gap"), 3),
+             _cell(r["val_bleu"], 2),
              _cell(r["val_codebleu"], 2), _cell(r["val_distinct_outputs"], 1), _cell(r["val_syntax_valid"], 1),
              _cell(r["val_exact_match"], 1), f"{int(r['best_epoch'])} / {int(r['epochs_run'])}",
              _cell(r["epoch_seconds"], 0)] for r in table.to_dict("records")]

@@ -14,6 +14,8 @@ from utils.config import Seq2SeqConfig
 from utils.data import load_split, load_vocabs
 from utils.evaluation import decode_split, load_trained
 from utils.metrics import evaluate_outputs
+from utils.precision import resolve_precision
+from utils.source_reliance import source_reliance
 from utils.training import train_model
 from utils.vocabulary import Vocabulary, known_tokens
 
@@ -47,16 +49,20 @@ def greedy_figures(checkpoint_dir: str | Path, model: str, rows: list[dict], trg
 
 def train_and_validate(config: Seq2SeqConfig, data: ScreeningData, checkpoint_dir: str | Path) -> dict:
     """Train ``config`` (resuming what ``checkpoint_dir`` holds), then its free-running validation
-    figures: greedy decoding, metrics on tokens; the best epoch's teacher-forced loss."""
+    figures: greedy decoding, metrics on tokens; the best epoch's teacher-forced loss and how much
+    the docstring lowers it (``utils.source_reliance``)."""
     result = train_model(config, data.train, data.valid, data.src, data.trg, checkpoint_dir=checkpoint_dir,
                          device="cpu", progress=False)
     m = greedy_figures(checkpoint_dir, config.model, data.valid_rows, data.trg)
     best = result.history[result.best_epoch - 1]
+    reliance = source_reliance(result.model, data.valid_rows, data.src, data.trg,
+                               precision=resolve_precision(config.precision, "cpu"))
     return {
         "model": config.model, "train_pairs": len(data.train), "val_loss": best["val_loss"],
         "val_bleu": m["bleu"], "val_codebleu": m["codebleu"], "val_exact_match": m["exact_match"],
         "val_distinct_outputs": m["distinct_outputs"], "val_syntax_valid": m["syntax_valid"],
         "val_unk_rate": m["unk_rate"], "val_copied_identifiers": m["copied_identifiers"],
+        "val_source_gap": reliance.gap,
         "best_epoch": result.best_epoch, "epochs_run": len(result.history),
         "epoch_seconds": sum(h["epoch_seconds"] for h in result.history) / len(result.history),
     }
