@@ -1,16 +1,12 @@
-"""Corpus building, CodeSearchNet loading, filtering, file-level splits and the preprocess pipeline."""
+"""Filtering, file-level splits, the preprocess pipeline and loading the processed corpus."""
 from __future__ import annotations
 
-import ast
-import gzip
 import hashlib
 import json
 import sysconfig
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from utils.corpus_sources import corpus_hash
@@ -19,191 +15,13 @@ from utils.data import (
     check_split_sizes,
     file_bucket,
     filter_by_length,
-    load_codesearchnet,
     load_split,
     load_vocabs,
     preprocess,
     split_by_file,
 )
-from utils.tokenizer import tokenize_code
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-
-MODULE = '''
-import functools
-
-
-class Store:
-    """A store."""
-
-    def __init__(self):
-        """Make the store ready for use."""
-        self.items = []
-
-    @functools.lru_cache(maxsize=None)
-    def lookup(self, key):
-        """Find the value stored under key.
-
-        More detail that is not part of the summary.
-        """
-
-        return self.items[key]
-
-    def test_lookup(self):
-        """Check that lookup works fine."""
-        assert self.lookup(0)
-
-    def short(self): return 1
-
-    def no_doc(self, x):
-        y = x + 1
-        return y
-
-    def tiny_doc(self, x):
-        """Tiny."""
-        return x
-
-    def only_doc(self):
-        """Only a docstring and nothing else.
-        """
-
-
-def copy_one(a, b):
-    """Add a to b and return it."""
-    return a + b
-
-
-class Other:
-    def copy_one(a, b):
-        """Add the numbers and return them."""
-        # same code as copy_one once comments are gone
-        return a + b
-'''
-
-
-def _write_package(root: Path) -> Path:
-    pkg = root / "pkg"
-    (pkg / "tests").mkdir(parents=True)
-    (pkg / "mod.py").write_text(MODULE)
-    (pkg / "tests" / "helpers.py").write_text(MODULE)  # test folder: skipped
-    (pkg / "test_mod.py").write_text(MODULE)  # test file: skipped
-    (pkg / "broken.py").write_text("def f(:\n")
-    (pkg / "latin.py").write_bytes(b"x = '\xff'\n")  # not UTF-8 and no coding cookie
-    return pkg
-
-
-def test_build_python_corpus_applies_codesearchnet_filters(tmp_path: Path) -> None:
-    stats: Counter = Counter()
-    rows = build_python_corpus(roots=[_write_package(tmp_path)], stats=stats)
-    assert [r["func_name"] for r in rows] == ["Store.lookup", "copy_one"]
-    assert stats["files_seen"] == 5 and stats["files_test_skipped"] == 2
-    assert stats["files_unparseable"] == 1 and stats["files_undecodable"] == 1
-    assert stats["functions_seen"] == 9
-    for key in ("dropped_test_name", "dropped_dunder", "dropped_short", "dropped_no_docstring",
-                "dropped_short_docstring", "dropped_docstring_only", "dropped_duplicate"):
-        assert stats[key] == 1, key
-    lookup = rows[0]
-    assert lookup["code"] == ("@functools.lru_cache(maxsize=None)\ndef lookup(self, key):\n"
-                              "    return self.items[key]\n")
-    assert '"""Find the value' in lookup["original_string"]
-    assert lookup["summary"] == "Find the value stored under key."
-    assert lookup["docstring_tokens"] == ["Find", "the", "value", "stored", "under", "key", "."]
-    assert lookup["code_tokens"] == tokenize_code(lookup["code"])
-    assert (lookup["repo"], lookup["path"], lookup["lineno"]) == ("pkg", "mod.py", 12)  # the decorator line
-
-
-def test_keep_docstring_keeps_it_in_the_target(tmp_path: Path) -> None:
-    rows = build_python_corpus(roots=[_write_package(tmp_path)], keep_docstring=True)
-    assert rows[0]["code"] == rows[0]["original_string"]
-    assert '"""Find the value' in rows[0]["code"]
-
-
-def test_stdlib_rows_parse_and_are_deterministic() -> None:
-    roots = [STDLIB / "json", STDLIB / "textwrap.py"]
-    rows = build_python_corpus(roots=roots)
-    assert rows and all(r["repo"] == "stdlib" for r in rows)
-    assert {r["path"] for r in rows} <= {"json/__init__.py", "json/decoder.py", "json/encoder.py",
-                                         "json/scanner.py", "json/tool.py", "textwrap.py"}
-    for r in rows:
-        ast.parse(r["code"])
-        assert r["summary"] not in r["code"]
-    assert build_python_corpus(roots=roots) == rows
-
-
-def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        build_python_corpus(roots=[tmp_path / "nowhere"])
-
-
-# ----------------------------------------------------------------------------------------------- codesearchnet
-
-GOOD_CODE = 'def add(a, b):\n    """Add two numbers together."""\n    return a + b\n'
-METHOD_CODE = 'def scale(self, k):\n        """Scale all values by k."""\n        self.v = [x * k for x in self.v]\n'
-CSN_ROWS = [
-    {"repo": "r/a", "path": "a.py", "func_name": "add", "code": GOOD_CODE,
-     "docstring": "Add two numbers together.", "partition": "train"},
-    {"repo": "r/a", "path": "b.py", "func_name": "V.scale", "code": METHOD_CODE,
-     "docstring": "Scale all values by k.\n\nDetails.", "partition": "test"},
-    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": None, "docstring": "Has no code at all.",
-     "partition": "train"},
-    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": "", "docstring": "Has empty code here.",
-     "partition": "train"},
-    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": 42, "docstring": "Has int code here.",
-     "partition": "train"},
-    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": GOOD_CODE, "docstring": None, "partition": "train"},
-    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": GOOD_CODE, "docstring": 7, "partition": "train"},
-    {"repo": "r/a", "path": "c.py", "func_name": "x", "code": 'def p(x):\n    """Print it out now."""\n    print x\n',
-     "docstring": "Print it out now.", "partition": "train"},
-]
-
-
-def _check_csn(rows: list[dict], stats: Counter) -> None:
-    assert [r["func_name"] for r in rows] == ["add", "V.scale"]
-    assert rows[0]["code"] == "def add(a, b):\n    return a + b\n"
-    assert rows[1]["docstring_tokens"] == ["Scale", "all", "values", "by", "k", "."]
-    assert "Scale all" not in rows[1]["code"] and ast.parse(rows[1]["code"])
-    assert stats["rows_seen"] == len(CSN_ROWS)
-    assert (stats["rows_missing_code"], stats["rows_missing_docstring"], stats["rows_unparseable"]) == (3, 2, 1)
-
-
-def test_load_codesearchnet_jsonl_skips_and_counts_bad_rows(tmp_path: Path) -> None:
-    path = tmp_path / "csn.jsonl.gz"
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in CSN_ROWS)
-    stats: Counter = Counter()
-    _check_csn(load_codesearchnet([path], stats=stats), stats)
-    train_only = load_codesearchnet([path], split="train")
-    assert [r["func_name"] for r in train_only] == ["add"]
-
-
-def test_load_codesearchnet_parquet_skips_and_counts_bad_rows(tmp_path: Path) -> None:
-    # A parquet column has one type, so the int-valued rows become nulls here (ints are covered by the jsonl test).
-    table = pa.table({k: [r[k] if not isinstance(r[k], int) else None for r in CSN_ROWS] for k in CSN_ROWS[0]})
-    path = tmp_path / "csn.parquet"
-    pq.write_table(table, path)
-    stats: Counter = Counter()
-    rows = load_codesearchnet([path], stats=stats)
-    assert [r["func_name"] for r in rows] == ["add", "V.scale"]
-    assert stats["rows_missing_code"] == 3 and stats["rows_missing_docstring"] == 2
-    pq.write_table(pa.table({"code": [GOOD_CODE]}), tmp_path / "nodoc.parquet")
-    with pytest.raises(ValueError, match="has no docstring column"):
-        load_codesearchnet([tmp_path / "nodoc.parquet"])
-
-
-def test_load_codesearchnet_bad_paths_and_offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist; check the path in codesearchnet_files"):
-        load_codesearchnet([tmp_path / "missing.parquet"])
-    (tmp_path / "data.csv").write_text("code\n")
-    with pytest.raises(ValueError, match="must end in .parquet"):
-        load_codesearchnet([tmp_path / "data.csv"])
-    import datasets
-
-    def offline(*args, **kwargs):
-        raise OSError("no network")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(ConnectionError, match=r"codesearchnet_files=\[\.\.\.\].*source='python'"):
-        load_codesearchnet()
 
 
 # ----------------------------------------------------------------------------------------------- filter and split

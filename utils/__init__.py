@@ -1,5 +1,6 @@
 """Seq2seq code generation: corpus, tokenizers, models, training, decoding, metrics, plots.
 
-Modules import downward only: ``paths``/``tokenizer``/``vocabulary`` at the bottom, ``data`` and
-``models`` above them, ``training`` and ``decoding`` above those, ``metrics`` and ``plotting`` on top.
+Modules import downward only: ``paths``/``tokenizer``/``vocabulary`` at the bottom, ``data`` (above the
+corpus builders ``python_corpus`` and ``codesearchnet``, which it reads and re-exports) and ``models`` above
+them, ``training`` and ``decoding`` above those, ``metrics`` and ``plotting`` on top.
 """

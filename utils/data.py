@@ -1,59 +1,35 @@
-"""The docstring -> code corpus: build it (installed Python or CodeSearchNet), filter, split by file, save, load.
+"""The processed corpus: filter rows by length, split them by file, fit vocabularies, save, load.
 
-Rows follow the CodeSearchNet schema (repo, path, func_name, original_string, language, code, code_tokens,
-docstring, docstring_tokens, partition) plus ``summary``, ``url``, ``lineno``. ``code`` is the generation target:
-the function without its docstring statement; ``docstring_tokens`` tokenize the docstring's first paragraph.
+Rows come from ``utils.python_corpus`` (installed Python sources) or ``utils.codesearchnet``, in the
+CodeSearchNet schema described there; ``preprocess`` turns them into the splits, vocabularies and manifest
+that the notebooks read back with ``load_split``, ``load_vocabs`` and ``load_manifest``.
 """
 from __future__ import annotations
 
-import ast
-import gzip
 import hashlib
 import importlib.metadata
 import json
-import multiprocessing
-import os
 import platform
 import random
-import textwrap
 import time
-import tokenize
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
-from utils.corpus_sources import (
-    PACKAGES_FILE,
-    SKIPPED_DIRS,
-    SOURCES_DIR,
-    corpus_hash,
-    corpus_roots,
-    distribution_files,
-    environment_roots,
-    installed_versions,
-    is_test_path,
-    python_files,
-    stdlib_root,
-)
+from utils.codesearchnet import load_codesearchnet  # re-exported, as callers import it from here
+from utils.corpus_sources import PACKAGES_FILE, SOURCES_DIR, corpus_hash, corpus_roots, installed_versions, stdlib_root
 from utils.files import atomic_write, write_text
 from utils.paths import REPO_ROOT, project_path
+from utils.python_corpus import SPLITS, build_python_corpus, code_key  # SPLITS and the builder re-exported
 from utils.subwords import Subwords
-from utils.tokenizer import docstring_summary, tokenize_code, tokenize_docstring
 from utils.vocabulary import UNK, Vocabulary
 
 SOURCES = ("python", "codesearchnet")
-SPLITS = ("train", "valid", "test")
-HUB_DATASET = "Nan-Do/code-search-net-python"
-CODESEARCHNET_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json")
 MISSING_DATA_HINT = "run notebooks/01_preprocess.ipynb or `make main`"
 
-_MIN_FUNCTION_LINES = 3
-_MIN_DOC_TOKENS = 3
 # File hash bucket (0..99) below which a file goes to train, then valid; the rest is test.
 _TRAIN_BUCKETS, _VALID_BUCKETS = 80, 90
-_CSN_COLUMNS = ("repo", "path", "func_name", "code", "docstring", "partition", "url")
-_PARALLEL_MIN_JOBS = 200
 
 # Every counter key in the order the filters run, so reports can show what each step removed.
 FILTER_STEPS = (
@@ -65,380 +41,6 @@ FILTER_STEPS = (
     "dropped_long_docstring_pieces", "dropped_long_code_pieces",
 )
 VOCABULARIES = ("word", "bpe")
-
-_SHARED_DROPS = ("dropped_short_docstring", "dropped_docstring_only", "dropped_irregular_layout",
-                 "dropped_untokenizable", "dropped_duplicate")
-_PYTHON_DROPS = ("dropped_test_name", "dropped_dunder", "dropped_short", "dropped_no_docstring", *_SHARED_DROPS)
-_CODESEARCHNET_DROPS = ("rows_bad_json", "rows_missing_code", "rows_missing_docstring", "rows_unparseable",
-                        "rows_not_a_function", *_SHARED_DROPS)
-
-_FunctionNode = (ast.FunctionDef, ast.AsyncFunctionDef)
-
-
-# ----------------------------------------------------------------------------------------------- extraction
-
-def _is_docstring(stmt: ast.stmt) -> bool:
-    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
-
-
-def _function_target(lines: list[str], node: ast.AST, keep_docstring: bool) -> tuple[str, str] | str:
-    """(original_string, code) of a function at column 0, code without its docstring; else a drop reason."""
-    start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
-    seg = lines[start - 1:node.end_lineno]
-    indent = seg[0][:len(seg[0]) - len(seg[0].lstrip())]
-    if not seg[0].lstrip().startswith(("@", "def", "async")):
-        return "dropped_irregular_layout"
-    # Strip the def line's indentation; lines lacking it are blank or inside a string literal and stay as they are.
-    seg = [line[len(indent):] if line.startswith(indent) else line for line in seg]
-    original = "\n".join(seg).rstrip() + "\n"
-    code = original
-    ds = node.body[0]
-    if not keep_docstring and _is_docstring(ds):
-        first, last = lines[ds.lineno - 1].encode("utf-8"), lines[ds.end_lineno - 1].encode("utf-8")
-        after = last[ds.end_col_offset:].strip()
-        if first[:ds.col_offset].strip() or (after and not after.startswith(b"#")):
-            return "dropped_irregular_layout"  # docstring shares a line with other code
-        lo, hi = ds.lineno - start, ds.end_lineno - start + 1
-        while hi < len(seg) and not seg[hi].strip():
-            hi += 1  # blank lines after the docstring go with it
-        code = "\n".join(seg[:lo] + seg[hi:]).rstrip() + "\n"
-    return original, code
-
-
-def _tokenize_target(code: str) -> list[str] | None:
-    """Code tokens of a standalone function, or None if it does not parse or tokenize."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # SyntaxWarning for invalid escapes in old code
-            ast.parse(code)
-        return tokenize_code(code)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-
-
-def _iter_functions(tree: ast.Module) -> list[tuple[str, ast.AST]]:
-    """(qualified name, node) of every function, methods as ``Class.method``, in source order."""
-    found: list[tuple[str, ast.AST]] = []
-    stack: list[tuple[ast.AST, str]] = [(tree, "")]
-    while stack:  # iterative: deeply nested files must not hit the recursion limit
-        node, prefix = stack.pop()
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, _FunctionNode):
-                found.append((prefix + child.name, child))
-                stack.append((child, f"{prefix}{child.name}."))
-            elif isinstance(child, ast.ClassDef):
-                stack.append((child, f"{prefix}{child.name}."))
-            elif isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
-                stack.append((child, prefix))  # functions can sit inside if/try/with blocks
-    found.sort(key=lambda item: (item[1].lineno, item[1].col_offset))
-    return found
-
-
-def _functions_in_file(job: tuple[str, str, str, str, bool]) -> tuple[list[dict], Counter]:
-    """Rows for one source file, with per-file counts (runs in worker processes)."""
-    file_path, repo, rel_path, url_base, keep_docstring = job
-    stats: Counter = Counter()
-    try:
-        with open(file_path, "rb") as f:
-            raw = f.read()
-        encoding, _ = tokenize.detect_encoding(iter(raw.splitlines(keepends=True)).__next__)
-        source = raw.decode(encoding)
-    except (OSError, SyntaxError, UnicodeDecodeError, LookupError):
-        stats["files_undecodable"] += 1
-        return [], stats
-    source = source.replace("\r\n", "\n").replace("\r", "\n")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        stats["files_unparseable"] += 1
-        return [], stats
-    stats["files_parsed"] += 1
-    lines = source.split("\n")
-    rows = []
-    for qualname, node in _iter_functions(tree):
-        stats["functions_seen"] += 1
-        start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
-        docstring = ast.get_docstring(node)
-        if "test" in qualname.lower():
-            stats["dropped_test_name"] += 1
-        elif node.name.startswith("__") and node.name.endswith("__"):
-            stats["dropped_dunder"] += 1
-        elif node.end_lineno - start + 1 < _MIN_FUNCTION_LINES:
-            stats["dropped_short"] += 1
-        elif docstring is None:
-            stats["dropped_no_docstring"] += 1
-        else:
-            row = _make_row(lines, node, docstring, keep_docstring, stats)
-            if row is not None:
-                row.update(repo=repo, path=rel_path, func_name=qualname, lineno=start,
-                           url=f"{url_base}#L{start}-L{node.end_lineno}")
-                rows.append(row)
-    return rows, stats
-
-
-def _make_row(lines: list[str], node: ast.AST, docstring: str, keep_docstring: bool, stats: Counter) -> dict | None:
-    """Schema row for one function (repo/path/name left for the caller), or None with the reason counted."""
-    summary = docstring_summary(docstring)
-    doc_tokens = tokenize_docstring(summary)
-    if len(doc_tokens) < _MIN_DOC_TOKENS:
-        stats["dropped_short_docstring"] += 1
-        return None
-    if len(node.body) == 1 and _is_docstring(node.body[0]):
-        stats["dropped_docstring_only"] += 1  # nothing but the docstring to generate
-        return None
-    target = _function_target(lines, node, keep_docstring)
-    if isinstance(target, str):
-        stats[target] += 1
-        return None
-    original, code = target
-    code_tokens = _tokenize_target(code)
-    if code_tokens is None:
-        stats["dropped_untokenizable"] += 1
-        return None
-    return {"repo": "", "path": "", "func_name": "", "original_string": original, "language": "python",
-            "code": code, "code_tokens": code_tokens, "docstring": docstring, "docstring_tokens": doc_tokens,
-            "partition": "", "summary": summary, "url": "", "lineno": None}
-
-
-def _code_key(row: dict) -> str:
-    """Identity of a function for deduplication: its code tokens (comments and layout do not count)."""
-    return hashlib.sha1("\n".join(row["code_tokens"]).encode("utf-8")).hexdigest()
-
-
-def _dedupe(rows: Iterable[dict], stats: Counter) -> list[dict]:
-    seen: set[str] = set()
-    kept = []
-    for row in rows:
-        key = _code_key(row)
-        if key in seen:
-            stats["dropped_duplicate"] += 1
-        else:
-            seen.add(key)
-            kept.append(row)
-    return kept
-
-
-def _parallel_map(func: Callable[[Any], tuple[list[dict], Counter]], jobs: Sequence[Any],
-                  stats: Counter) -> Iterator[dict]:
-    """Run ``func`` over ``jobs`` (in worker processes when there are many), yielding rows in job order."""
-    workers = min(4, os.cpu_count() or 1)
-    if workers < 2 or len(jobs) < _PARALLEL_MIN_JOBS:
-        results: Iterable = map(func, jobs)
-        pool = None
-    else:
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(workers)
-        results = pool.imap(func, jobs, chunksize=8)  # imap keeps job order, so the corpus is deterministic
-    try:
-        for rows, counts in results:
-            stats.update(counts)
-            yield from rows
-    finally:
-        if pool is not None:
-            pool.terminate()
-
-
-# ----------------------------------------------------------------------------------------------- python corpus
-
-def build_python_corpus(roots: list[Path] | None = None, keep_docstring: bool = False,
-                        max_files: int | None = None, stats: Counter | None = None) -> list[dict]:
-    """Docstring/code rows from the .py files under ``roots`` (default: the standard library and the
-    running environment's site-packages; ``utils.corpus_sources.corpus_roots`` gives the pinned ones).
-
-    Filters follow CodeSearchNet: no test names/files, no dunders, >= 3 lines, >= 3 docstring tokens,
-    exact duplicates dropped (first kept). Deterministic: files sorted, results in file order.
-    """
-    stats = Counter() if stats is None else stats
-    for key in ("files_seen", "files_test_skipped", "files_undecodable", "files_unparseable", "functions_seen",
-                *_PYTHON_DROPS):
-        stats[key] += 0
-    roots = environment_roots() if roots is None else [Path(r) for r in roots]
-    stdlib = stdlib_root()
-    for root in roots:
-        if not root.exists():
-            raise FileNotFoundError(f"Corpus root {root} does not exist; pass existing folders or files as roots.")
-    # Files are credited to the distributions installed in the roots; the stdlib needs no lookup.
-    package_roots = [r for r in roots if not r.is_relative_to(stdlib)]
-    owners = distribution_files(package_roots) if package_roots else {}
-    py_version = platform.python_version()
-    jobs = []
-    for root in roots:
-        for file_path, parts in python_files(root):
-            stats["files_seen"] += 1
-            if is_test_path(parts):
-                stats["files_test_skipped"] += 1
-                continue
-            if max_files and len(jobs) >= max_files:
-                stats["files_over_max_files"] += 1
-                continue
-            rel = "/".join(parts)
-            owner = owners.get(os.path.normpath(str(file_path)))
-            in_stdlib = file_path.is_relative_to(stdlib) and not SKIPPED_DIRS & set(file_path.relative_to(stdlib).parts)
-            if in_stdlib:
-                # Named relative to the stdlib even under a narrower root, so rows match the full corpus.
-                rel = file_path.relative_to(stdlib).as_posix()
-                repo, url = "stdlib", f"https://github.com/python/cpython/blob/v{py_version}/Lib/{rel}"
-            elif owner is not None:
-                repo, url = owner[0], f"{owner[0]}=={owner[1]}:{rel}"
-            else:
-                repo = parts[0] if root.name in SKIPPED_DIRS and len(parts) > 1 else root.stem
-                url = f"{repo}:{rel}"
-            jobs.append((str(file_path), repo, rel, url, keep_docstring))
-    return _dedupe(_parallel_map(_functions_in_file, jobs, stats), stats)
-
-
-# ----------------------------------------------------------------------------------------------- codesearchnet
-
-def _codesearchnet_chunk(job: tuple[list[dict], bool]) -> tuple[list[dict], Counter]:
-    """Re-derive target and tokens for a chunk of CodeSearchNet rows (runs in worker processes)."""
-    raw_rows, keep_docstring = job
-    stats: Counter = Counter()
-    rows = []
-    for raw in raw_rows:
-        code, docstring = raw.get("code"), raw.get("docstring")
-        if not isinstance(code, str) or not code.strip():
-            stats["rows_missing_code"] += 1
-            continue
-        if not isinstance(docstring, str) or not docstring.strip():
-            stats["rows_missing_docstring"] += 1
-            continue
-        code = code.replace("\r\n", "\n").replace("\r", "\n")
-        tree = None
-        for candidate in (code, textwrap.dedent(code)):
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    tree = ast.parse(candidate)
-                code = candidate
-                break
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                continue
-        if tree is None:
-            stats["rows_unparseable"] += 1  # mostly Python 2 code
-            continue
-        node = next((n for n in tree.body if isinstance(n, _FunctionNode)), None)
-        if node is None:
-            stats["rows_not_a_function"] += 1
-            continue
-        row = _make_row(code.split("\n"), node, docstring, keep_docstring, stats)
-        if row is None:
-            continue
-        row["docstring"] = docstring
-        for col in ("repo", "path", "func_name", "url", "partition"):
-            value = raw.get(col)
-            row[col] = value if isinstance(value, str) else ""
-        rows.append(row)
-    return rows, stats
-
-
-def _read_codesearchnet_file(path: Path, stats: Counter) -> Iterator[dict]:
-    """Raw rows of one local CodeSearchNet file; malformed JSON lines are counted and skipped."""
-    name = path.name.lower()
-    if not path.is_file():
-        raise FileNotFoundError(f"CodeSearchNet file {path} does not exist; check the path in codesearchnet_files.")
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        columns = [c for c in _CSN_COLUMNS if c in pf.schema_arrow.names]
-        missing = {"code", "docstring"} - set(columns)
-        if missing:
-            raise ValueError(f"{path} has no {', '.join(sorted(missing))} column; "
-                             f"expected CodeSearchNet columns ({', '.join(_CSN_COLUMNS)}).")
-        for batch in pf.iter_batches(batch_size=10_000, columns=columns):
-            yield from batch.to_pylist()
-    elif name.endswith((".jsonl", ".jsonl.gz")):
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    row = None
-                if isinstance(row, dict):
-                    yield row
-                else:
-                    stats["rows_seen"] += 1
-                    stats["rows_bad_json"] += 1
-    elif name.endswith(".json"):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); use a JSON list of row objects or a .jsonl "
-                             "file.") from None
-        if not isinstance(data, list):
-            raise ValueError(f"{path} must hold a JSON list of row objects; got {type(data).__name__}.")
-        for row in data:
-            if isinstance(row, dict):
-                yield row
-            else:
-                stats["rows_seen"] += 1
-                stats["rows_bad_json"] += 1
-    else:
-        raise ValueError(f"Cannot read {path}: CodeSearchNet files must end in {', '.join(CODESEARCHNET_SUFFIXES)}.")
-
-
-def _hub_rows() -> Iterator[dict]:
-    """Raw rows of the CodeSearchNet Python dataset on the Hugging Face hub."""
-    try:
-        import datasets
-
-        ds = datasets.load_dataset(HUB_DATASET, split="train")
-    except Exception as e:  # offline, missing dataset, auth: all mean the same thing to the user
-        raise ConnectionError(
-            f"Could not load {HUB_DATASET} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}). "
-            "Pass downloaded parquet/jsonl files via codesearchnet_files=[...], "
-            "or use the default source='python' corpus.") from None
-    ds = ds.select_columns([c for c in _CSN_COLUMNS if c in ds.column_names])
-    for batch in ds.iter(batch_size=10_000):
-        columns = list(batch)
-        yield from (dict(zip(columns, values)) for values in zip(*batch.values()))
-
-
-def load_codesearchnet(files: list[str | Path] | None = None, split: str | None = None,
-                       stats: Counter | None = None, keep_docstring: bool = False) -> list[dict]:
-    """CodeSearchNet Python rows from local files or (without ``files``) the hub, re-tokenized our way.
-
-    ``split`` keeps one original partition (train/valid/test); bad rows are skipped and counted in ``stats``.
-    """
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)} or None for all.")
-    stats = Counter() if stats is None else stats
-    for key in ("rows_seen", *_CODESEARCHNET_DROPS):
-        stats[key] += 0
-    if files:
-        paths = [project_path(f) for f in files]
-        for p in paths:  # fail before reading anything if one path is wrong
-            if not p.is_file():
-                raise FileNotFoundError(f"CodeSearchNet file {p} does not exist; check the path in "
-                                        "codesearchnet_files.")
-            if not p.name.lower().endswith(CODESEARCHNET_SUFFIXES):
-                raise ValueError(f"Cannot read {p}: CodeSearchNet files must end in "
-                                 f"{', '.join(CODESEARCHNET_SUFFIXES)}.")
-        raw: Iterable[dict] = (row for p in paths for row in _read_codesearchnet_file(p, stats))
-    else:
-        raw = _hub_rows()
-
-    def chunks() -> Iterator[tuple[list[dict], bool]]:
-        chunk: list[dict] = []
-        for row in raw:
-            stats["rows_seen"] += 1
-            if split is not None and row.get("partition") != split:
-                stats["rows_other_partition"] += 1
-                continue
-            chunk.append(row)
-            if len(chunk) == 1000:
-                yield chunk, keep_docstring
-                chunk = []
-        if chunk:
-            yield chunk, keep_docstring
-
-    # Chunks are built lazily in the parent, but _parallel_map needs a sequence to size its pool.
-    return _dedupe(_parallel_map(_codesearchnet_chunk, list(chunks()), stats), stats)
 
 
 # ----------------------------------------------------------------------------------------------- filter and split
@@ -481,7 +83,7 @@ def split_by_file(rows: Iterable[dict], sizes: Sequence[int | None] | None = (10
     owner: dict[str, str] = {}
     splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
     for row in rows:
-        name, key = file_bucket(row), _code_key(row)
+        name, key = file_bucket(row), code_key(row)
         if owner.setdefault(key, name) != name:
             stats["dropped_cross_split_duplicate"] += 1  # the same function already lives in another split
             continue
@@ -617,12 +219,8 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
               "bpe_size": bpe_size if vocabulary == "bpe" else None,
               "bpe_shared": bpe_shared if vocabulary == "bpe" else None}
     stats: Counter = Counter()
-    roots: list[Path] = []
-    if source == "python":
-        roots = corpus_roots(corpus_packages, sources_dir, max_files or None)
-        rows = build_python_corpus(roots, keep_docstring=keep_docstring, max_files=max_files or None, stats=stats)
-    else:
-        rows = load_codesearchnet(codesearchnet_files or None, stats=stats, keep_docstring=keep_docstring)
+    rows, roots = _source_rows(source, codesearchnet_files, keep_docstring, max_files, corpus_packages, sources_dir,
+                               stats)
     stats["corpus_pairs"] = len(rows)
     rows = filter_by_length(rows, max_doc_tokens, max_code_tokens, stats)
     stats["pairs_within_limits"] = len(rows)
@@ -630,6 +228,35 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
         raise ValueError(f"No docstring/code pairs left after filtering (source={source!r}, max_files={max_files}, "
                          f"max_doc_tokens={max_doc_tokens}, max_code_tokens={max_code_tokens}); "
                          "raise the token limits or max_files, or check the input files.")
+    splits, src_vocab, trg_vocab = _split_and_vocabularies(
+        rows, split_sizes, seed, vocabulary=vocabulary, min_freq=min_freq, bpe_size=bpe_size, bpe_shared=bpe_shared,
+        max_doc_tokens=max_doc_tokens, max_code_tokens=max_code_tokens, stats=stats)
+    out = project_path(out_dir)
+    files = _write_outputs(out, splits, src_vocab, trg_vocab)
+    manifest = _manifest(params, stats, roots, corpus_packages, splits, src_vocab, trg_vocab, files, started)
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _source_rows(source: str, codesearchnet_files: list[str | Path] | None, keep_docstring: bool,
+                 max_files: int | None, corpus_packages: str | Path, sources_dir: str | Path,
+                 stats: Counter) -> tuple[list[dict], list[Path]]:
+    """The corpus rows of one source, and the folders read for them (none for CodeSearchNet)."""
+    roots: list[Path] = []
+    if source == "python":
+        roots = corpus_roots(corpus_packages, sources_dir, max_files or None)
+        rows = build_python_corpus(roots, keep_docstring=keep_docstring, max_files=max_files or None, stats=stats)
+    else:
+        rows = load_codesearchnet(codesearchnet_files or None, stats=stats, keep_docstring=keep_docstring)
+    return rows, roots
+
+
+def _split_and_vocabularies(rows: list[dict], split_sizes: Sequence[int | None] | None, seed: int, *,
+                            vocabulary: str, min_freq: int, bpe_size: int, bpe_shared: bool, max_doc_tokens: int,
+                            max_code_tokens: int,
+                            stats: Counter) -> tuple[dict[str, list[dict]], Vocabulary, Vocabulary]:
+    """(splits, src_vocab, trg_vocab): rows split by file, with word vocabularies of the train split, or BPE
+    learnt on it (pairs over twice the token limits in pieces dropped before the splits are cut to size)."""
     vocabs: list[Vocabulary] = []
 
     def pieces_within_limits(whole: dict[str, list[dict]]) -> None:
@@ -643,8 +270,12 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
     else:
         src_vocab = Vocabulary.build((r["docstring_tokens"] for r in splits["train"]), min_freq=min_freq)
         trg_vocab = Vocabulary.build((r["code_tokens"] for r in splits["train"]), min_freq=min_freq)
+    return splits, src_vocab, trg_vocab
 
-    out = project_path(out_dir)
+
+def _write_outputs(out: Path, splits: dict[str, list[dict]], src_vocab: Vocabulary,
+                   trg_vocab: Vocabulary) -> dict[str, Path]:
+    """Write each split as ``<split>.jsonl`` and both vocabularies into ``out``; returns {file name: path}."""
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, split_rows in splits.items():
@@ -656,11 +287,18 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
     for name, vocab in (("src_vocab.json", src_vocab), ("trg_vocab.json", trg_vocab)):
         vocab.save(out / name)
         files[name] = out / name
+    return files
 
+
+def _manifest(params: dict, stats: Counter, roots: list[Path], corpus_packages: str | Path,
+              splits: dict[str, list[dict]], src_vocab: Vocabulary, trg_vocab: Vocabulary, files: dict[str, Path],
+              started: float) -> dict:
+    """What ``preprocess`` made and from what: sources, parameters, counts, sizes, hashes, time taken."""
+    source = params["source"]
     counts = dict(stats)
     file_hashes = {name: _sha256(path) for name, path in files.items()}
     package_roots = [r for r in roots if not r.is_relative_to(stdlib_root())]
-    manifest = {
+    return {
         "source": source,
         "python_version": platform.python_version(),
         "corpus_sha256": corpus_hash(file_hashes),
@@ -674,7 +312,7 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
         "pairs_within_limits": stats["pairs_within_limits"],
         "split_sizes": {name: len(r) for name, r in splits.items()},
         "vocab_sizes": {"src": len(src_vocab), "trg": len(trg_vocab)},
-        "max_lengths": sequence_limits(vocabulary, max_doc_tokens, max_code_tokens),
+        "max_lengths": sequence_limits(params["vocabulary"], params["max_doc_tokens"], params["max_code_tokens"]),
         "symbols_per_pair": piece_summary(splits, src_vocab, trg_vocab),
         "unk_rate": {name: {"src": oov_rate((r["docstring_tokens"] for r in split_rows), src_vocab),
                             "trg": oov_rate((r["code_tokens"] for r in split_rows), trg_vocab)}
@@ -682,8 +320,6 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
         "sha256": file_hashes,
         "elapsed_seconds": round(time.perf_counter() - started, 2),
     }
-    write_text(out / "manifest.json", json.dumps(manifest, indent=2))
-    return manifest
 
 
 def sequence_limits(vocabulary: str, max_doc_tokens: int, max_code_tokens: int) -> dict[str, int]:
