@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -145,6 +145,114 @@ def top_candidates(scores: Tensor, m: int) -> tuple[Tensor, Tensor]:
     return values.gather(1, order), idx.gather(1, order)
 
 
+# (normalised score, tokens, attention [steps, S] on the CPU or None, raw log-probability) per hypothesis
+_Finished = list[tuple[float, list[int], Tensor | None, float]]
+
+
+@dataclass
+class _Beams:
+    """The open beams of ``beam_search``: the K beams of the i-th open source are rows i*K .. i*K+K-1."""
+
+    srcs: list[int]                  # original index of each still-open source
+    scores: Tensor                   # [n, K] log-probabilities (-inf: no beam)
+    tokens: Tensor                   # [n*K, t]
+    attns: Tensor | None             # [n*K, t, S]
+    y: Tensor                        # [n*K] the last tokens
+    state: DecoderState
+    syn: list[SyntaxState] | None
+
+
+class _Candidates(NamedTuple):
+    """The best continuations of each open source, best first, each [n, 2K]."""
+
+    scores: Tensor
+    origin: Tensor                   # the beam each continues (0..K-1)
+    token: Tensor
+    is_eos: Tensor                   # it ends the hypothesis (<EOS>, or the last step)
+    rank: Tensor
+
+
+def _start_beams(model: Seq2SeqModel, batch: Batch, K: int,
+                 constraint: PythonSyntaxConstraint | None) -> _Beams:
+    """K rows per source, of which only the first beam is live."""
+    B = batch.src.size(0)
+    device = batch.src.device
+    state = _encode(model, batch).select(torch.arange(B, device=device).repeat_interleave(K))
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    tokens = torch.full((B * K, 0), SOS, dtype=torch.long, device=device)  # [B*K, t]
+    y = torch.full((B * K,), SOS, dtype=torch.long, device=device)
+    syn = [constraint.initial()] * (B * K) if constraint is not None else None
+    return _Beams(list(range(B)), scores, tokens, None, y, state, syn)
+
+
+def _candidates(beams: _Beams, log_probs: Tensor, K: int, last: bool) -> _Candidates:
+    """The 2K best (beam, token) continuations of each open source; ``log_probs`` [n*K, V]."""
+    n, V = len(beams.srcs), log_probs.size(1)
+    cand = (beams.scores.view(-1, 1) + log_probs).view(n, K * V)  # [n, K*V]
+    top_scores, top_idx = top_candidates(cand, min(2 * K, K * V))  # [n, 2K]
+    origin, token = top_idx // V, top_idx % V
+    is_eos = (token == EOS) | last
+    rank = torch.arange(top_idx.size(1), device=top_idx.device).expand_as(top_idx)
+    return _Candidates(top_scores, origin, token, is_eos, rank)
+
+
+def _set_aside(beams: _Beams, c: _Candidates, attn: Tensor | None, K: int, length_penalty: float,
+               finished: list[_Finished]) -> None:
+    """Add the hypotheses that end among the K best candidates (<EOS>, or anything still open at the
+    last step) to ``finished``; ``attn`` [n*K, S] is this step's attention."""
+    done_mask = c.is_eos & (c.rank < K) & torch.isfinite(c.scores)
+    for i, j in done_mask.nonzero().tolist():
+        row = i * K + int(c.origin[i, j])
+        seq = beams.tokens[row].tolist()
+        a = beams.attns[row] if beams.attns is not None else None
+        if c.token[i, j] != EOS:  # cut off at max_len: the last token is part of the output
+            seq = seq + [int(c.token[i, j])]
+            a = torch.cat([a, attn[row : row + 1]]) if attn is not None and a is not None else (
+                attn[row : row + 1] if attn is not None else None)
+        s = float(c.scores[i, j])
+        finished[beams.srcs[i]].append((s / _length_penalty(len(seq), length_penalty), seq,
+                                        None if a is None else a.cpu(), s))
+
+
+def _continue(beams: _Beams, c: _Candidates, attn: Tensor | None, K: int,
+              constraint: PythonSyntaxConstraint | None) -> None:
+    """Carry on (in place) with the K best candidates of each source that did not end."""
+    n = len(beams.srcs)
+    order = torch.argsort(c.is_eos.long() * 4 * K + c.rank, dim=1, stable=True)[:, :K]  # [n, K]
+    cont_scores = c.scores.gather(1, order)
+    cont_scores = cont_scores.masked_fill(c.is_eos.gather(1, order), float("-inf"))
+    rows = (torch.arange(n, device=order.device).unsqueeze(1) * K + c.origin.gather(1, order)).view(-1)  # [n*K]
+    beams.y = c.token.gather(1, order).view(-1)
+    beams.tokens = torch.cat([beams.tokens[rows], beams.y.unsqueeze(1)], 1)
+    if attn is not None:
+        step_attn = attn[rows].unsqueeze(1)  # [n*K, 1, S]
+        beams.attns = step_attn if beams.attns is None else torch.cat([beams.attns[rows], step_attn], 1)
+    beams.state = beams.state.select(rows)
+    if beams.syn is not None:
+        beams.syn = [constraint.advance(beams.syn[r], tok) for r, tok in zip(rows.tolist(), beams.y.tolist())]
+    beams.scores = cont_scores
+
+
+def _drop_done(beams: _Beams, finished: list[_Finished], K: int) -> bool:
+    """Drop (in place) the sources that have K finished hypotheses; False once none is left open."""
+    n = len(beams.srcs)
+    open_src = [i for i in range(n) if len(finished[beams.srcs[i]]) < K]
+    if not open_src:
+        return False
+    if len(open_src) < n:
+        device = beams.scores.device
+        keep = torch.tensor(open_src, device=device)
+        keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
+        beams.srcs = [beams.srcs[i] for i in open_src]
+        beams.scores, beams.y, beams.tokens = beams.scores[keep], beams.y[keep_rows], beams.tokens[keep_rows]
+        beams.attns = beams.attns[keep_rows] if beams.attns is not None else None
+        beams.state = beams.state.select(keep_rows)
+        if beams.syn is not None:
+            beams.syn = [beams.syn[r] for r in keep_rows.tolist()]
+    return True
+
+
 @torch.no_grad()
 def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: int = 80,
                 length_penalty: float = 1.0, constraint: PythonSyntaxConstraint | None = None) -> Hypotheses:
@@ -158,68 +266,17 @@ def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: 
         raise ValueError(f"max_len must be at least 1, got {max_len}.")
     length_penalty = check_length_penalty(length_penalty)
     model.eval()
-    B, K = batch.src.size(0), beam_size
-    device = batch.src.device
-    state = _encode(model, batch).select(torch.arange(B, device=device).repeat_interleave(K))
-    srcs = list(range(B))                  # original index of each still-open source
-    # the K beams of source i are rows i*K .. i*K+K-1; at the start only the first beam is live
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0
-    tokens = torch.full((B * K, 0), SOS, dtype=torch.long, device=device)  # [B*K, t]
-    attns: Tensor | None = None                                             # [B*K, t, S]
-    y = torch.full((B * K,), SOS, dtype=torch.long, device=device)
-    finished: list[list[tuple[float, list[int], Tensor | None, float]]] = [[] for _ in range(B)]
-    syn = [constraint.initial()] * (B * K) if constraint is not None else None
-
+    K = beam_size
+    beams = _start_beams(model, batch, K, constraint)
+    finished: list[_Finished] = [[] for _ in range(batch.src.size(0))]
     for t in range(max_len):
-        n = len(srcs)
-        log_probs, state, attn = _step(model, y, state)      # [n*K, V]
-        log_probs = _constrain(log_probs, constraint, syn, max_len - t)
-        V = log_probs.size(1)
-        cand = (scores.view(-1, 1) + log_probs).view(n, K * V)  # [n, K*V]
-        top_scores, top_idx = top_candidates(cand, min(2 * K, K * V))  # [n, 2K]
-        origin, token = top_idx // V, top_idx % V
-        is_eos = (token == EOS) | (t == max_len - 1)
-        # finished: EOS among the K best candidates (or anything still open at the last step)
-        rank = torch.arange(top_idx.size(1), device=device).expand_as(top_idx)
-        done_mask = is_eos & (rank < K) & torch.isfinite(top_scores)
-        for i, j in done_mask.nonzero().tolist():
-            row = i * K + int(origin[i, j])
-            seq = tokens[row].tolist()
-            a = attns[row] if attns is not None else None
-            if token[i, j] != EOS:  # cut off at max_len: the last token is part of the output
-                seq = seq + [int(token[i, j])]
-                a = torch.cat([a, attn[row : row + 1]]) if attn is not None and a is not None else (
-                    attn[row : row + 1] if attn is not None else None)
-            s = float(top_scores[i, j])
-            finished[srcs[i]].append((s / _length_penalty(len(seq), length_penalty), seq,
-                                      None if a is None else a.cpu(), s))
-        # continue with the K best candidates that did not end
-        order = torch.argsort(is_eos.long() * 4 * K + rank, dim=1, stable=True)[:, :K]  # [n, K]
-        cont_scores = top_scores.gather(1, order)
-        cont_scores = cont_scores.masked_fill(is_eos.gather(1, order), float("-inf"))
-        rows = (torch.arange(n, device=device).unsqueeze(1) * K + origin.gather(1, order)).view(-1)  # [n*K]
-        y = token.gather(1, order).view(-1)
-        tokens = torch.cat([tokens[rows], y.unsqueeze(1)], 1)
-        if attn is not None:
-            step_attn = attn[rows].unsqueeze(1)  # [n*K, 1, S]
-            attns = step_attn if attns is None else torch.cat([attns[rows], step_attn], 1)
-        state = state.select(rows)
-        if syn is not None:
-            syn = [constraint.advance(syn[r], tok) for r, tok in zip(rows.tolist(), y.tolist())]
-        scores = cont_scores
-        open_src = [i for i in range(n) if len(finished[srcs[i]]) < K]
-        if not open_src:
+        log_probs, beams.state, attn = _step(model, beams.y, beams.state)      # [n*K, V]
+        log_probs = _constrain(log_probs, constraint, beams.syn, max_len - t)
+        c = _candidates(beams, log_probs, K, t == max_len - 1)
+        _set_aside(beams, c, attn, K, length_penalty, finished)
+        _continue(beams, c, attn, K, constraint)
+        if not _drop_done(beams, finished, K):
             break
-        if len(open_src) < n:
-            keep = torch.tensor(open_src, device=device)
-            keep_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
-            srcs = [srcs[i] for i in open_src]
-            scores, y, tokens = scores[keep], y[keep_rows], tokens[keep_rows]
-            attns = attns[keep_rows] if attns is not None else None
-            state = state.select(keep_rows)
-            if syn is not None:
-                syn = [syn[r] for r in keep_rows.tolist()]
 
     out, att, sc = [], [], []
     for fin in finished:
