@@ -172,9 +172,11 @@ def _changes(row: dict) -> str:
     changed = []
     for key, base in STUDY.items():
         value = row.get(key)
-        value = None if value in ("all", None) or (isinstance(value, float) and pd.isna(value)) else value
-        if key == "train_size":
-            value = int(float(value)) if value is not None else None  # "10000.0" once read back
+        missing = value is None or (isinstance(value, float) and pd.isna(value))
+        if key == "train_size":  # None or "all": every pair; "10000.0" once read back
+            value = None if missing or value == "all" else int(float(value))
+        elif missing:  # screened before this lever was added: the study's value
+            value = base
         if value != base:
             changed.append(f"{key} {'all' if value is None else value}")
     return ", ".join(changed) or "(the study's recipe)"
