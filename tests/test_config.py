@@ -4,7 +4,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from utils.config import MODEL_NAMES, MODEL_OVERRIDES, Seq2SeqConfig, make_config, model_names, resolve_device
+from utils.config import (
+    MODEL_NAMES,
+    MODEL_OVERRIDES,
+    Seq2SeqConfig,
+    make_config,
+    model_names,
+    resolve_device,
+    resolve_fast_path,
+)
 
 
 @pytest.mark.parametrize("given, expected", [
@@ -34,6 +42,7 @@ def test_unknown_model_in_config() -> None:
     ({"lr_schedule": "step"}, "Unknown lr_schedule 'step'; use 'constant' or 'plateau'"),
     ({"teacher_forcing": 1.5}, "teacher_forcing must lie in"),
     ({"label_smoothing": 1.0}, "label_smoothing in"),
+    ({"fast_path": "yes"}, "Unknown fast_path 'yes'; use 'auto', 'on' or 'off'"),
 ])
 def test_bad_training_recipe_settings(bad, message) -> None:
     with pytest.raises(ValueError, match=message):
@@ -67,3 +76,14 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_resolve_fast_path() -> None:
+    """"auto": the fast path on a CPU only; "on" and "off" whatever the device."""
+    assert Seq2SeqConfig().fast_path == "auto"
+    assert resolve_fast_path("auto", "cpu") and resolve_fast_path("auto", torch.device("cpu"))
+    assert not resolve_fast_path("auto", "cuda")  # a device name: no GPU needed to resolve it
+    assert resolve_fast_path("on", "cuda") and resolve_fast_path("on", "cpu")
+    assert not resolve_fast_path("off", "cpu") and not resolve_fast_path("off", "cuda")
+    with pytest.raises(ValueError, match="Unknown fast_path 'fast'"):
+        resolve_fast_path("fast", "cpu")

@@ -1,5 +1,5 @@
 """The five models: they learn, they ignore padding and batch mates, dropout obeys train/eval, and
-the copy model emits unseen words (the straightforward reference: test_naive.py)."""
+the copy model emits unseen words (the plain training loss, the fast path's yardstick: test_plain.py)."""
 from __future__ import annotations
 
 import math

@@ -6,7 +6,7 @@
 
 Training throughput is measured side by side, in one run, for the fast path (length-bucketed
 batches, packed encoder, keys projected once, vocabulary projection over real tokens only) and for
-the straightforward reference in ``utils.naive`` on the same model (same initial weights), the same
+the plain training loss (``utils.models.plain``) on the same model (same initial weights), the same
 examples and the same teacher-forcing ratio, in the ``--precision`` asked for. With
 ``--compare-precision`` the fast path runs in fp32 and in bf16 instead (same initial weights, same
 batches). Whatever is compared takes turns batch by batch, so both see the same machine load.
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="random batches: source 5-52, target 10-82 tokens with <SOS>/<EOS> (default if no --data-dir)")
     p.add_argument("--data-dir", default=None, help="processed data folder (real training split)")
     p.add_argument("--teacher-forcing", type=float, default=0.5)
-    p.add_argument("--no-compare", action="store_true", help="skip the straightforward reference")
+    p.add_argument("--no-compare", action="store_true", help="skip timing the plain loss (the reference)")
     p.add_argument("--precision", default="auto", help="fp32, bf16 or auto (see utils/precision.py)")
     p.add_argument("--compare-precision", action="store_true",
                    help="time the fast path in fp32 and in bf16 side by side (instead of against the reference)")

@@ -1,7 +1,7 @@
 """Timing training steps, and what the timed work costs.
 
 The fast path (length-bucketed batches, packed encoder, keys projected once, vocabulary projection
-over real tokens only) is timed against the straightforward reference in ``utils.naive`` on the same
+over real tokens only) is timed against the plain training loss (``utils.models.plain``) on the same
 model (same initial weights) and the same examples (``benchmark_training``), or in fp32 and in bf16
 (``benchmark_precision``). Whatever is compared takes turns batch by batch (``time_interleaved``), so
 both see the same machine load. Costs are rough counts of multiply-accumulates (``train_macs``) and
@@ -17,7 +17,7 @@ import torch
 
 from utils.batch import Batch, Example, bucketed_batches, make_batch
 from utils.config import Seq2SeqConfig
-from utils.models import Seq2SeqModel, build_model
+from utils.models import Seq2SeqModel, build_model, plain_loss
 from utils.precision import autocast
 
 
@@ -77,14 +77,13 @@ def examples_macs(config: Seq2SeqConfig, examples: Sequence[Example], trg_tokens
 
 
 def reference_macs(config: Seq2SeqConfig, batches: Sequence[Batch]) -> float:
-    """``train_macs`` of the straightforward reference on ``batches``: every padded source and target
-    position, and for the attention model the keys projected again at every decoder step."""
+    """``train_macs`` of the plain loss on ``batches``: the encoder over the real source tokens (a
+    packed batch), the decoder, its attention over every source position and the vocabulary
+    projection at every padded target position."""
     total = 0.0
     for b in batches:
         (B, S), T = b.src.shape, b.trg_in.size(1)
-        total += train_macs(config, B * S, B * T, S)
-        if config.model in ("attention", "copy"):  # keys [B, S, 2H] -> [B, S, H] at T steps, not once
-            total += (T - 1) * B * S * 2 * config.hidden_dim * config.hidden_dim
+        total += train_macs(config, int(b.src_lengths.sum()), B * T, S)
     return total
 
 
@@ -160,8 +159,6 @@ def benchmark_training(model_name: str, examples: list[Example], batch_size: int
                        peak_gflops: float | None = None, precision: str = "fp32") -> dict:
     """Fast path vs the straightforward reference on the same examples, in one run and one resolved
     ``precision``."""
-    from utils.naive import naive_loss
-
     model = _fresh_model(config, device)
     pool, fast_batches = _fast_batches(examples, batch_size, n_batches)
     steppers = [training_stepper(model, _fast_loss, config.teacher_forcing, device, fast_batches[0],
@@ -171,7 +168,7 @@ def benchmark_training(model_name: str, examples: list[Example], batch_size: int
     if compare:  # the reference on the same model (same initial weights), the same examples unsorted
         ref_model = _fresh_model(config, device)
         plain = [make_batch(pool[i : i + batch_size]) for i in range(0, len(pool), batch_size)]
-        steppers.append(training_stepper(ref_model, naive_loss, config.teacher_forcing, device, plain[0],
+        steppers.append(training_stepper(ref_model, plain_loss, config.teacher_forcing, device, plain[0],
                                          precision=precision))
         batch_lists.append(plain)
     timings = time_interleaved(steppers, batch_lists)

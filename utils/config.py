@@ -14,6 +14,7 @@ MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
 VOCABULARIES = ("word", "bpe")
 TEACHER_FORCING_SCHEDULES = ("constant", "linear")
 LR_SCHEDULES = ("constant", "plateau")
+FAST_PATHS = ("auto", "on", "off")
 
 
 @dataclass
@@ -56,6 +57,10 @@ class Seq2SeqConfig:
     seed: int = 42
     # Arithmetic: "fp32", "bf16" (autocast) or "auto" (see utils.precision)
     precision: str = "auto"
+    # The training loss: "on" the fast path (``Seq2SeqModel.loss``), "off" the plain one
+    # (``utils.models.plain``), "auto" on a CPU only (see ``resolve_fast_path``). The same function
+    # either way, so not a setting a resumed run must match.
+    fast_path: str = "auto"
     # Symbols: "word" (whole tokens, <UNK> for rare ones) or "bpe" (subword pieces, utils.subwords)
     vocabulary: str = "word"
 
@@ -68,6 +73,8 @@ class Seq2SeqConfig:
         if self.teacher_forcing_schedule not in TEACHER_FORCING_SCHEDULES:
             raise ValueError(f"Unknown teacher_forcing_schedule {self.teacher_forcing_schedule!r}; use "
                              f"{' or '.join(map(repr, TEACHER_FORCING_SCHEDULES))}.")
+        if self.fast_path not in FAST_PATHS:
+            raise ValueError(f"Unknown fast_path {self.fast_path!r}; use 'auto', 'on' or 'off'.")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}; use {' or '.join(map(repr, LR_SCHEDULES))}.")
         if not 0.0 <= self.teacher_forcing <= 1.0 or not 0.0 <= self.label_smoothing < 1.0:
@@ -107,6 +114,15 @@ def resolve_device(device: str | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'.")
     return dev
+
+
+def resolve_fast_path(setting: str, device: str | torch.device) -> bool:
+    """Whether training on ``device`` takes the fast path (``Seq2SeqModel.loss``) rather than the plain
+    one (``utils.models.plain.plain_loss``): "on", "off", or "auto": on a CPU, where it measures
+    faster, off on CUDA, where cuDNN's packed ``nn.RNN``/``nn.LSTM`` and full-batch kernels are fast."""
+    if setting not in FAST_PATHS:
+        raise ValueError(f"Unknown fast_path {setting!r}; use 'auto', 'on' or 'off'.")
+    return setting == "on" or (setting == "auto" and torch.device(device).type == "cpu")
 
 
 # Settings a model needs whatever the shared parameters say. The Transformer is trained with full

@@ -7,6 +7,9 @@ Each epoch records, kept apart and labelled:
   every step reads the reference prefix, as perplexity is defined);
 - ``val_token_acc_greedy``: free-running greedy decoding of the validation sources, token accuracy
   against the references in percent (no reference tokens are fed to the model).
+
+Losses come from the fast path or the plain one (``training_loss``), as ``Seq2SeqConfig.fast_path``
+resolves on the training device.
 """
 from __future__ import annotations
 
@@ -21,12 +24,12 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from utils.batch import Example, bucketed_batches
+from utils.batch import Batch, Example, bucketed_batches
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from utils.config import Seq2SeqConfig, resolve_device
+from utils.config import Seq2SeqConfig, resolve_device, resolve_fast_path
 from utils.decoding import decode_examples
 from utils.metrics import token_accuracy
-from utils.models import Seq2SeqModel, build_model
+from utils.models import Seq2SeqModel, build_model, plain_loss
 from utils.paths import project_path
 from utils.precision import autocast, grad_scaler, resolve_precision
 from utils.vocabulary import Vocabulary
@@ -39,6 +42,8 @@ ARCHITECTURE_FIELDS = ("model", "vocabulary", "src_vocab_size", "trg_vocab_size"
 TRAINING_FIELDS = ("dropout", "lr", "weight_decay", "clip", "batch_size", "teacher_forcing",
                    "teacher_forcing_schedule", "teacher_forcing_decay_epochs", "label_smoothing", "lr_schedule",
                    "lr_decay", "warmup_steps", "seed", "max_src_len", "max_trg_len", "precision")
+# ``fast_path`` is not among them: the fast and the plain loss compute the same function
+# (tests/test_plain.py), so a checkpoint may resume under the other one.
 # what a checkpoint saved before a field existed trained with
 _DEFAULTS = {f.name: f.default for f in fields(Seq2SeqConfig)}
 
@@ -61,15 +66,26 @@ def set_seed(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def training_loss(model: Seq2SeqModel, batch: Batch, teacher_forcing: float, generator: torch.Generator | None,
+                  smoothing: float, fast: bool) -> tuple[torch.Tensor, int]:
+    """The summed loss over ``batch``'s target tokens, and their number: the fast path
+    (``model.loss``) or the plain one (``plain_loss``), the same function either way."""
+    if fast:
+        return model.loss(batch, teacher_forcing, generator, smoothing)
+    return plain_loss(model, batch, teacher_forcing, generator, smoothing)
+
+
 @torch.no_grad()
 def evaluate_loss(model: Seq2SeqModel, examples: Sequence[Example], batch_size: int,
-                  device: torch.device, precision: str = "fp32") -> float:
-    """Teacher-forced mean cross-entropy per target token (dropout off), in a resolved ``precision``."""
+                  device: torch.device, precision: str = "fp32", fast_path: str = "auto") -> float:
+    """Teacher-forced mean cross-entropy per target token (dropout off), in a resolved ``precision``,
+    on the loss path ``fast_path`` chooses (``resolve_fast_path``)."""
     model.eval()
+    fast = resolve_fast_path(fast_path, device)
     total, tokens = 0.0, 0
     for batch in bucketed_batches(examples, batch_size, shuffle=False):
         with autocast(precision, device):
-            loss, n = model.loss(batch.to(device), teacher_forcing=1.0)
+            loss, n = training_loss(model, batch.to(device), 1.0, None, 0.0, fast)
         total += float(loss)
         tokens += n
     return total / max(tokens, 1)
@@ -175,6 +191,7 @@ def train_epoch(model: Seq2SeqModel, examples: Sequence[Example], config: Seq2Se
                 opt: Optimisation, device: torch.device, precision: str, progress: bool = True) -> dict:
     """One pass over the training pairs (``epoch`` counts from 1): the record's training figures."""
     model.train()
+    fast = resolve_fast_path(config.fast_path, device)
     n_batches = math.ceil(len(examples) / config.batch_size)
     bar = tqdm(bucketed_batches(examples, config.batch_size, shuffle=True, seed=config.seed + epoch),
                total=n_batches, desc=f"{config.model} epoch {epoch}", disable=not progress,
@@ -184,7 +201,7 @@ def train_epoch(model: Seq2SeqModel, examples: Sequence[Example], config: Seq2Se
         batch = batch.to(device)
         ratios.append(teacher_forcing_ratio(config, (epoch - 1) * n_batches + i, n_batches))
         with autocast(precision, device):  # the backward pass runs in the forward's dtypes
-            loss, n = model.loss(batch, ratios[-1], opt.generator, config.label_smoothing)
+            loss, n = training_loss(model, batch, ratios[-1], opt.generator, config.label_smoothing, fast)
         opt.optimizer.zero_grad(set_to_none=True)
         opt.scaler.scale(loss / n).backward()
         opt.scaler.unscale_(opt.optimizer)
@@ -207,7 +224,7 @@ def _validate(model: Seq2SeqModel, valid_examples: Sequence[Example], config: Se
               precision: str, epoch: int, trained: dict) -> dict:
     """The epoch's record: its training figures, the teacher-forced validation loss and perplexity,
     and the free-running greedy token accuracy."""
-    val_loss = evaluate_loss(model, valid_examples, config.batch_size, device, precision)
+    val_loss = evaluate_loss(model, valid_examples, config.batch_size, device, precision, config.fast_path)
     return {
         "epoch": epoch,
         "train_loss": trained["train_loss"],
