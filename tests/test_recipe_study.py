@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from utils import recipe_study
-from utils.recipe_study import LEVERS, RECIPES, STUDY, combined_settings, recipe_settings
+from utils.recipe_study import LEVERS, LOSS_MARGIN, RECIPES, STUDY, combined_settings, recipe_settings
 
 
-def _table(bleu: dict[str, float], model: str = "attention") -> pd.DataFrame:
-    return pd.DataFrame([{"recipe": r, "model": model, "val_bleu": b} for r, b in bleu.items()])
+def _table(loss: dict[str, float], model: str = "attention") -> pd.DataFrame:
+    return pd.DataFrame([{"recipe": r, "model": model, "val_loss": v} for r, v in loss.items()])
 
 
 def test_each_lever_recipe_changes_one_setting_of_the_study() -> None:
@@ -26,13 +26,14 @@ def test_each_lever_recipe_changes_one_setting_of_the_study() -> None:
         recipe_settings("tf-2", empty, "attention")
 
 
-def test_combined_takes_the_best_value_of_each_lever_that_beats_the_study() -> None:
-    bleu = {r: 5.0 for r in RECIPES[:-1]}
-    bleu.update({"tf-1.0": 7.0, "tf-linear": 8.0, "dropout-0.2": 4.0, "smoothing-0.1": 5.0, "all-pairs": 6.0})
-    settings = recipe_settings("combined", _table(bleu), "attention")
+def test_combined_takes_the_lowest_loss_of_each_lever_that_beats_the_study_by_the_margin() -> None:
+    loss = {r: 5.0 for r in RECIPES[:-1]}
+    loss.update({"tf-1.0": 4.5, "tf-linear": 4.2, "dropout-0.2": 5.3, "smoothing-0.1": 5.0, "all-pairs": 4.8,
+                 "plateau": 5.0 - LOSS_MARGIN / 2})  # inside the margin: noise, not taken
+    settings = recipe_settings("combined", _table(loss), "attention")
     assert settings == {**STUDY, "teacher_forcing_schedule": "linear", "train_size": None}
     # another model's rows do not count
-    assert combined_settings(pd.concat([_table(bleu), _table({r: 9.0 for r in bleu}, "lstm")]), "attention") == {
+    assert combined_settings(pd.concat([_table(loss), _table({r: 1.0 for r in loss}, "lstm")]), "attention") == {
         "teacher_forcing_schedule": "linear", "train_size": None}
 
 
