@@ -70,15 +70,21 @@ def test_a_screening_run_writes_its_row_and_is_skipped_when_run_again(tmp_path, 
     argv = ["--recipes", "smoothing-0.1", "--models", "rnn", "--params", str(params), "--embed-dim", "8",
             "--hidden-dim", "16", "--epochs", "1", "--out", str(tmp_path / "out"), "--csv", str(csv)]
     assert recipe_study.main(argv) == 0
-    row = pd.read_csv(csv).iloc[0]
+    table = pd.read_csv(csv)
+    row = table.iloc[0]
     assert (row["recipe"], row["lever"], row["model"], row["label_smoothing"]) == (
         "smoothing-0.1", "label smoothing", "rnn", 0.1)
     assert row["epochs_run"] == 1 and 0 <= row["val_bleu"] <= 100 and row["val_loss"] > 0
     assert calls == [(10000, 15, 15)]
-    assert recipe_study.main(argv) == 0  # run again: nothing trained
-    assert "in " in capsys.readouterr().out and len(pd.read_csv(csv)) == 1 and len(calls) == 1
+    # the corpus's two baselines on the validation split, scored like the models
+    baselines = table[table["model"] == "baseline"].set_index("recipe")
+    assert list(baselines.index) == ["retrieval (TF-IDF)", "reference-shuffled (floor)"]
+    assert (baselines["train_pairs"] == 60).all() and (baselines["train_size"] == 10000).all()
+    assert baselines.loc["reference-shuffled (floor)", "val_distinct_outputs"] == 100.0
+    assert recipe_study.main(argv) == 0  # run again: nothing trained, no baseline added twice
+    assert "in " in capsys.readouterr().out and len(pd.read_csv(csv)) == 3 and len(calls) == 1
     # "@2": the same recipe trained on to 2 epochs, resuming the 1-epoch run's checkpoint
     longer = [a if a != "smoothing-0.1" else "smoothing-0.1@2" for a in argv]
     assert recipe_study.main(longer) == 0
-    row = pd.read_csv(csv).iloc[1]
+    row = pd.read_csv(csv).iloc[3]
     assert (row["recipe"], row["lever"], row["epochs_run"]) == ("smoothing-0.1@2", "longer training", 2)

@@ -104,9 +104,14 @@ def test_recipe_markdown_names_what_each_recipe_changes() -> None:
     table = pd.DataFrame([{**base, "recipe": "study"},
                           {**base, "recipe": "tf-1.0", "teacher_forcing": 1.0, "val_source_gap": 0.25},
                           {**base, "recipe": "combined", "teacher_forcing": 1.0, "train_size": "all"}])
+    table = pd.concat([table, pd.DataFrame([{"recipe": "retrieval (TF-IDF)", "model": "baseline", "train_pairs": 24906,
+                                             "train_size": "all", "val_bleu": 12.0, "val_codebleu": 13.0,
+                                             "val_distinct_outputs": 70.0, "val_syntax_valid": 100.0,
+                                             "val_exact_match": 0.0}])], ignore_index=True)
     lines = recipe_markdown(table).splitlines()
     assert recipe_markdown(pd.read_csv(io.StringIO(table.to_csv(index=False)))).splitlines() == lines  # as read back
-    assert len(lines) == 5 and "(the study's recipe)" in lines[2]
+    assert len(lines) == 6 and "(the study's recipe)" in lines[2]
+    assert "| baseline | retrieval (TF-IDF) | nearest of 24,906 training docstrings |  |  | 12.00 |" in lines[5]
     assert "| tf-1.0 | teacher_forcing 1.0 | 4.500 | 0.250 |" in lines[3]
     assert "| 4.500 |  | 8.00 |" in lines[2]  # rows screened before the docstring gap was measured
     assert "| combined | teacher_forcing 1.0, train_size all |" in lines[4] and "| 4 / 4 |" in lines[4]

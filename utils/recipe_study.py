@@ -29,7 +29,7 @@ from utils.config import make_config, model_names
 from utils.data import model_lengths, preprocess
 from utils.files import save_csv
 from utils.run_notebooks import load_params
-from utils.screening import ScreeningData, train_and_validate
+from utils.screening import ScreeningData, baseline_figures, train_and_validate
 
 STUDY: dict[str, Any] = {"teacher_forcing": 0.5, "teacher_forcing_schedule": "constant", "dropout": 0.5,
                          "label_smoothing": 0.0, "lr": 1e-3, "lr_schedule": "constant", "weight_decay": 1e-4,
@@ -159,8 +159,25 @@ def main(argv: Iterable[str] | None = None) -> int:
             print(f"[{recipe}] {name}: val BLEU {figures['val_bleu']:.2f}, distinct "
                   f"{figures['val_distinct_outputs']:.1f}%, val loss {figures['val_loss']:.3f} "
                   f"(best epoch {figures['best_epoch']} of {figures['epochs_run']})", flush=True)
+    table = with_baselines(table, out)
+    save_csv(table, csv)
     print(table.round(3).to_string(index=False))
     return 0
+
+
+def with_baselines(table: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """``table`` with the retrieval and floor rows (validation split) of every corpus under ``out``
+    that it lacks, labelled by the corpus's training pairs as the recipes are."""
+    for data_dir in sorted(out.glob("data-*")):
+        if not (data_dir / "manifest.json").exists():
+            continue
+        train_size = data_dir.name.removeprefix("data-")
+        sizes = table.get("train_size", pd.Series(dtype=str)).astype(str).str.removesuffix(".0")
+        if ((table["model"] == "baseline") & (sizes == train_size)).any():
+            continue
+        rows = [{**row, "lever": "baseline", "train_size": train_size} for row in baseline_figures(data_dir)]
+        table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
+    return table
 
 
 if __name__ == "__main__":

@@ -182,15 +182,27 @@ def _changes(row: dict) -> str:
     return ", ".join(changed) or "(the study's recipe)"
 
 
+def _baseline_change(row: dict) -> str:
+    if str(row["recipe"]).startswith("retrieval"):
+        return f"nearest of {int(row['train_pairs']):,} training docstrings"
+    return "another validation reference"
+
+
+def _epochs(row: dict) -> str:
+    if pd.isna(row.get("best_epoch")):
+        return ""
+    return f"{int(row['best_epoch'])} / {int(row['epochs_run'])}"
+
+
 def recipe_markdown(table: pd.DataFrame) -> str:
     """``plots/recipe_study.csv`` as a Markdown table: one row per recipe and model, validation split."""
     header = ["model", "recipe", "changes", "val loss (TF)", "docstring gap (TF)", "val BLEU", "val CodeBLEU",
               "distinct %", "syntax valid %", "exact %", "best epoch / run", "s per epoch"]
-    rows = [[r["model"], r["recipe"], _changes(r), _cell(r["val_loss"], 3), _cell(r.get("val_source_gap"), 3),
-             _cell(r["val_bleu"], 2),
+    rows = [[r["model"], r["recipe"], _changes(r) if r["model"] != "baseline" else _baseline_change(r),
+             _cell(r.get("val_loss"), 3), _cell(r.get("val_source_gap"), 3), _cell(r["val_bleu"], 2),
              _cell(r["val_codebleu"], 2), _cell(r["val_distinct_outputs"], 1), _cell(r["val_syntax_valid"], 1),
-             _cell(r["val_exact_match"], 1), f"{int(r['best_epoch'])} / {int(r['epochs_run'])}",
-             _cell(r["epoch_seconds"], 0)] for r in table.to_dict("records")]
+             _cell(r["val_exact_match"], 1), _epochs(r), _cell(r.get("epoch_seconds"), 0)]
+            for r in table.to_dict("records")]
     return markdown_table(rows, header)
 
 

@@ -12,7 +12,14 @@ from pathlib import Path
 from utils.batch import Example, encode_pairs
 from utils.config import Seq2SeqConfig
 from utils.data import load_split, load_vocabs
-from utils.evaluation import decode_split, load_trained
+from utils.evaluation import (
+    FLOOR_MODEL,
+    RETRIEVAL_MODEL,
+    decode_split,
+    load_trained,
+    retrieval_baseline,
+    shuffled_reference_baseline,
+)
 from utils.metrics import evaluate_outputs
 from utils.precision import resolve_precision
 from utils.source_reliance import source_reliance
@@ -66,3 +73,18 @@ def train_and_validate(config: Seq2SeqConfig, data: ScreeningData, checkpoint_di
         "best_epoch": result.best_epoch, "epochs_run": len(result.history),
         "epoch_seconds": sum(h["epoch_seconds"] for h in result.history) / len(result.history),
     }
+
+
+def baseline_figures(data_dir: str | Path) -> list[dict]:
+    """The two baselines of notebook 03 on a processed corpus's validation split, as screening rows:
+    retrieval (the nearest of its training docstrings) and the shuffled-reference floor."""
+    train, valid = load_split(data_dir, "train"), load_split(data_dir, "valid")
+    vocab = known_tokens(load_vocabs(data_dir)[1])
+    rows = []
+    for name, m in ((RETRIEVAL_MODEL, retrieval_baseline(train, valid, vocab)),
+                    (FLOOR_MODEL, shuffled_reference_baseline(valid, vocab))):
+        rows.append({"recipe": name, "model": "baseline", "train_pairs": len(train), "val_bleu": m["bleu"],
+                     "val_codebleu": m["codebleu"], "val_exact_match": m["exact_match"],
+                     "val_distinct_outputs": m["distinct_outputs"], "val_syntax_valid": m["syntax_valid"],
+                     "val_unk_rate": m["unk_rate"], "val_copied_identifiers": m["copied_identifiers"]})
+    return rows
