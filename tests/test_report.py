@@ -114,6 +114,8 @@ def test_recipe_markdown_names_what_each_recipe_changes() -> None:
     assert "| baseline | retrieval (TF-IDF) | nearest of 24,906 training docstrings |  |  | 12.00 |" in lines[5]
     assert "| tf-1.0 | teacher_forcing 1.0 | 4.500 | 0.250 |" in lines[3]
     assert "| 4.500 |  | 8.00 |" in lines[2]  # rows screened before the docstring gap was measured
+    tiny = recipe_markdown(pd.DataFrame([{**base, "recipe": "study", "val_source_gap": -2e-6}]))
+    assert "| 4.500 | 0.000 |" in tiny  # not "-0.000"
     assert "| combined | teacher_forcing 1.0, train_size all |" in lines[4] and "| 4 / 4 |" in lines[4]
 
 

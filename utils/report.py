@@ -65,7 +65,8 @@ def _cell(value: object, digits: int | None) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if digits == 0 and float(value).is_integer():
             return f"{int(value):,}"
-        return f"{float(value):,.{digits}f}"
+        rounded = round(float(value), digits) or 0.0  # -0.0 (a tiny negative figure) shows as 0.000
+        return f"{rounded:,.{digits}f}"
     return str(value)
 
 
