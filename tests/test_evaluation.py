@@ -16,13 +16,13 @@ from utils.evaluation import (
     decode_models,
     decode_split,
     decoding_label,
-    docstring_gap,
     evaluation_setup,
     length_bucket_results,
     load_trained,
     penalty_for,
     results_table,
     shuffled_reference_baseline,
+    teacher_forced_figures,
     teacher_forced_perplexity,
 )
 from utils.length_penalty import chosen_length_penalties
@@ -136,12 +136,15 @@ def test_teacher_forced_perplexity_matches_model_loss(loaded, rows):
         assert 1.0 < teacher_forced_perplexity(loaded[name], rows) < math.inf
 
 
-def test_docstring_gap_is_the_source_reliance_gap(loaded, rows):
+def test_teacher_forced_figures_are_perplexity_and_the_source_reliance_gap(loaded, rows):
     lm = loaded["copy"]
     expected = source_reliance(lm.model, rows, lm.src_vocab, lm.trg_vocab).gap
-    assert docstring_gap(lm, rows) == pytest.approx(expected)
+    ppl, gap = teacher_forced_figures(lm, rows)
+    assert gap == pytest.approx(expected)
+    assert ppl == pytest.approx(teacher_forced_perplexity(lm, rows), rel=1e-6)
     assert expected != 0.0  # the copy model reads its docstring's ids even untrained
-    assert math.isnan(docstring_gap(lm, rows[:1]))
+    ppl_one, gap_one = teacher_forced_figures(lm, rows[:1])
+    assert math.isnan(gap_one) and ppl_one == pytest.approx(teacher_forced_perplexity(lm, rows[:1]))
 
 
 def test_results_table(loaded, rows, decoded, tmp_path):
@@ -165,7 +168,7 @@ def test_results_table(loaded, rows, decoded, tmp_path):
     assert models["source_gap"].notna().all() and models.groupby("model")["source_gap"].nunique().eq(1).all()
     gaps = models.groupby("model")["source_gap"].first()
     for name in ("rnn", "attention"):
-        assert gaps[name] == pytest.approx(docstring_gap(loaded[name], rows))
+        assert gaps[name] == pytest.approx(teacher_forced_figures(loaded[name], rows)[1])
     # each row's metrics are evaluate_outputs on that row's outputs
     refs, docs = [r["code_tokens"] for r in rows], [r["docstring_tokens"] for r in rows]
     m = evaluate_outputs(decoded[1].hypotheses, refs, docs, loaded["rnn"].trg_vocab)

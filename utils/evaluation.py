@@ -6,7 +6,8 @@ Free-running metrics (BLEU, token accuracy, exact match, syntax validity, ``<UNK
 identifiers) are computed by :func:`utils.metrics.evaluate_outputs` on decoded outputs, where the
 model never sees a reference token. Teacher-forced perplexity is a different quantity (every step
 reads the reference prefix) and is computed apart, by :func:`teacher_forced_perplexity`, as is the
-docstring gap (:func:`docstring_gap`: the loss with other rows' docstrings minus the loss with their own).
+docstring gap (:func:`teacher_forced_figures` gives both: the gap is the loss with other rows'
+docstrings minus the loss with their own).
 """
 from __future__ import annotations
 
@@ -257,16 +258,19 @@ def teacher_forced_perplexity(loaded: LoadedModel, rows: Sequence[dict], device:
     return perplexity(evaluate_loss(model.to(device), examples, batch_size, device, loaded.precision))
 
 
-def docstring_gap(loaded: LoadedModel, rows: Sequence[dict], device: str | torch.device | None = None,
-                  batch_size: int = 128) -> float:
-    """How much worse the model predicts each reference when given another row's docstring (nats per
-    symbol, teacher-forced; ``utils.source_reliance``): 0 for a model that ignores the docstring."""
+def teacher_forced_figures(loaded: LoadedModel, rows: Sequence[dict], device: str | torch.device | None = None,
+                           batch_size: int = 128) -> tuple[float, float]:
+    """(perplexity, docstring gap) of ``rows``, from one pass over them as they are and one with their
+    docstrings swapped (``utils.source_reliance``): the gap is how much worse the model predicts each
+    reference given another row's docstring, in nats per symbol, 0 for a model that ignores it.
+    With fewer than two rows there is nothing to swap: the gap is NaN."""
     if len(rows) < 2:
-        return float("nan")
+        return teacher_forced_perplexity(loaded, rows, device, batch_size), float("nan")
     model = loaded.model
     device = next(model.parameters()).device if device is None else _device(device)
-    return source_reliance(model.to(device), rows, loaded.src_vocab, loaded.trg_vocab, device, batch_size,
-                           loaded.precision).gap
+    r = source_reliance(model.to(device), rows, loaded.src_vocab, loaded.trg_vocab, device, batch_size,
+                        loaded.precision)
+    return perplexity(r.loss), r.gap
 
 
 def _references(rows: Sequence[dict]) -> tuple[list[list[str]], list[list[str]]]:
@@ -317,8 +321,7 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
             raise ValueError(f"{d.model} {d.decoding}: {len(d)} outputs for {len(rows)} rows.")
         lm = loaded[d.model]
         if d.model not in ppl:
-            ppl[d.model] = teacher_forced_perplexity(lm, rows, device, batch_size)
-            gap[d.model] = docstring_gap(lm, rows, device, batch_size)
+            ppl[d.model], gap[d.model] = teacher_forced_figures(lm, rows, device, batch_size)
         m = evaluate_outputs(d.hypotheses, refs, docs, known_tokens(lm.trg_vocab))
         records.append({
             "model": d.model, "decoding": d.decoding, "length_penalty": d.length_penalty, **m,
