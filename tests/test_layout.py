@@ -76,3 +76,16 @@ def test_modules_and_functions_are_short(path: Path) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             assert length <= MAX_FUNCTION_LINES, f"{path.name}: {node.name} is {length} lines"
+
+
+def test_the_models_read_in_under_700_lines() -> None:
+    """All five models, their states and their shared loop, without the CPU shortcut (``utils/fast``)."""
+    lines = sum(p.read_text().count("\n") for p in (UTILS / "models").glob("*.py"))
+    assert lines < 700, f"utils/models/: {lines} lines"
+
+
+def test_the_models_do_not_depend_on_the_fast_path() -> None:
+    graph = _graph()
+    for name in graph:
+        if name.startswith("utils.models"):
+            assert not any(m.startswith("utils.fast") for m in graph[name]), name

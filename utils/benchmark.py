@@ -6,7 +6,7 @@
 
 Training throughput is measured side by side, in one run, for the fast path (length-bucketed
 batches, packed encoder, keys projected once, vocabulary projection over real tokens only) and for
-the plain training loss (``utils.models.plain``) on the same model (same initial weights), the same
+the models' own training loss (``Seq2SeqModel.loss``) on the same model (same initial weights), the same
 examples and the same teacher-forcing ratio, in the ``--precision`` asked for. With
 ``--compare-precision`` the fast path runs in fp32 and in bf16 instead (same initial weights, same
 batches). Whatever is compared takes turns batch by batch, so both see the same machine load.

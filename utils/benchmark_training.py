@@ -1,7 +1,7 @@
 """Timing training steps, and what the timed work costs.
 
 The fast path (length-bucketed batches, packed encoder, keys projected once, vocabulary projection
-over real tokens only) is timed against the plain training loss (``utils.models.plain``) on the same
+over real tokens only) is timed against the models' own training loss (``Seq2SeqModel.loss``) on the same
 model (same initial weights) and the same examples (``benchmark_training``), or in fp32 and in bf16
 (``benchmark_precision``). Whatever is compared takes turns batch by batch (``time_interleaved``), so
 both see the same machine load. Costs are rough counts of multiply-accumulates (``train_macs``) and
@@ -17,7 +17,8 @@ import torch
 
 from utils.batch import Batch, Example, bucketed_batches, make_batch
 from utils.config import Seq2SeqConfig
-from utils.models import Seq2SeqModel, build_model, plain_loss
+from utils.fast import fast_loss
+from utils.models import Seq2SeqModel, build_model
 from utils.precision import autocast
 
 
@@ -138,6 +139,10 @@ def _fast_batches(examples: list[Example], batch_size: int, n_batches: int) -> t
 
 
 def _fast_loss(model: Seq2SeqModel, batch: Batch, teacher_forcing: float, gen: torch.Generator):
+    return fast_loss(model, batch, teacher_forcing, gen)
+
+
+def _plain_loss(model: Seq2SeqModel, batch: Batch, teacher_forcing: float, gen: torch.Generator):
     return model.loss(batch, teacher_forcing, gen)
 
 
@@ -168,7 +173,7 @@ def benchmark_training(model_name: str, examples: list[Example], batch_size: int
     if compare:  # the reference on the same model (same initial weights), the same examples unsorted
         ref_model = _fresh_model(config, device)
         plain = [make_batch(pool[i : i + batch_size]) for i in range(0, len(pool), batch_size)]
-        steppers.append(training_stepper(ref_model, plain_loss, config.teacher_forcing, device, plain[0],
+        steppers.append(training_stepper(ref_model, _plain_loss, config.teacher_forcing, device, plain[0],
                                          precision=precision))
         batch_lists.append(plain)
     timings = time_interleaved(steppers, batch_lists)

@@ -57,8 +57,8 @@ class Seq2SeqConfig:
     seed: int = 42
     # Arithmetic: "fp32", "bf16" (autocast) or "auto" (see utils.precision)
     precision: str = "auto"
-    # The training loss: "on" the fast path (``Seq2SeqModel.loss``), "off" the plain one
-    # (``utils.models.plain``), "auto" on a CPU only (see ``resolve_fast_path``). The same function
+    # The training loss: "on" the CPU shortcut (``utils.fast.fast_loss``), "off" the model's own
+    # (``Seq2SeqModel.loss``), "auto" on a CPU only (see ``resolve_fast_path``). The same function
     # either way, so not a setting a resumed run must match.
     fast_path: str = "auto"
     # Symbols: "word" (whole tokens, <UNK> for rare ones) or "bpe" (subword pieces, utils.subwords)
@@ -117,8 +117,8 @@ def resolve_device(device: str | None = None) -> torch.device:
 
 
 def resolve_fast_path(setting: str, device: str | torch.device) -> bool:
-    """Whether training on ``device`` takes the fast path (``Seq2SeqModel.loss``) rather than the plain
-    one (``utils.models.plain.plain_loss``): "on", "off", or "auto": on a CPU, where it measures
+    """Whether training on ``device`` takes the fast path (``utils.fast.fast_loss``) rather than the
+    model's own loss (``Seq2SeqModel.loss``): "on", "off", or "auto": on a CPU, where it measures
     faster, off on CUDA, where cuDNN's packed ``nn.RNN``/``nn.LSTM`` and full-batch kernels are fast."""
     if setting not in FAST_PATHS:
         raise ValueError(f"Unknown fast_path {setting!r}; use 'auto', 'on' or 'off'.")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from utils.batch import Batch, Example, make_batch
-from utils.models import DecoderState, Seq2SeqModel
+from utils.models import Seq2SeqModel, State
 from utils.piece_syntax import piece_syntax_constraint
 from utils.precision import autocast, resolve_precision
 from utils.syntax_constraints import PythonSyntaxConstraint, SyntaxState, syntax_constraint
@@ -40,7 +40,7 @@ def _forbid_specials(log_probs: Tensor, open_vocabulary: bool = False) -> Tensor
     return log_probs
 
 
-def _step(model: Seq2SeqModel, y: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor | None]:
+def _step(model: Seq2SeqModel, y: Tensor, state: State) -> tuple[Tensor, State, Tensor | None]:
     """Log-probabilities [n, V(+OOV)] of the next token; extended (copied) ids are fed back as <UNK>."""
     y_in = y.masked_fill(y >= model.config.trg_vocab_size, UNK)
     logits, state, attn = model.decode_step(y_in, state)
@@ -48,10 +48,8 @@ def _step(model: Seq2SeqModel, y: Tensor, state: DecoderState) -> tuple[Tensor, 
     return _forbid_specials(torch.log_softmax(logits.float(), -1), open_vocabulary), state, attn
 
 
-def _encode(model: Seq2SeqModel, batch: Batch) -> DecoderState:
-    state = model.encode(batch.src, batch.src_lengths)
-    state.src_ext, state.n_oov = batch.src_ext, batch.n_oov
-    return state
+def _encode(model: Seq2SeqModel, batch: Batch) -> State:
+    return model.encode_batch(batch.src, batch.src_lengths, batch.src_ext, batch.n_oov)
 
 
 def _constrain(log_probs: Tensor, constraint: PythonSyntaxConstraint | None,
@@ -158,7 +156,7 @@ class _Beams:
     tokens: Tensor                   # [n*K, t]
     attns: Tensor | None             # [n*K, t, S]
     y: Tensor                        # [n*K] the last tokens
-    state: DecoderState
+    state: State
     syn: list[SyntaxState] | None
 
 

@@ -8,8 +8,9 @@ Each epoch records, kept apart and labelled:
 - ``val_token_acc_greedy``: free-running greedy decoding of the validation sources, token accuracy
   against the references in percent (no reference tokens are fed to the model).
 
-Losses come from the fast path or the plain one (``training_loss``), as ``Seq2SeqConfig.fast_path``
-resolves on the training device.
+Losses come from the model (``model.loss``) or from the CPU shortcut to the same function
+(``utils.fast.fast_loss``), as ``Seq2SeqConfig.fast_path`` resolves on the training device
+(``training_loss``).
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ from utils.batch import Batch, Example, bucketed_batches
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import Seq2SeqConfig, resolve_device, resolve_fast_path
 from utils.decoding import decode_examples
+from utils.fast import fast_loss
 from utils.metrics import token_accuracy
-from utils.models import Seq2SeqModel, build_model, plain_loss
+from utils.models import Seq2SeqModel, build_model
 from utils.paths import project_path
 from utils.precision import autocast, grad_scaler, resolve_precision
 from utils.vocabulary import Vocabulary
@@ -43,7 +45,7 @@ TRAINING_FIELDS = ("dropout", "lr", "weight_decay", "clip", "batch_size", "teach
                    "teacher_forcing_schedule", "teacher_forcing_decay_epochs", "label_smoothing", "lr_schedule",
                    "lr_decay", "warmup_steps", "seed", "max_src_len", "max_trg_len", "precision")
 # ``fast_path`` is not among them: the fast and the plain loss compute the same function
-# (tests/test_plain.py), so a checkpoint may resume under the other one.
+# (tests/test_fast.py), so a checkpoint may resume under the other one.
 # what a checkpoint saved before a field existed trained with
 _DEFAULTS = {f.name: f.default for f in fields(Seq2SeqConfig)}
 
@@ -68,11 +70,11 @@ def set_seed(seed: int) -> None:
 
 def training_loss(model: Seq2SeqModel, batch: Batch, teacher_forcing: float, generator: torch.Generator | None,
                   smoothing: float, fast: bool) -> tuple[torch.Tensor, int]:
-    """The summed loss over ``batch``'s target tokens, and their number: the fast path
-    (``model.loss``) or the plain one (``plain_loss``), the same function either way."""
+    """The summed loss over ``batch``'s target tokens, and their number: the model's own (``model.loss``)
+    or, with ``fast``, the CPU shortcut (``fast_loss``), the same function either way."""
     if fast:
-        return model.loss(batch, teacher_forcing, generator, smoothing)
-    return plain_loss(model, batch, teacher_forcing, generator, smoothing)
+        return fast_loss(model, batch, teacher_forcing, generator, smoothing)
+    return model.loss(batch, teacher_forcing, generator, smoothing)
 
 
 @torch.no_grad()

@@ -1,19 +1,24 @@
 """The sequence-to-sequence models, one interface for all (``base.Seq2SeqModel``), one file per
 family: ``recurrent`` (RNN, LSTM), ``attention`` (Bahdanau attention, the attention and copy models),
-``transformer``. See ``base`` for the interface and what the training pass does to be fast, and
-``plain`` for the same training loss computed the straightforward way."""
+``transformer``. Each family keeps its decoder state in a dataclass of its own. The CPU training
+shortcut to the same loss lives apart, in ``utils.fast``."""
 from __future__ import annotations
 
 from utils.config import Seq2SeqConfig
-from utils.models.attention import AttentionSeq2Seq, BahdanauAttention, CopyAttentionSeq2Seq
-from utils.models.base import DecoderRun, DecoderState, Hidden, Seq2SeqModel, teacher_forcing_mask
-from utils.models.plain import plain_forward, plain_loss
-from utils.models.recurrent import LSTMSeq2Seq, RecurrentSeq2Seq, VanillaRNNSeq2Seq
-from utils.models.transformer import TransformerDecoderLayer, TransformerSeq2Seq, sinusoidal_positions
+from utils.models.attention import AttentionSeq2Seq, AttentionState, BahdanauAttention, CopyAttentionSeq2Seq
+from utils.models.base import Seq2SeqModel, State, teacher_forcing_mask
+from utils.models.recurrent import LSTMSeq2Seq, RecurrentSeq2Seq, RecurrentState, VanillaRNNSeq2Seq
+from utils.models.transformer import (
+    LayerCache,
+    TransformerDecoderLayer,
+    TransformerSeq2Seq,
+    TransformerState,
+    sinusoidal_positions,
+)
 
-__all__ = ["MODEL_CLASSES", "AttentionSeq2Seq", "BahdanauAttention", "CopyAttentionSeq2Seq", "DecoderRun",
-           "DecoderState", "Hidden", "LSTMSeq2Seq", "RecurrentSeq2Seq", "Seq2SeqModel", "TransformerDecoderLayer",
-           "TransformerSeq2Seq", "VanillaRNNSeq2Seq", "build_model", "plain_forward", "plain_loss",
+__all__ = ["MODEL_CLASSES", "AttentionSeq2Seq", "AttentionState", "BahdanauAttention", "CopyAttentionSeq2Seq",
+           "LSTMSeq2Seq", "LayerCache", "RecurrentSeq2Seq", "RecurrentState", "Seq2SeqModel", "State",
+           "TransformerDecoderLayer", "TransformerSeq2Seq", "TransformerState", "VanillaRNNSeq2Seq", "build_model",
            "sinusoidal_positions", "teacher_forcing_mask"]
 
 MODEL_CLASSES: dict[str, type[Seq2SeqModel]] = {

@@ -1,9 +1,8 @@
-"""Bahdanau (additive) attention, the LSTM decoder that attends over the encoder's outputs, and the
-copy (pointer-generator) model built on it."""
+"""Bahdanau (additive) attention, the LSTM decoder that attends over the encoder's outputs
+(Bahdanau et al., 2015), and the copy (pointer-generator) model built on it (See et al., 2017)."""
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -11,15 +10,25 @@ from torch import Tensor, nn
 
 from utils.batch import Batch
 from utils.config import Seq2SeqConfig
-from utils.layers import (
-    Dropout,
-    LoopEmbedding,
-    LoopMemory,
-    LoopWeight,
-)
-from utils.models.base import DecoderRun, DecoderState, Seq2SeqModel
-from utils.recurrent import StackWeights, first_rows, run_encoder, stack_hidden
+from utils.models.base import Seq2SeqModel, run_packed
 from utils.vocabulary import PAD
+
+
+@dataclass
+class AttentionState:
+    """The decoder's state and what it attends over."""
+
+    hidden: tuple[Tensor, Tensor]   # the decoder's (h, c), each [L, B, H]
+    enc_out: Tensor                 # [B, S, 2H]  encoder states: the attention's values
+    keys: Tensor                    # [B, S, A]   their projection, once per batch
+    src_mask: Tensor                # [B, S]      True on real tokens
+    src_ext: Tensor | None = None   # [B, S]      extended source ids (copy model)
+    n_oov: int = 0                  # source words outside the target vocabulary (copy model)
+
+    def select(self, rows: Tensor) -> "AttentionState":
+        pick = lambda t: None if t is None else t.index_select(0, rows)  # noqa: E731
+        return AttentionState(tuple(h.index_select(1, rows) for h in self.hidden), pick(self.enc_out),
+                              pick(self.keys), pick(self.src_mask), pick(self.src_ext), self.n_oov)
 
 
 class BahdanauAttention(nn.Module):
@@ -35,18 +44,19 @@ class BahdanauAttention(nn.Module):
         """Project the encoder states once per batch: [B, S, D] -> [B, S, A]."""
         return self.key_proj(enc_out)
 
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor | LoopMemory, mask: Tensor,
-                query_proj: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """query [n, Hq], keys [n, S, A], values [n, S, D] (or a ``LoopMemory`` over them), mask [n, S]
-        -> (context [n, D], weights [n, S])."""
-        q = (query_proj or self.query_proj)(query)                       # [n, A]
-        energy = torch.tanh(keys + q.unsqueeze(1))                       # [n, S, A]
-        scores = self.v(energy).squeeze(2).float().masked_fill(~mask, float("-inf"))  # [n, S]
-        weights = torch.softmax(scores, dim=1)                   # [n, S], float32 under autocast too
-        if isinstance(values, LoopMemory):
-            return values.attend(weights), weights
-        context = torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1)  # [n, D]
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """query s [B, Hq], keys W_k h [B, S, A], values h [B, S, D], mask [B, S] -> (context [B, D],
+        weights [B, S]): e_j = v^T tanh(W_q s + W_k h_j), a = softmax(e) over the real tokens,
+        context = sum_j a_j h_j."""
+        weights = self.weights(self.query_proj(query), keys, mask)                     # [B, S]
+        context = torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1)  # [B, D]
         return context, weights
+
+    def weights(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        """The attention weights [B, S] of a projected query W_q s [B, A] over keys [B, S, A]."""
+        energy = torch.tanh(keys + query.unsqueeze(1))                                 # [B, S, A]
+        scores = self.v(energy).squeeze(2).float().masked_fill(~mask, float("-inf"))  # [B, S]
+        return torch.softmax(scores, dim=1)  # float32 under autocast too
 
 
 class AttentionSeq2Seq(Seq2SeqModel):
@@ -69,82 +79,46 @@ class AttentionSeq2Seq(Seq2SeqModel):
         self.bridge_h = nn.Linear(2 * H, H)
         self.bridge_c = nn.Linear(2 * H, H)
         self.attention = BahdanauAttention(H, 2 * H, H)
-        # Decoder LSTM written out per layer: layer 0 reads [embedding; context]. Its input weight
-        # is kept in two parts so the embedding part is applied to all teacher-forced steps at once.
+        # The decoder's layers as cells: layer 0 reads [embedding; context] at every step.
         self.dec_cells = nn.ModuleList(
             [nn.LSTMCell(E + 2 * H if layer == 0 else H, H) for layer in range(L)])
-        self.dropout = Dropout(c.dropout)
+        self.dropout = nn.Dropout(c.dropout)
         self.out_dim = H + 2 * H + E
         self.out = nn.Linear(self.out_dim, c.trg_vocab_size)
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+    def encode(self, src: Tensor, src_lengths: Tensor) -> AttentionState:
         """Encoder states, their attention keys (projected once), the bridged initial state, the mask."""
-        B, S = src.shape
-        emb = self.dropout(self.src_embedding(src))  # [B, S, E]
-        enc_out, (h, c) = run_encoder(self.encoder, emb, src_lengths, self.dropout)  # [B, S, 2H]
-        L = self.config.num_layers
-        h = h.view(L, 2, B, -1)  # [L, dir, B, H]
-        c = c.view(L, 2, B, -1)
+        emb = self.dropout(self.src_embedding(src))                 # [B, S, E]
+        enc_out, (h, c) = run_packed(self.encoder, emb, src_lengths)  # [B, S, 2H], 2 x [2L, B, H]
+        return self.start_state(src, enc_out, h, c)
+
+    def start_state(self, src: Tensor, enc_out: Tensor, h: Tensor, c: Tensor) -> AttentionState:
+        """The decoder's first state from the encoder's final states h, c [2L, B, H] (per layer, the
+        forward and backward directions): s_0 = tanh(W [h_fwd; h_bwd] + b), likewise the cell."""
+        L, B = self.config.num_layers, src.size(0)
+        h, c = h.view(L, 2, B, -1), c.view(L, 2, B, -1)                    # [L, dir, B, H]
         h0 = torch.tanh(self.bridge_h(torch.cat([h[:, 0], h[:, 1]], -1)))  # [L, B, H]
         c0 = torch.tanh(self.bridge_c(torch.cat([c[:, 0], c[:, 1]], -1)))  # [L, B, H]
-        keys = self.attention.compute_keys(enc_out)  # [B, S, A]
-        return DecoderState(hidden=(h0, c0), enc_out=enc_out, keys=keys, src_mask=src != PAD)
+        keys = self.attention.compute_keys(enc_out)                         # [B, S, A]
+        return AttentionState((h0, c0), enc_out, keys, src != PAD)
 
-    def _step_weights(self) -> tuple[StackWeights, LoopWeight]:
-        """The decoder stack's weights and the attention query projection, regrouped once per pass."""
-        layers = [(c.weight_ih, c.weight_hh, c.bias_ih, c.bias_hh) for c in self.dec_cells]
-        return (StackWeights.build(layers, self.config.embed_dim, lstm=True),
-                LoopWeight(self.attention.query_proj.weight))
+    def decode_step(self, y_prev: Tensor, state: AttentionState) -> tuple[Tensor, AttentionState, Tensor]:
+        """Attend with the top layer's previous state, step the LSTM layers on [embedding; context],
+        score [top state; context; embedding]."""
+        emb = self.dropout(self.trg_embedding(y_prev))                               # [B, E]
+        h, c = list(state.hidden[0]), list(state.hidden[1])                          # L x [B, H]
+        context, weights = self.attention(h[-1], state.keys, state.enc_out, state.src_mask)  # [B, 2H], [B, S]
+        x = torch.cat([emb, context], -1)                                            # [B, E + 2H]
+        for layer, cell in enumerate(self.dec_cells):
+            h[layer], c[layer] = cell(x if layer == 0 else self.dropout(x), (h[layer], c[layer]))
+            x = h[layer]                                                             # [B, H]
+        features = torch.cat([x, context, emb], -1)                                  # [B, H + 2H + E]
+        state = replace(state, hidden=(torch.stack(h), torch.stack(c)))
+        return self.project(features, weights, state), state, weights
 
-    def _cell_step(self, gates0: Tensor, emb: Tensor, hidden: tuple[Tensor, Tensor],
-                   memory: tuple, w: tuple[StackWeights, LoopWeight]):
-        """One decoder step. ``gates0`` [n, 4H] = layer 0's embedding part plus its biases;
-        ``memory`` = (keys [n, S, A], encoder states [n, S, 2H] or a ``LoopMemory``, mask [n, S])."""
-        stack, query = w
-        context, weights = self.attention(hidden[0][-1], *memory, query_proj=query)  # [n, 2H], [n, S]
-        x, hidden = stack.step(gates0, hidden, self.dropout, extra0=context)         # [n, H]
-        features = torch.cat([x, context, emb], -1)  # [n, H + 2H + E]
-        return features, hidden, weights
-
-    def decode_step(self, y_prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
-        """Attend with the top layer's state, step the stack on [embedding; context], project."""
-        w = self._decoding_weights(self._step_weights)
-        emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
-        memory = (state.keys, state.enc_out, state.src_mask)
-        feats, hidden, weights = self._cell_step(w[0].input_gates(emb), emb, state.hidden, memory, w)
-        return self.project_step(feats, weights, state), replace(state, hidden=stack_hidden(hidden)), weights
-
-    def _run_decoder(self, state, trg_in, tf, active, predict):
-        T = trg_in.size(1)
-        w = self._step_weights()
-        emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
-        gates_all = w[0].input_gates(emb_all)                # [B, T, 4H]: one product for all steps
-        # unbind (not per-step slicing): backward then stacks the step gradients once
-        emb_steps, gate_steps = emb_all.unbind(1), gates_all.unbind(1)  # T x [B, E], T x [B, 4H]
-        values = LoopMemory(state.enc_out)
-        lookup = LoopEmbedding(self.trg_embedding)  # for the predicted tokens
-        memories: dict[int, tuple] = {}  # the first n rows, sliced once per n
-        hidden = state.hidden
-        feats, attns = [], []
-        pred = None
-        for t in range(T):
-            n = active[t]
-            if n == 0:
-                break
-            hidden = first_rows(hidden, n)
-            if n not in memories:
-                memories[n] = (state.keys[:n], values, state.src_mask[:n])
-            if tf[t] or pred is None:
-                emb, eg = emb_steps[t][:n], gate_steps[t][:n]
-            else:
-                emb = self.dropout(lookup(pred[:n]))
-                eg = w[0].input_gates(emb)
-            f, hidden, a = self._cell_step(eg, emb, hidden, memories[n], w)  # [n, F], [n, S]
-            feats.append(f)
-            attns.append(a)
-            if t + 1 < T and not tf[t + 1]:
-                pred = predict(f, t, a)
-        return DecoderRun(feats, attns)
+    def project(self, features: Tensor, weights: Tensor, state: AttentionState) -> Tensor:
+        """Features [N, H + 2H + E] -> logits [N, V] (the copy model also reads the attention [N, S])."""
+        return self.out(features)
 
 
 class CopyAttentionSeq2Seq(AttentionSeq2Seq):
@@ -157,13 +131,12 @@ class CopyAttentionSeq2Seq(AttentionSeq2Seq):
     """
 
     uses_copy = True
-    linear_output = False
 
     def __init__(self, config: Seq2SeqConfig):
         super().__init__(config)
         self.gate = nn.Linear(self.out_dim, 1)
 
-    def _mix(self, features: Tensor, attn: Tensor, src_ext: Tensor, n_oov: int) -> Tensor:
+    def mix(self, features: Tensor, attn: Tensor, src_ext: Tensor, n_oov: int) -> Tensor:
         """features [N, F], attn [N, S], src_ext [N, S] -> log-probabilities [N, V + n_oov]."""
         p_gen = torch.sigmoid(self.gate(features).float())                 # [N, 1]
         p_vocab = torch.softmax(self.out(features).float(), -1) * p_gen    # [N, V]
@@ -171,43 +144,12 @@ class CopyAttentionSeq2Seq(AttentionSeq2Seq):
         p = p.scatter_add(1, src_ext, attn * (1 - p_gen))                  # copy mass onto source ids
         return torch.log(p.clamp_min(1e-12))
 
-    def _src_ext(self, state: DecoderState, n: int) -> Tensor:
+    def project(self, features: Tensor, weights: Tensor, state: AttentionState) -> Tensor:
+        """Log-probabilities [B, V + OOV]: generation and copying mixed."""
         if state.src_ext is None:
             raise ValueError("The copy model needs the batch's extended source ids (make_batch of "
                              "examples built with encode_pairs(..., with_copy=True)).")
-        return state.src_ext[:n]
-
-    def project_step(self, feat_t: Tensor, attn_t: Tensor, state: DecoderState) -> Tensor:
-        """Log-probabilities [n, V + OOV] of one step: generation and copying mixed."""
-        return self._mix(feat_t, attn_t, self._src_ext(state, feat_t.size(0)), state.n_oov)
-
-    def _src_ext_at(self, state: DecoderState, mask: Tensor) -> Tensor:
-        """The extended source ids [N, S] of the rows of the positions ``mask`` [B, T] selects."""
-        return self._src_ext(state, mask.size(0)).unsqueeze(1).expand(-1, mask.size(1), -1)[mask]
-
-    def project_positions(self, features: Tensor, attn: Tensor, state: DecoderState, mask: Tensor) -> Tensor:
-        """Log-probabilities [N, V + OOV] at the positions ``mask`` [B, T] selects."""
-        return self._mix(features[mask], attn[mask], self._src_ext_at(state, mask), state.n_oov)
-
-    def positions_nll(self, features: Tensor, attn: Tensor, state: DecoderState, mask: Tensor,
-                      targets: Tensor, smoothing: float = 0.0) -> Tensor:
-        """``-log p(y)`` with ``p(y) = p_gen softmax(out(f))_y + (1 - p_gen) sum_{j: src_j = y} a_j``,
-        from each row's log-sum-exp and target logit: the same loss as the cross-entropy of
-        ``project_positions`` (whose rows sum to 1), without building, scattering into and taking
-        the log of the [N, V + OOV] distribution (a third less time for 4,000 target tokens).
-        Label smoothing needs every column, so it takes the plain path over the extended vocabulary."""
-        if smoothing:
-            return super().positions_nll(features, attn, state, mask, targets, smoothing)
-        V = self.config.trg_vocab_size
-        src_ext = self._src_ext_at(state, mask)                                           # [N, S]
-        feats, weights = features[mask], attn[mask]                                       # [N, F], [N, S]
-        p_gen = torch.sigmoid(self.gate(feats).float()).squeeze(1)                         # [N]
-        logits = self.out(feats).float()                                                   # [N, V]
-        target_logit = logits.gather(1, targets.clamp_max(V - 1).unsqueeze(1)).squeeze(1)  # [N]
-        p_vocab = torch.exp(target_logit - torch.logsumexp(logits, 1)) * (targets < V)     # [N]
-        p_copy = (weights * (src_ext == targets.unsqueeze(1))).sum(1)                      # [N]
-        p = p_gen * p_vocab + (1 - p_gen) * p_copy
-        return -torch.log(p.clamp_min(1e-12)).sum()
+        return self.mix(features, weights, state.src_ext, state.n_oov)
 
     def loss_targets(self, batch: Batch) -> Tensor:
         if batch.trg_out_ext is None:

@@ -1,19 +1,24 @@
 """The encoder-decoder without attention: a vanilla RNN or an LSTM, the decoder started from the
-encoder's final state."""
+encoder's final state (Sutskever et al., 2014)."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from utils.config import Seq2SeqConfig
-from utils.layers import (
-    Dropout,
-    LoopEmbedding,
-)
-from utils.models.base import DecoderRun, DecoderState, Seq2SeqModel, _rnn_class
-from utils.recurrent import StackWeights, first_rows, run_encoder, stack_hidden
+from utils.models.base import Hidden, Seq2SeqModel, run_packed, select_hidden
 from utils.vocabulary import PAD
+
+
+@dataclass
+class RecurrentState:
+    """The decoder's recurrent state: all the decoder knows of the docstring."""
+
+    hidden: Hidden  # [L, B, H]; (h, c) for an LSTM
+
+    def select(self, rows: Tensor) -> "RecurrentState":
+        return RecurrentState(select_hidden(self.hidden, rows))
 
 
 class RecurrentSeq2Seq(Seq2SeqModel):
@@ -24,53 +29,26 @@ class RecurrentSeq2Seq(Seq2SeqModel):
     def __init__(self, config: Seq2SeqConfig):
         super().__init__()
         c = self.config = config
-        rnn = _rnn_class(self.cell)
-        drop = c.dropout if c.num_layers > 1 else 0.0
+        rnn = {"rnn": nn.RNN, "lstm": nn.LSTM}[self.cell]
+        drop = c.dropout if c.num_layers > 1 else 0.0  # between layers
         self.src_embedding = nn.Embedding(c.src_vocab_size, c.embed_dim, padding_idx=PAD)
         self.trg_embedding = nn.Embedding(c.trg_vocab_size, c.embed_dim, padding_idx=PAD)
         self.encoder = rnn(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True, dropout=drop)
         self.decoder = rnn(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True, dropout=drop)
-        self.dropout = Dropout(c.dropout)
+        self.dropout = nn.Dropout(c.dropout)
         self.out = nn.Linear(c.hidden_dim, c.trg_vocab_size)
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+    def encode(self, src: Tensor, src_lengths: Tensor) -> RecurrentState:
         """The encoder's final hidden state (per layer) starts the decoder."""
-        emb = self.dropout(self.src_embedding(src))  # [B, S, E]
-        _, hidden = run_encoder(self.encoder, emb, src_lengths, self.dropout)  # [L, B, H] (x2 for LSTM)
-        return DecoderState(hidden=hidden, src_mask=src != PAD)
+        emb = self.dropout(self.src_embedding(src))            # [B, S, E]
+        _, hidden = run_packed(self.encoder, emb, src_lengths)  # [L, B, H] (h and c for an LSTM)
+        return RecurrentState(hidden)
 
-    def decode_step(self, y_prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, None]:
-        """One step of the decoder stack, then the output layer; no attention."""
-        w = self._decoding_weights(lambda: StackWeights.of_module(self.decoder))
-        emb = self.dropout(self.trg_embedding(y_prev))  # [B, E]
-        out, hidden = w.step(w.input_gates(emb), state.hidden, self.dropout)  # [B, H]
-        return self.out(out), replace(state, hidden=stack_hidden(hidden)), None
-
-    def _run_decoder(self, state, trg_in, tf, active, predict):
-        T = trg_in.size(1)
-        w = StackWeights.of_module(self.decoder)
-        emb_all = self.dropout(self.trg_embedding(trg_in))  # [B, T, E]
-        # layer 0's input products for every teacher-forced step at once; unbind (not per-step
-        # slicing) so that backward stacks the step gradients once
-        gate_steps = w.input_gates(emb_all).unbind(1)      # T x [B, G]
-        lookup = LoopEmbedding(self.trg_embedding)          # for the predicted tokens
-        hidden = state.hidden
-        outs = []
-        pred: Tensor | None = None
-        for t in range(T):
-            n = active[t]
-            if n == 0:
-                break
-            hidden = first_rows(hidden, n)
-            if tf[t] or pred is None:
-                gates0 = gate_steps[t][:n]
-            else:
-                gates0 = w.input_gates(self.dropout(lookup(pred[:n])))
-            out, hidden = w.step(gates0, hidden, self.dropout)  # [n, H]
-            outs.append(out)
-            if t + 1 < T and not tf[t + 1]:
-                pred = predict(out, t, None)
-        return DecoderRun(outs)
+    def decode_step(self, y_prev: Tensor, state: RecurrentState) -> tuple[Tensor, RecurrentState, None]:
+        """h_t = RNN(embed(y_{t-1}), h_{t-1});  scores = W_out h_t + b."""
+        emb = self.dropout(self.trg_embedding(y_prev)).unsqueeze(1)  # [B, 1, E]
+        out, hidden = self.decoder(emb, state.hidden)                # [B, 1, H], [L, B, H]
+        return self.out(out[:, 0]), RecurrentState(hidden), None     # [B, V]
 
 
 class VanillaRNNSeq2Seq(RecurrentSeq2Seq):

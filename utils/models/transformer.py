@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from utils.config import Seq2SeqConfig
-from utils.layers import (
-    use_fast_dropout,
-)
-from utils.models.base import DecoderRun, DecoderState, Seq2SeqModel
+from utils.models.base import Seq2SeqModel, teacher_forcing_mask
 from utils.vocabulary import PAD
 
 
@@ -24,6 +22,41 @@ def sinusoidal_positions(n: int, dim: int) -> Tensor:
     table[:, 0::2] = torch.sin(pos * div)
     table[:, 1::2] = torch.cos(pos * div[: dim // 2])
     return table
+
+
+class LayerCache(NamedTuple):
+    """One decoder layer's keys and values, per head, kept between decoding steps."""
+
+    self_keys: Tensor      # [B, h, t, d/h]  of the positions decoded so far
+    self_values: Tensor    # [B, h, t, d/h]
+    memory_keys: Tensor    # [B, h, S, d/h]  of the encoder states, computed at the first step
+    memory_values: Tensor  # [B, h, S, d/h]
+
+    def select(self, rows: Tensor) -> "LayerCache":
+        return LayerCache(*(x.index_select(0, rows) for x in self))
+
+
+@dataclass
+class TransformerState:
+    """The encoder's output, the tokens so far and (in eval mode) each decoder layer's cache."""
+
+    memory: Tensor                       # [B, S, d]
+    src_mask: Tensor                     # [B, S] True on real tokens
+    prev: Tensor                         # [B, t] tokens decoded so far
+    cache: list[LayerCache] | None = None
+
+    def select(self, rows: Tensor) -> "TransformerState":
+        cache = None if self.cache is None else [layer.select(rows) for layer in self.cache]
+        return TransformerState(self.memory.index_select(0, rows), self.src_mask.index_select(0, rows),
+                                self.prev.index_select(0, rows), cache)
+
+
+def _in_projection(attn: nn.MultiheadAttention, x: Tensor, part: slice) -> Tensor:
+    """Part of ``attn``'s input projection of x [B, L, d]: ``nn.MultiheadAttention`` keeps the query,
+    key and value weights stacked in one [3d, d] matrix, rows [0, d), [d, 2d) and [2d, 3d)."""
+    d = x.size(-1)
+    rows = slice(part.start * d, part.stop * d)
+    return F.linear(x, attn.in_proj_weight[rows], attn.in_proj_bias[rows])
 
 
 class TransformerDecoderLayer(nn.Module):
@@ -46,31 +79,28 @@ class TransformerDecoderLayer(nn.Module):
         x = x + self.dropout(self.ff(self.norms[2](x)))
         return x, w  # [B, T, d], [B, T, S]
 
-    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+    def memory_cache(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """The cross-attention's keys and values of the encoder states, per head: 2 x [B, h, S, d/h]."""
-        d = memory.size(-1)
-        w, b = self.cross_attn.in_proj_weight[d:], self.cross_attn.in_proj_bias[d:]
-        k, v = F.linear(memory, w, b).chunk(2, -1)  # [B, S, d] each
+        k, v = _in_projection(self.cross_attn, memory, slice(1, 3)).chunk(2, -1)  # [B, S, d] each
         return _split_heads(k, self.cross_attn.num_heads), _split_heads(v, self.cross_attn.num_heads)
 
-    def step(self, x: Tensor, self_kv: tuple[Tensor, Tensor], memory_kv: tuple[Tensor, Tensor],
-             memory_pad: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor]:
-        """One new position (inference, no dropout): x [B, 1, d] and the cached keys/values of the
-        earlier positions [B, h, t, d/h] -> (x [B, 1, d], keys/values [B, h, t+1, d/h], cross-attention
-        [B, S] averaged over heads). The same function as ``forward`` at the last position."""
+    def step(self, x: Tensor, cache: LayerCache, memory_pad: Tensor) -> tuple[Tensor, LayerCache, Tensor]:
+        """One new position (inference, no dropout): x [B, 1, d] and the cache of the earlier positions
+        -> (x [B, 1, d], the cache with this position added, cross-attention [B, S] averaged over
+        heads). The same function as ``forward`` at the last position."""
         sa, ca = self.self_attn, self.cross_attn
         heads, d = sa.num_heads, x.size(-1)
-        q, k, v = F.linear(self.norms[0](x), sa.in_proj_weight, sa.in_proj_bias).chunk(3, -1)  # [B, 1, d] each
-        keys = torch.cat([self_kv[0], _split_heads(k, heads)], 2)    # [B, h, t+1, d/h]
-        values = torch.cat([self_kv[1], _split_heads(v, heads)], 2)
+        q, k, v = _in_projection(sa, self.norms[0](x), slice(0, 3)).chunk(3, -1)  # [B, 1, d] each
+        keys = torch.cat([cache.self_keys, _split_heads(k, heads)], 2)           # [B, h, t+1, d/h]
+        values = torch.cat([cache.self_values, _split_heads(v, heads)], 2)
         a = F.scaled_dot_product_attention(_split_heads(q, heads), keys, values)  # [B, h, 1, d/h]
         x = x + sa.out_proj(_merge_heads(a))
-        q = F.linear(self.norms[1](x), ca.in_proj_weight[:d], ca.in_proj_bias[:d])  # [B, 1, d]
-        scores = _split_heads(q, heads) @ memory_kv[0].transpose(2, 3) / math.sqrt(d // heads)  # [B, h, 1, S]
+        q = _split_heads(_in_projection(ca, self.norms[1](x), slice(0, 1)), heads)      # [B, h, 1, d/h]
+        scores = q @ cache.memory_keys.transpose(2, 3) / math.sqrt(d // heads)          # [B, h, 1, S]
         w = torch.softmax(scores.float().masked_fill(memory_pad[:, None, None, :], float("-inf")), -1)
-        x = x + ca.out_proj(_merge_heads(w @ memory_kv[1]))
+        x = x + ca.out_proj(_merge_heads(w @ cache.memory_values))
         x = x + self.ff(self.norms[2](x))
-        return x, (keys, values), w.mean(1)[:, 0]
+        return x, cache._replace(self_keys=keys, self_values=values), w.mean(1)[:, 0]
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
@@ -92,7 +122,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
     With full teacher forcing all decoder steps run in parallel; the heatmaps read the last layer's
     cross-attention averaged over heads. In eval mode ``decode_step`` runs only the new position,
     reading the earlier positions' self-attention keys/values and the encoder states' cross-attention
-    keys/values from ``DecoderState.cache``; in training mode it re-runs the prefix.
+    keys/values from ``TransformerState.cache``; in training mode it re-runs the prefix.
     """
 
     has_attention = True
@@ -117,7 +147,6 @@ class TransformerSeq2Seq(Seq2SeqModel):
         self.final_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(c.dropout)
         self.out = nn.Linear(d, c.trg_vocab_size)
-        use_fast_dropout(self)  # the attention weights' own dropout (inside nn.MultiheadAttention) stays
 
     def _embed(self, emb: nn.Embedding, ids: Tensor, start: int = 0) -> Tensor:
         """ids [B, L] at positions start .. start + L - 1 -> scaled embeddings plus positions [B, L, d]."""
@@ -127,55 +156,61 @@ class TransformerSeq2Seq(Seq2SeqModel):
         x = emb(ids) * math.sqrt(self.config.hidden_dim) + self.positions[start:end]
         return self.dropout(x)  # [B, L, d]
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> DecoderState:
+    def encode(self, src: Tensor, src_lengths: Tensor) -> TransformerState:
         """Encoder layers over the sources: the memory [B, S, d] and its mask (decoding caches its keys
         and values at the first step)."""
         mask = src != PAD
         memory = self.encoder(self._embed(self.src_embedding, src), src_key_padding_mask=~mask)  # [B, S, d]
-        prev = src.new_empty(src.size(0), 0)
-        return DecoderState(hidden=None, enc_out=memory, src_mask=mask, prev=prev)
+        return TransformerState(memory, mask, prev=src.new_empty(src.size(0), 0))
 
-    def _decode(self, trg_in: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
+    def decode(self, trg_in: Tensor, state: TransformerState) -> tuple[Tensor, Tensor]:
         """All steps at once: trg_in [B, T] -> (features [B, T, d], cross-attention [B, T, S])."""
         T = trg_in.size(1)
         causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=trg_in.device), 1)
         x = self._embed(self.trg_embedding, trg_in)
         w = None
         for layer in self.decoder_layers:
-            x, w = layer(x, state.enc_out, causal, ~state.src_mask)
+            x, w = layer(x, state.memory, causal, ~state.src_mask)
         return self.final_norm(x), w
 
-    def decode_step(self, y_prev: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor]:
-        """One position: self-attention over the cached keys and values of the earlier ones."""
-        prev = torch.cat([state.prev, y_prev.unsqueeze(1)], 1)  # [B, t]
-        if self.training:  # dropout (attention weights' too) as in training: re-run the prefix
-            feats, w = self._decode(prev, state)
-            return self.out(feats[:, -1]), replace(state, prev=prev), w[:, -1]
-        cache = state.cache
-        if not cache:  # first step: the encoder states' keys/values, and no earlier positions
-            empty = state.enc_out.new_zeros(prev.size(0), self.config.n_heads, 0,
-                                            self.config.hidden_dim // self.config.n_heads)
-            cache = tuple(kv for layer in self.decoder_layers for kv in (empty, empty, *layer.memory_kv(state.enc_out)))
-        x = self._embed(self.trg_embedding, y_prev.unsqueeze(1), start=prev.size(1) - 1)  # [B, 1, d]
-        memory_pad = ~state.src_mask
-        new_cache: list[Tensor] = []
-        for i, layer in enumerate(self.decoder_layers):
-            sk, sv, mk, mv = cache[4 * i : 4 * i + 4]
-            x, (sk, sv), w = layer.step(x, (sk, sv), (mk, mv), memory_pad)
-            new_cache += [sk, sv, mk, mv]
-        logits = self.out(self.final_norm(x[:, 0]))  # [B, V]
-        return logits, replace(state, prev=prev, cache=tuple(new_cache)), w
-
-    def _run_decoder(self, state, trg_in, tf, active, predict):
+    def decoder_inputs(self, trg_in: Tensor, state: TransformerState, tf: list[bool]) -> Tensor:
+        """trg_in [B, T] where every step is teacher-forced; otherwise built step by step, each step
+        not teacher-forced reading the model's own argmax after the prefix so far."""
         if all(tf):
-            return DecoderRun(*self._decode(trg_in, state))
-        # Mixed teacher forcing: the prefix must be built step by step from the model's own outputs.
-        T = trg_in.size(1)
+            return trg_in
         columns = [trg_in[:, 0]]
-        for t in range(T - 1):
+        for t in range(trg_in.size(1) - 1):
             if tf[t + 1]:
                 columns.append(trg_in[:, t + 1])
             else:
-                feats, w = self._decode(torch.stack(columns, 1), state)
-                columns.append(predict(feats[:, -1], t, w[:, -1]))
-        return DecoderRun(*self._decode(torch.stack(columns, 1), state))
+                features, _ = self.decode(torch.stack(columns, 1), state)  # [B, t + 1, d]
+                columns.append(self.next_input(self.out(features[:, -1])))
+        return torch.stack(columns, 1)
+
+    def forward(self, src: Tensor, src_lengths: Tensor, trg_in: Tensor, teacher_forcing: float = 1.0,
+                generator: torch.Generator | None = None, src_ext: Tensor | None = None,
+                n_oov: int = 0) -> tuple[Tensor, Tensor]:
+        """Logits [B, T, V] and the last layer's cross-attention [B, T, S], every position at once."""
+        tf = teacher_forcing_mask(trg_in.size(1), teacher_forcing, generator)
+        state = self.encode(src, src_lengths)
+        features, attn = self.decode(self.decoder_inputs(trg_in, state, tf), state)  # [B, T, d], [B, T, S]
+        return self.out(features), attn
+
+    def decode_step(self, y_prev: Tensor, state: TransformerState) -> tuple[Tensor, TransformerState, Tensor]:
+        """One position: self-attention over the cached keys and values of the earlier ones."""
+        prev = torch.cat([state.prev, y_prev.unsqueeze(1)], 1)  # [B, t]
+        if self.training:  # dropout (attention weights' too) as in training: re-run the prefix
+            feats, w = self.decode(prev, state)
+            return self.out(feats[:, -1]), TransformerState(state.memory, state.src_mask, prev), w[:, -1]
+        cache = state.cache
+        if cache is None:  # first step: the encoder states' keys/values, and no earlier positions
+            c = self.config
+            empty = state.memory.new_zeros(prev.size(0), c.n_heads, 0, c.hidden_dim // c.n_heads)
+            cache = [LayerCache(empty, empty, *layer.memory_cache(state.memory)) for layer in self.decoder_layers]
+        x = self._embed(self.trg_embedding, y_prev.unsqueeze(1), start=prev.size(1) - 1)  # [B, 1, d]
+        new_cache = []
+        for layer, layer_cache in zip(self.decoder_layers, cache):
+            x, layer_cache, w = layer.step(x, layer_cache, ~state.src_mask)
+            new_cache.append(layer_cache)
+        logits = self.out(self.final_norm(x[:, 0]))  # [B, V]
+        return logits, TransformerState(state.memory, state.src_mask, prev, new_cache), w

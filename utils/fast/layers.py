@@ -1,17 +1,12 @@
-"""Two building blocks that compute the usual functions with less work on a CPU.
+"""Building blocks of the fast path that compute the usual functions with less work on a CPU.
 
-- ``Dropout``: ``nn.Dropout``'s function (zero each element with probability ``p``, scale the rest
-  by ``1 / (1 - p)``), with its mask drawn from 16 random bits per element, four elements per 64-bit
-  draw. PyTorch's CPU dropout draws one Bernoulli variate per element and is several times slower
-  (about 10 ms for a [64, 82, 128] tensor on this project's 2-core machine, against 1.6 ms here).
-  ``p`` is applied as a multiple of 1/65536: exactly for 0.5 and within 1/65536 otherwise, and the
-  scale uses the realised probability, so the expected output equals the input. CUDA keeps
-  PyTorch's fused kernel.
 - ``linear_cross_entropy``: summed cross-entropy of ``x @ W.T + b`` that never keeps
   log-probabilities for backward: the forward pass turns the logits into their gradient
   (softmax minus one-hot) in place, and backward needs just two large matrix products. Rows whose
   logits a decoder has computed already (without gradient, to pick its next input) are written
   straight into the buffer the loss completes, so they are neither computed nor copied again.
+- ``LoopWeight``, ``LoopMemory``, ``LoopEmbedding``: a weight, the encoder states or an embedding
+  table used at every step of a Python loop get their gradient in one product after the loop.
 
 Under bf16 autocast (``utils.precision``) the matrix products run in bf16 and their results are
 written into the float32 logits buffer, whose softmax and sum stay float32; the ``Loop*`` helpers
@@ -25,50 +20,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-_LEVELS = 1 << 16
-
-
-def dropout_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
-    """Float mask of ``shape``: 0 with probability ~p, else 1 / (1 - p_realised)."""
-    n = 1
-    for s in shape:
-        n *= s
-    cut = min(max(round(p * _LEVELS), 0), _LEVELS - 1)  # elements below the cut are dropped
-    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
-    u = words.view(torch.int16)[:n].view(shape)         # uniform over [-32768, 32767]
-    keep = u >= cut - _LEVELS // 2
-    return keep.to(torch.float32) * (_LEVELS / (_LEVELS - cut))
-
-
-class Dropout(nn.Module):
-    """Drop-in for ``nn.Dropout`` with a faster mask on CPU (see the module docstring)."""
-
-    def __init__(self, p: float = 0.5):
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if x.device.type != "cpu":
-            return F.dropout(x, self.p, True)
-        return x * dropout_mask(x.shape, self.p, x.device).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-def use_fast_dropout(module: nn.Module) -> nn.Module:
-    """Swap every ``nn.Dropout`` inside ``module`` (e.g. in PyTorch's Transformer layers) for ``Dropout``."""
-    for name, child in module.named_children():
-        if type(child) is nn.Dropout:
-            setattr(module, name, Dropout(child.p))
-        else:
-            use_fast_dropout(child)
-    return module
 
 
 def low_precision(tensor: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
-"""The plain training loss (``utils.models.plain``) computes what the fast path (``model.loss``)
-computes, for every model: the same scores, attention, loss and gradients, on ragged sources and
+"""The CPU shortcut (``utils.fast``) computes what the models compute (``model(...)``, ``model.loss``),
+for every model: the same scores, attention, loss and gradients, on ragged sources and
 targets, under teacher forcing 1.0, 0.5 and 0.0, with and without label smoothing; and training on
 either path gives the same losses."""
 from __future__ import annotations
@@ -11,7 +11,8 @@ import torch
 
 from utils import training
 from utils.batch import encode_pairs, make_batch
-from utils.models import build_model, plain_forward, plain_loss
+from utils.fast import fast_forward, fast_loss
+from utils.models import build_model
 from utils.training import train_model
 from utils.vocabulary import PAD, SPECIALS, Vocabulary
 
@@ -51,37 +52,36 @@ def _gen() -> torch.Generator:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_plain_scores_and_loss_equal_fast_path(name, tiny_config, small_vocab, ragged_batch) -> None:
+def test_fast_scores_and_loss_equal_the_models(name, tiny_config, small_vocab, ragged_batch) -> None:
     model = _model(name, tiny_config, small_vocab).eval()
     batch = ragged_batch(40, seed=6)
     real = batch.trg_out != PAD
     for tf in RATIOS:
         with torch.no_grad():
-            fast, fast_attn = model(batch.src, batch.src_lengths, batch.trg_in, tf, _gen(), batch.src_ext,
-                                    batch.n_oov)
-            plain, plain_attn = plain_forward(model, batch, tf, _gen())
+            fast, fast_attn = fast_forward(model, batch, tf, _gen())
+            plain, plain_attn = model(batch.src, batch.src_lengths, batch.trg_in, tf, _gen(), batch.src_ext,
+                                      batch.n_oov)
             assert torch.allclose(fast[real], plain[real], atol=1e-5), tf
             if model.has_attention:
                 assert torch.allclose(fast_attn[real], plain_attn[real], atol=1e-5), tf
             else:
                 assert fast_attn is None and plain_attn is None
             for smoothing in (0.0, 0.1):
-                fast_loss, n = model.loss(batch, tf, _gen(), smoothing)
-                plain_loss_, m = plain_loss(model, batch, tf, _gen(), smoothing)
+                fast, n = fast_loss(model, batch, tf, _gen(), smoothing)
+                plain, m = model.loss(batch, tf, _gen(), smoothing)
                 assert n == m == batch.n_tokens
-                assert torch.allclose(fast_loss, plain_loss_, rtol=1e-5), (tf, smoothing, float(fast_loss),
-                                                                          float(plain_loss_))
+                assert torch.allclose(fast, plain, rtol=1e-5), (tf, smoothing, float(fast), float(plain))
 
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("tf", RATIOS)
-def test_plain_gradients_equal_fast_path(name, tf, tiny_config, small_vocab, ragged_batch) -> None:
+def test_fast_gradients_equal_the_models(name, tf, tiny_config, small_vocab, ragged_batch) -> None:
     """Training mode (step-by-step encoder, deferred weight gradients, fused loss): the same gradients."""
     model = _model(name, tiny_config, small_vocab)
     batch = ragged_batch(12, seed=8)
     for smoothing in (0.0, 0.1):
         grads = []
-        for loss_fn in (model.loss, lambda *args: plain_loss(model, *args)):
+        for loss_fn in (lambda *args: fast_loss(model, *args), model.loss):
             model.zero_grad()
             loss, n = loss_fn(batch, tf, _gen(), smoothing)
             (loss / n).backward()
@@ -90,9 +90,36 @@ def test_plain_gradients_equal_fast_path(name, tf, tiny_config, small_vocab, rag
             assert torch.allclose(g_fast, g_plain, atol=1e-6), (pname, smoothing)
 
 
-def test_plain_path_needs_a_known_model(ragged_batch) -> None:
-    with pytest.raises(TypeError, match="No plain path for Module"):
-        plain_forward(torch.nn.Module(), ragged_batch(8, seed=0))
+def test_copy_loss_equals_cross_entropy_of_its_distribution(tiny_config, toy_vocab) -> None:
+    """The fast path's copy loss, built from each row's log-sum-exp and target logit, has the value and
+    gradients of the cross-entropy of the model's full extended distribution (``model.loss``), with
+    source words outside the vocabulary among the targets (reachable only by copying)."""
+    rng = random.Random(0)
+    words = [w for w in toy_vocab.itos if w not in SPECIALS] + ["oov_a", "oov_b", "oov_c"]
+    rows = []
+    for _ in range(8):
+        doc = [rng.choice(words) for _ in range(rng.randint(3, 7))]
+        rows.append({"docstring_tokens": doc, "code_tokens": [rng.choice(doc + words) for _ in range(6)]})
+    batch = make_batch(encode_pairs(rows, toy_vocab, toy_vocab, with_copy=True))
+    assert batch.n_oov > 0 and (batch.trg_out_ext >= len(toy_vocab)).any()
+    torch.manual_seed(0)
+    model = build_model(tiny_config("copy", num_layers=2))
+    results = []
+    for loss_fn in (lambda *args: fast_loss(model, *args), model.loss):
+        model.zero_grad()
+        loss, _ = loss_fn(batch, 0.5, torch.Generator().manual_seed(1))
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (fused, fused_grads), (full, full_grads) = results
+    assert torch.allclose(fused, full, rtol=1e-5)
+    assert len(fused_grads) == len(full_grads)
+    for a, b in zip(fused_grads, full_grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fast_path_needs_a_known_model(ragged_batch) -> None:
+    with pytest.raises(TypeError, match="No fast path for Module"):
+        fast_loss(torch.nn.Module(), ragged_batch(8, seed=0))
 
 
 @pytest.mark.parametrize("name", ["lstm", "attention"])
@@ -101,16 +128,16 @@ def test_training_off_the_fast_path_gives_the_same_losses(name, tmp_path, tiny_c
     """``fast_path`` "on" and "off" train the same function (dropout off: its masks are drawn in
     another order), and a run resumes under the other path (``fast_path`` is no training field)."""
     splits = toy_examples(48, seed=1, min_len=2, max_len=6), toy_examples(12, seed=2, min_len=2, max_len=6)
-    calls = []  # the plain loss's calls, per run
-    monkeypatch.setattr(training, "plain_loss", lambda *args: calls.append(1) or plain_loss(*args))
-    histories, plain_calls = {}, {}
+    calls = []  # the fast loss's calls, per run
+    monkeypatch.setattr(training, "fast_loss", lambda *args: calls.append(1) or fast_loss(*args))
+    histories, fast_calls = {}, {}
     for path in ("on", "off"):
         config = tiny_config(name, fast_path=path, epochs=2, batch_size=16, lr=1e-2, teacher_forcing=0.5,
                              label_smoothing=0.1, dropout=0.0, max_trg_len=8)
         result = train_model(config, *splits, toy_vocab, toy_vocab, checkpoint_dir=tmp_path / path, device="cpu",
                              progress=False, log=lambda s: None)
-        histories[path], plain_calls[path] = result.history, len(calls)
-    assert plain_calls["on"] == 0 and plain_calls["off"] > 0  # training and validation batches
+        histories[path], fast_calls[path] = result.history, len(calls)
+    assert fast_calls["on"] > 0 and fast_calls["off"] == fast_calls["on"]  # training and validation batches
     for on, off in zip(histories["on"], histories["off"], strict=True):
         assert on["train_loss"] == pytest.approx(off["train_loss"], rel=1e-4)
         assert on["val_loss"] == pytest.approx(off["val_loss"], rel=1e-4)

@@ -1,4 +1,4 @@
-"""utils.recurrent: the step-by-step encoder equals the packed PyTorch module (outputs, final states
+"""utils.fast.encoder: the step-by-step encoder equals the packed PyTorch module (outputs, final states
 and gradients), and one ``StackWeights.step`` equals one step of ``nn.RNN`` / ``nn.LSTM``."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from utils.recurrent import StackWeights, first_rows, run_encoder, stack_hidden
+from utils.fast.encoder import StackWeights, first_rows, run_encoder, stack_hidden
 
 MODULES = [(nn.RNN, False), (nn.LSTM, False), (nn.LSTM, True)]
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from utils.layers import LoopWeight, low_precision
+from utils.fast.layers import LoopWeight, low_precision
 
 # The states of a stack of L recurrent layers: an [L, n, H] tensor or a list of L [n, H] tensors
 # (both index by layer), and for an LSTM a tuple (h, c) of two such.
@@ -183,7 +183,7 @@ class StackWeights:
 
 
 def stack_hidden(hidden: Layered) -> Tensor | tuple[Tensor, Tensor]:
-    """Per-layer states -> [L, n, H] (a pair for LSTMs), the form ``DecoderState`` keeps."""
+    """Per-layer states -> [L, n, H] (a pair for LSTMs), the form the models' states keep."""
     if isinstance(hidden, tuple):
         return tuple(torch.stack(list(h)) for h in hidden)  # type: ignore[return-value]
     return torch.stack(list(hidden))

@@ -1,5 +1,5 @@
-"""utils.layers: the fast dropout, the fused linear cross-entropy and the loop-deferred gradients
-compute what the plain PyTorch operations compute."""
+"""utils.fast.layers: the fused linear cross-entropy and the loop-deferred gradients compute what the
+plain PyTorch operations compute."""
 from __future__ import annotations
 
 import pytest
@@ -7,51 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.layers import (
-    Dropout,
+from utils.fast.layers import (
     LoopEmbedding,
     LoopMemory,
     LoopWeight,
-    dropout_mask,
     linear_cross_entropy,
     missing_ranges,
 )
-
-
-@pytest.mark.parametrize("p", [0.5, 0.1, 0.3])
-def test_dropout_mask_rate_and_scale(p) -> None:
-    torch.manual_seed(0)
-    mask = dropout_mask(torch.Size([400, 1000]), p, torch.device("cpu"))
-    dropped = (mask == 0).float().mean().item()
-    assert abs(dropped - p) < 0.005                       # 400k draws: ~5 standard errors
-    kept = mask[mask > 0]
-    assert torch.allclose(kept, kept[0].expand_as(kept))  # one scale for all kept elements
-    assert abs(kept[0].item() - 1 / (1 - p)) < 1e-3
-    assert abs(mask.mean().item() - 1.0) < 0.01           # expectation preserved
-
-
-def test_dropout_mask_is_exact_for_one_half_and_varies_by_position() -> None:
-    torch.manual_seed(1)
-    mask = dropout_mask(torch.Size([64, 33]), 0.5, torch.device("cpu"))
-    assert set(mask.unique().tolist()) == {0.0, 2.0}
-    # the four 16-bit slices of one 64-bit draw are independent: no column pattern
-    cols = (mask.view(-1, 4) == 0).float().mean(0)
-    assert cols.min() > 0.35 and cols.max() < 0.65
-
-
-def test_dropout_module_train_eval_and_gradient() -> None:
-    drop = Dropout(0.5)
-    x = torch.randn(32, 16, requires_grad=True)
-    assert drop.eval()(x) is x
-    drop.train()
-    torch.manual_seed(3)
-    y = drop(x)
-    y.sum().backward()
-    assert torch.equal(x.grad, (y != 0).float() * 2.0)  # gradient is the mask
-    assert torch.allclose(y[y != 0], 2 * x[y != 0])
-    assert Dropout(0.0)(x) is x
-    with pytest.raises(ValueError, match="dropout probability"):
-        Dropout(1.0)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
