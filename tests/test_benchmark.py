@@ -108,6 +108,7 @@ def test_benchmark_decode_on_an_empty_test_split_stops_with_one_line(tmp_path, c
     row = {"docstring_tokens": ["add", "one"], "code_tokens": ["def", "f", "(", ")", ":"]}
     (tmp_path / "train.jsonl").write_text(json.dumps(row) + "\n")
     (tmp_path / "test.jsonl").write_text("")
+    (tmp_path / "manifest.json").write_text("{}")
     Vocabulary.build([row["docstring_tokens"]], min_freq=1).save(tmp_path / "src_vocab.json")
     Vocabulary.build([row["code_tokens"]], min_freq=1).save(tmp_path / "trg_vocab.json")
     with pytest.raises(SystemExit) as exit_info:
@@ -115,6 +116,22 @@ def test_benchmark_decode_on_an_empty_test_split_stops_with_one_line(tmp_path, c
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "--decode: The test split in" in err and "is empty" in err and "Traceback" not in err
+
+
+def test_benchmark_on_real_data_takes_the_corpus_length_limits(tmp_path, capsys) -> None:
+    """A target longer than the default position table (128): the Transformer is built, as in training,
+    with room for the corpus's longest target."""
+    from utils.vocabulary import Vocabulary
+
+    row = {"docstring_tokens": ["add", "one"], "code_tokens": ["x"] * 150}
+    (tmp_path / "train.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "manifest.json").write_text(json.dumps({"max_lengths": {"src": 10, "trg": 160}}))
+    Vocabulary.build([row["docstring_tokens"]], min_freq=1).save(tmp_path / "src_vocab.json")
+    Vocabulary.build([row["code_tokens"]], min_freq=1).save(tmp_path / "trg_vocab.json")
+    assert main(["--data-dir", str(tmp_path), "--model", "transformer", "--batches", "1", "--batch-size", "1",
+                 "--no-compare"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["model"] == "transformer" and record["train_target_tokens_per_s"] > 0
 
 
 @pytest.mark.parametrize("model", ["rnn", "attention"])

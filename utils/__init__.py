@@ -2,5 +2,6 @@
 
 Modules import downward only: ``paths``/``tokenizer``/``vocabulary`` at the bottom, ``data`` (above the
 corpus builders ``python_corpus`` and ``codesearchnet``, which it reads and re-exports) and ``models`` above
-them, ``training`` and ``decoding`` above those, ``metrics`` and ``plotting`` on top.
+them, ``fast`` (the CPU training shortcut, which reads the models) above those, ``training`` and ``decoding``
+above that, ``metrics`` and ``plotting`` on top.
 """

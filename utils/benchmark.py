@@ -36,7 +36,7 @@ from utils.benchmark_training import (
     training_stepper,
 )
 from utils.config import MODEL_NAMES, make_config, resolve_device
-from utils.data import load_split, load_vocabs
+from utils.data import load_split, load_vocabs, model_lengths
 from utils.precision import PRECISIONS, resolve_precision
 
 # the timing functions are importable from here too
@@ -107,6 +107,7 @@ def _training_examples(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
     if args.data_dir:
         try:
             src_vocab, trg_vocab = load_vocabs(args.data_dir)
+            model_lengths(args.data_dir)  # the manifest the models' length settings come from
             if args.decode:
                 load_split(args.data_dir, "test", required=True)
         except (FileNotFoundError, ValueError) as e:
@@ -125,8 +126,11 @@ def _benchmark_model(name: str, args: argparse.Namespace, examples: list[Example
     """One model's JSON record: its training timed (against the reference, or fp32 vs ``low``), then,
     with --decode, its decoding."""
     n_src, n_trg = vocab_sizes
-    # the model's own overrides (the Transformer: full teacher forcing, dropout 0.1), as in training
-    cfg = make_config(name, src_vocab_size=n_src, trg_vocab_size=n_trg, teacher_forcing=args.teacher_forcing)
+    # the model's own overrides (the Transformer: full teacher forcing, dropout 0.1), as in training, and
+    # a real corpus's length limits (the Transformer's position table must hold its longest target)
+    lengths = model_lengths(args.data_dir) if args.data_dir else {}
+    cfg = make_config(name, src_vocab_size=n_src, trg_vocab_size=n_trg, teacher_forcing=args.teacher_forcing,
+                      **lengths)
     if low:
         res = benchmark_precision(name, examples, args.batch_size, args.batches, cfg, device, low, peaks)
     else:
