@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from utils.fast.encoder import StackWeights, first_rows, run_encoder, stack_hidden
+from utils.fast.encoder import StackWeights, first_rows, run_encoder
 
 MODULES = [(nn.RNN, False), (nn.LSTM, False), (nn.LSTM, True)]
 
@@ -17,6 +17,13 @@ def _batch(B: int = 6, S: int = 9, E: int = 5):
     for i, n in enumerate(lengths):
         x[i, n:] = 0
     return x, lengths
+
+
+def stack_hidden(hidden):
+    """Per-layer states (lists of L [n, H], a pair for LSTMs) -> [L, n, H], the form PyTorch's modules use."""
+    if isinstance(hidden, tuple):
+        return tuple(torch.stack(list(h)) for h in hidden)
+    return torch.stack(list(hidden))
 
 
 def _flat(hidden):

@@ -100,14 +100,16 @@ def _checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[torc
     return device, precision, low
 
 
-def _training_examples(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[int, int, list[Example]]:
-    """The source and target vocabulary sizes and the examples timed: the real training split
+def _training_examples(p: argparse.ArgumentParser,
+                       args: argparse.Namespace) -> tuple[int, int, dict[str, int], list[Example]]:
+    """The source and target vocabulary sizes, the models' length settings (a real corpus's limits,
+    ``model_lengths``; none for synthetic data) and the examples timed: the real training split
     (shuffled) with --data-dir, else synthetic ones. A missing data folder (or, with --decode, an empty
     test split) exits 2."""
     if args.data_dir:
         try:
             src_vocab, trg_vocab = load_vocabs(args.data_dir)
-            model_lengths(args.data_dir)  # the manifest the models' length settings come from
+            lengths = model_lengths(args.data_dir)
             if args.decode:
                 load_split(args.data_dir, "test", required=True)
         except (FileNotFoundError, ValueError) as e:
@@ -116,19 +118,19 @@ def _training_examples(p: argparse.ArgumentParser, args: argparse.Namespace) -> 
         base_examples = encode_pairs(load_split(args.data_dir, "train"), src_vocab, trg_vocab, with_copy=True)
         random.Random(0).shuffle(base_examples)
     else:
-        n_src, n_trg = args.src_vocab, args.trg_vocab
+        n_src, n_trg, lengths = args.src_vocab, args.trg_vocab, {}
         base_examples = synthetic_examples(args.batches * args.batch_size, n_src, n_trg)
-    return n_src, n_trg, base_examples
+    return n_src, n_trg, lengths, base_examples
 
 
 def _benchmark_model(name: str, args: argparse.Namespace, examples: list[Example], vocab_sizes: tuple[int, int],
-                     device: torch.device, precision: str, low: str | None, peaks: dict[str, float]) -> dict:
+                     lengths: dict[str, int], device: torch.device, precision: str, low: str | None,
+                     peaks: dict[str, float]) -> dict:
     """One model's JSON record: its training timed (against the reference, or fp32 vs ``low``), then,
     with --decode, its decoding."""
     n_src, n_trg = vocab_sizes
     # the model's own overrides (the Transformer: full teacher forcing, dropout 0.1), as in training, and
     # a real corpus's length limits (the Transformer's position table must hold its longest target)
-    lengths = model_lengths(args.data_dir) if args.data_dir else {}
     cfg = make_config(name, src_vocab_size=n_src, trg_vocab_size=n_trg, teacher_forcing=args.teacher_forcing,
                       **lengths)
     if low:
@@ -160,9 +162,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     models = args.model or ["rnn", "lstm", "attention"]
     peaks = ({"fp32": matmul_peak_gflops(), "bf16": matmul_peak_gflops(dtype=torch.bfloat16)}
              if device.type == "cpu" else {})
-    n_src, n_trg, base_examples = _training_examples(p, args)
+    n_src, n_trg, lengths, base_examples = _training_examples(p, args)
     for name in models:
-        res = _benchmark_model(name, args, base_examples, (n_src, n_trg), device, precision, low, peaks)
+        res = _benchmark_model(name, args, base_examples, (n_src, n_trg), lengths, device, precision, low, peaks)
         print(json.dumps(res), flush=True)
     return 0
 

@@ -168,8 +168,7 @@ class StackWeights:
         states (see ``Layered``), ``extra0`` [n, D] more input for layer 0. Returns (top output [n, H],
         new hidden as lists of L [n, H]), with ``dropout`` between layers. Lists, not [L, n, H]
         tensors: a training loop then never stacks the states at one step to pick them apart at the
-        next (and, in backward, never fills zero gradients for the layers it did not pick);
-        ``stack_hidden`` gives the [L, n, H] form."""
+        next (and, in backward, never fills zero gradients for the layers it did not pick)."""
         h, c = hidden if self.lstm else (hidden, None)
         hs, cs = [], []
         gates = gates0 + self.rec[0](h[0] if extra0 is None else torch.cat([extra0, h[0]], 1))  # [n, G]
@@ -180,13 +179,6 @@ class StackWeights:
             hs.append(x)
             cs.append(c_new)
         return x, ((hs, cs) if self.lstm else hs)
-
-
-def stack_hidden(hidden: Layered) -> Tensor | tuple[Tensor, Tensor]:
-    """Per-layer states -> [L, n, H] (a pair for LSTMs), the form the models' states keep."""
-    if isinstance(hidden, tuple):
-        return tuple(torch.stack(list(h)) for h in hidden)  # type: ignore[return-value]
-    return torch.stack(list(hidden))
 
 
 def first_rows(hidden: Layered, n: int) -> Layered:
