@@ -11,7 +11,7 @@ PIP_EXTRA ?=
 # CodeBLEU's data-flow match depends on Python's string hashing: fixed, so results repeat.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lock main main-word study quick test lint unit notebooks-smoke benchmark recipe-study seeds clean-runs
+.PHONY: setup lock main main-small main-word study quick test lint unit notebooks-smoke benchmark recipe-study seeds clean-runs
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ lock:
 # The main job: every numbered notebook, in order, with the full parameter set.
 main: setup
 	$(PY) -m utils.run_notebooks --params params/full.yaml --out $(RUNS)/full $(NOTEBOOKS)
+
+# The same recipe at a smaller size (the recipe study's screening size, at most 3 epochs), into
+# runs/small/: about 75 minutes on a 2-core CPU. Its figures and tables go to plots/ like the main job's.
+main-small: setup
+	$(PY) -m utils.run_notebooks --params params/small.yaml --out $(RUNS)/small $(NOTEBOOKS)
 
 # The same chain with the original study's word vocabulary, into runs/full-word/ (the README's comparison).
 main-word: setup
@@ -74,10 +79,12 @@ recipe-study: setup
 	$(PY) -m utils.recipe_study --models attention
 	$(PY) -m utils.recipe_study --models lstm rnn --recipes study combined
 
-# The classic models retrained with three more seeds, scored on the test split (plots/seed_study.csv);
-# needs the processed corpus of `make main`.
+# The classic models under three seeds, scored on the test split (plots/seed_study.csv): the main run's
+# own seed (42) is read from its checkpoints, two more are trained. Needs the main job's corpus and
+# checkpoints; `make seeds SEED_PARAMS=params/small.yaml` does it for `make main-small`.
+SEED_PARAMS ?= params/full.yaml
 seeds: setup
-	$(PY) -m utils.seed_study --models rnn lstm attention --seeds 1 2 3
+	$(PY) -m utils.seed_study --params $(SEED_PARAMS) --models rnn lstm attention --seeds 42 1 2
 
 clean-runs:
 	rm -rf $(RUNS)

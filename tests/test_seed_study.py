@@ -52,3 +52,18 @@ def test_missing_processed_corpus_is_a_clear_error(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         seed_study.main(["--params", str(params)])
     assert "No processed data at" in capsys.readouterr().err
+
+
+def test_the_main_runs_seed_is_read_from_its_checkpoints(tiny_corpus, tmp_path) -> None:
+    main_dir = tmp_path / "main"
+    params = {"data_dir": str(tiny_corpus), "checkpoint_dir": str(main_dir), "embed_dim": 8, "hidden_dim": 16,
+              "epochs": 1, "device": "cpu"}
+    assert seed_study.seed_dir(42, params, tmp_path / "out") == main_dir
+    assert seed_study.seed_dir(1, params, tmp_path / "out") == tmp_path / "out" / "seed-1"
+    assert seed_study.seed_dir(7, {**params, "seed": 7}, tmp_path / "out") == main_dir
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps(params))
+    argv = ["--models", "rnn", "--seeds", "42", "--params", str(path), "--out", str(tmp_path / "out"),
+            "--csv", str(tmp_path / "seeds.csv")]
+    assert seed_study.main(argv) == 0
+    assert (main_dir / "rnn_best.pt").exists() and not (tmp_path / "out").exists()

@@ -261,8 +261,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         recipes = pd.read_csv(plots / "recipe_study.csv")
         print("## Recipe study (validation split)\n\n" + recipe_markdown(recipes) + "\n")
     if (plots / "seed_study.csv").exists():
-        print("## Seeds (test split, greedy)\n\n" + seed_markdown(pd.read_csv(plots / "seed_study.csv"),
-                                                                    args.models) + "\n")
+        seeds = pd.read_csv(plots / "seed_study.csv")
+        for name, rows in seeds.groupby(seeds.get("params", pd.Series("unknown", index=seeds.index))):
+            print(f"## Seeds (test split, greedy): params/{name}.yaml\n\n" + seed_markdown(rows, args.models) + "\n")
 
 
 if __name__ == "__main__":

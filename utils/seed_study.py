@@ -1,15 +1,19 @@
 """Does the comparison hold across seeds? The models retrained with other seeds, scored on the test split.
 
-    python -m utils.seed_study                            # rnn, lstm, attention; seeds 1 2 3
-    python -m utils.seed_study --models rnn lstm attention copy transformer --seeds 1 2 3 4
+    python -m utils.seed_study                                  # rnn, lstm, attention; seeds 42 1 2
+    python -m utils.seed_study --params params/hour.yaml --models rnn lstm attention copy transformer
 
 Every model trains with ``--params``' recipe and its processed corpus (run notebook 01 with those
 parameters first); only the seed changes (initial weights, dropout, teacher-forcing draws, batch
-order), so the spread is the training's own. Checkpoints go to ``<out>/seed-<s>/`` (a run is resumed,
-a finished one reused); each model is decoded greedily on the **test** split (this is the final
-comparison, not a choice of settings) and one row per seed and model goes to ``--csv``. The summary
-gives mean, standard deviation, min and max per model, and whether the models rank in the order given
-by ``--models`` in every seed.
+order), so the spread is the training's own. The main run's own seed (``seed`` in ``--params``, else
+the default 42) is read from the main run's ``checkpoint_dir``, so after the main job the default
+``--seeds 42 1 2`` trains two more; other seeds go to ``<out>/seed-<s>/`` (default
+``runs/seeds/<params name>/``; a run is resumed, a finished one reused). Each model is decoded
+greedily on the **test** split (this is the final comparison, not a choice of settings) and one row
+per seed and model goes to ``--csv``, tagged with the parameter file's name: rows of another
+parameter file are kept there but neither reused nor summarised. The summary gives mean, standard
+deviation, min and max per model, and whether the models rank in the order given by ``--models`` in
+every seed.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from utils.config import make_config, model_names
+from utils.config import Seq2SeqConfig, make_config, model_names
 from utils.data import load_split, model_lengths
 from utils.files import save_csv
 from utils.run_notebooks import load_params
@@ -44,13 +48,21 @@ def ranking_holds(table: pd.DataFrame, models: Sequence[str], metric: str = "ble
     return {int(seed): all(row[a] < row[b] for a, b in zip(models, models[1:])) for seed, row in wide.iterrows()}
 
 
+def seed_dir(seed: int, params: dict, out: Path) -> Path:
+    """Where ``seed``'s checkpoints live: the main run's folder for its own seed, else ``<out>/seed-<s>/``."""
+    main_seed = params.get("seed", Seq2SeqConfig.seed)
+    if seed == main_seed and params.get("checkpoint_dir"):
+        return Path(params["checkpoint_dir"])
+    return out / f"seed-{seed}"
+
+
 def run_seed(seed: int, models: Sequence[str], params: dict, data: ScreeningData, data_dir: Path,
              test_rows: list[dict], out: Path) -> list[dict]:
     records = []
     for name in models:
         config = make_config(name, **{**params, "seed": seed}, src_vocab_size=len(data.src),
                              trg_vocab_size=len(data.trg), **model_lengths(data_dir))
-        ckpt = out / f"seed-{seed}"
+        ckpt = seed_dir(seed, params, out)
         result = train_model(config, data.train, data.valid, data.src, data.trg, checkpoint_dir=ckpt,
                              device=params.get("device", "auto"), progress=False)
         m = greedy_figures(ckpt, name, test_rows, data.trg)
@@ -63,9 +75,9 @@ def run_seed(seed: int, models: Sequence[str], params: dict, data: ScreeningData
 def main(argv: Iterable[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["rnn", "lstm", "attention"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
     p.add_argument("--params", default="params/full.yaml")
-    p.add_argument("--out", default="runs/seeds")
+    p.add_argument("--out", help="checkpoints of the other seeds (default: runs/seeds/<params name>)")
     p.add_argument("--csv", default="plots/seed_study.csv")
     args = p.parse_args(list(argv) if argv is not None else None)
     try:
@@ -76,15 +88,19 @@ def main(argv: Iterable[str] | None = None) -> int:
         test_rows = load_split(data_dir, "test")
     except (ValueError, FileNotFoundError) as e:
         p.error(str(e))
-    csv = Path(args.csv)
-    table = pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=["seed", "model"])
+    csv, recipe = Path(args.csv), Path(args.params).stem
+    table = pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=["params", "seed", "model"])
+    if "params" not in table:
+        table["params"] = "unknown"  # written before rows were tagged: never taken for this recipe's
     for seed in args.seeds:
-        todo = [m for m in models if not ((table["seed"] == seed) & (table["model"] == m)).any()]
+        done = table[(table["params"] == recipe) & (table["seed"] == seed)]["model"]
+        todo = [m for m in models if m not in set(done)]
         if todo:
-            table = pd.concat([table, pd.DataFrame(run_seed(seed, todo, params, data, data_dir, test_rows,
-                                                            Path(args.out)))], ignore_index=True)
+            out = Path(args.out or f"runs/seeds/{recipe}")
+            rows = pd.DataFrame(run_seed(seed, todo, params, data, data_dir, test_rows, out))
+            table = pd.concat([table, rows.assign(params=recipe)], ignore_index=True)
             save_csv(table, csv)  # after every seed: an interrupted study keeps what it measured
-    table = table[table["seed"].isin(args.seeds) & table["model"].isin(models)]
+    table = table[(table["params"] == recipe) & table["seed"].isin(args.seeds) & table["model"].isin(models)]
     print(summary(table, models).round(2).to_string())
     holds = ranking_holds(table, models)
     print(f"{' < '.join(models)} (test BLEU) in every seed: {all(holds.values())} "
