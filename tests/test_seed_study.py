@@ -67,3 +67,19 @@ def test_the_main_runs_seed_is_read_from_its_checkpoints(tiny_corpus, tmp_path) 
             "--csv", str(tmp_path / "seeds.csv")]
     assert seed_study.main(argv) == 0
     assert (main_dir / "rnn_best.pt").exists() and not (tmp_path / "out").exists()
+
+
+def test_rows_of_another_parameter_file_are_kept_but_not_reused(tiny_corpus, tmp_path, capsys) -> None:
+    params = tmp_path / "tiny.yaml"
+    params.write_text(json.dumps({"data_dir": str(tiny_corpus), "embed_dim": 8, "hidden_dim": 16,
+                                  "epochs": 1, "device": "cpu"}))
+    csv = tmp_path / "seeds.csv"
+    pd.DataFrame([{"params": "other", "seed": 1, "model": "rnn", "bleu": 99.0}]).to_csv(csv, index=False)
+    argv = ["--models", "rnn", "--seeds", "1", "--params", str(params), "--out", str(tmp_path / "out"),
+            "--csv", str(csv)]
+    assert seed_study.main(argv) == 0
+    table = pd.read_csv(csv)
+    assert sorted(table["params"]) == ["other", "tiny"]  # trained, not taken from the other file's row
+    assert table.loc[table["params"] == "tiny", "bleu"].iloc[0] != 99.0
+    assert (tmp_path / "out" / "seed-1" / "rnn_best.pt").exists()
+    assert "99.0" not in capsys.readouterr().out  # the summary leaves the other file's rows out
