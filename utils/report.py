@@ -24,7 +24,7 @@ from utils.checkpoint import load_checkpoint
 from utils.files import save_csv
 from utils.paths import project_path
 from utils.recipe_study import STUDY
-from utils.seed_study import ranking_holds, summary
+from utils.seed_study import ranking_holds, read_table, summary
 
 # (column in plots/results.csv, header in the README, digits); None digits = integer with separators
 README_COLUMNS: list[tuple[str, str, int | None]] = [
@@ -261,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         recipes = pd.read_csv(plots / "recipe_study.csv")
         print("## Recipe study (validation split)\n\n" + recipe_markdown(recipes) + "\n")
     if (plots / "seed_study.csv").exists():
-        seeds = pd.read_csv(plots / "seed_study.csv")
-        for name, rows in seeds.groupby(seeds.get("params", pd.Series("unknown", index=seeds.index))):
+        seeds = read_table(plots / "seed_study.csv")
+        for name, rows in seeds.groupby("params"):
             print(f"## Seeds (test split, greedy): params/{name}.yaml\n\n" + seed_markdown(rows, args.models) + "\n")
 
 

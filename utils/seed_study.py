@@ -48,6 +48,15 @@ def ranking_holds(table: pd.DataFrame, models: Sequence[str], metric: str = "ble
     return {int(seed): all(row[a] < row[b] for a, b in zip(models, models[1:])) for seed, row in wide.iterrows()}
 
 
+def read_table(csv: Path) -> pd.DataFrame:
+    """The seed study's CSV so far (empty if there is none); rows written before rows carried their
+    parameter file's name get ``params`` "unknown", so they are never taken for any recipe's."""
+    table = pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=["params", "seed", "model"])
+    if "params" not in table:
+        table["params"] = "unknown"
+    return table
+
+
 def seed_dir(seed: int, params: dict, out: Path) -> Path:
     """Where ``seed``'s checkpoints live: the main run's folder for its own seed, else ``<out>/seed-<s>/``."""
     main_seed = params.get("seed", Seq2SeqConfig.seed)
@@ -89,14 +98,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         p.error(str(e))
     csv, recipe = Path(args.csv), Path(args.params).stem
-    table = pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=["params", "seed", "model"])
-    if "params" not in table:
-        table["params"] = "unknown"  # written before rows were tagged: never taken for this recipe's
+    out = Path(args.out or f"runs/seeds/{recipe}")
+    table = read_table(csv)
     for seed in args.seeds:
-        done = table[(table["params"] == recipe) & (table["seed"] == seed)]["model"]
-        todo = [m for m in models if m not in set(done)]
+        done = set(table[(table["params"] == recipe) & (table["seed"] == seed)]["model"])
+        todo = [m for m in models if m not in done]
         if todo:
-            out = Path(args.out or f"runs/seeds/{recipe}")
             rows = pd.DataFrame(run_seed(seed, todo, params, data, data_dir, test_rows, out))
             table = pd.concat([table, rows.assign(params=recipe)], ignore_index=True)
             save_csv(table, csv)  # after every seed: an interrupted study keeps what it measured
