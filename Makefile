@@ -11,7 +11,7 @@ PIP_EXTRA ?=
 # CodeBLEU's data-flow match depends on Python's string hashing: fixed, so results repeat.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lock main main-small main-word study quick test lint unit notebooks-smoke benchmark recipe-study seeds clean-runs
+.PHONY: setup lock main main-small main-word main-small-word study study-small quick test lint unit notebooks-smoke benchmark recipe-study seeds clean-runs
 
 setup: $(VENV)/.installed
 
@@ -44,14 +44,27 @@ main: setup
 main-small: setup
 	$(PY) -m utils.run_notebooks --params params/small.yaml --out $(RUNS)/small $(NOTEBOOKS)
 
-# The same chain with the original study's word vocabulary, into runs/full-word/ (the README's comparison).
+# The same recipes with the original study's word vocabulary (the README's word-vs-BPE table): 01 and
+# 02 build and train in runs/<name>-word/, then 03-05 score those checkpoints on the BPE run's
+# test functions (data/processed, from `make main` / `make main-small` first), so both read the same ones.
+WORD_SCORED := $(filter-out %01_preprocess.ipynb %02_train.ipynb,$(NOTEBOOKS))
 main-word: setup
-	$(PY) -m utils.run_notebooks --params params/full_word.yaml --out $(RUNS)/full-word $(NOTEBOOKS)
+	$(PY) -m utils.run_notebooks --params params/full_word.yaml --out $(RUNS)/full-word notebooks/01_preprocess.ipynb notebooks/02_train.ipynb
+	$(PY) -m utils.run_notebooks --params params/full_word.yaml --set data_dir=data/processed --out $(RUNS)/full-word/scored $(WORD_SCORED)
+
+main-small-word: setup
+	$(PY) -m utils.run_notebooks --params params/small_word.yaml --out $(RUNS)/small-word notebooks/01_preprocess.ipynb notebooks/02_train.ipynb
+	$(PY) -m utils.run_notebooks --params params/small_word.yaml --set data_dir=data/processed --out $(RUNS)/small-word/scored $(WORD_SCORED)
 
 # The original study's exact settings (word vocabulary, teacher forcing 0.5, dropout 0.5, up to 25
 # epochs, the three classic models), into runs/study/.
 study: setup
 	$(PY) -m utils.run_notebooks --params params/study.yaml --out $(RUNS)/study $(NOTEBOOKS)
+
+# The same at the recipe study's screening size (embedding 64, hidden 128), into runs/study-small/:
+# the README's study-settings table (the study's sizes take more than a session here).
+study-small: setup
+	$(PY) -m utils.run_notebooks --params params/study_small.yaml --out $(RUNS)/study-small $(NOTEBOOKS)
 
 # A quick look (minutes): small data and models, same chain.
 quick: setup

@@ -6,8 +6,10 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 
 from utils import recipe_study
+from utils.paths import project_path
 from utils.recipe_study import LEVERS, LOSS_MARGIN, RECIPES, STUDY, combined_settings, recipe_settings
 
 
@@ -24,6 +26,16 @@ def test_each_lever_recipe_changes_one_setting_of_the_study() -> None:
             assert {k for k in settings if settings[k] != STUDY[k]} <= set(change) and settings != STUDY
     with pytest.raises(ValueError, match="Unknown recipe 'tf-2'"):
         recipe_settings("tf-2", empty, "attention")
+
+
+@pytest.mark.parametrize("name", ["study.yaml", "study_small.yaml"])
+def test_the_study_parameter_files_hold_the_studys_recipe(name) -> None:
+    """`make study` and `make study-small` train with every setting of STUDY (the recipe the screening
+    starts from), the word vocabulary, up to 25 epochs and the three classic models."""
+    params = yaml.safe_load(project_path(f"params/{name}").read_text())
+    assert {k: params[k] for k in STUDY} == STUDY
+    assert params["vocabulary"] == "word" and params["epochs"] == 25
+    assert params["models"] == ["rnn", "lstm", "attention"]
 
 
 def test_combined_takes_the_lowest_loss_of_each_lever_that_beats_the_study_by_the_margin() -> None:

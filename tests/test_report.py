@@ -62,6 +62,7 @@ def test_epoch_history_reads_every_epoch_from_the_last_checkpoint(tmp_path, tiny
     assert times.loc[0, "epochs"] == 2
     assert times.loc[0, "seconds_per_epoch"] == pytest.approx(history["epoch_seconds"].min())
     assert times.loc[0, "best_val_loss"] == pytest.approx(history["val_loss"].min())
+    assert times.loc[0, "best_epoch"] == history.loc[history["val_loss"].idxmin(), "epoch"]
 
 
 def test_epoch_times_markdown_leaves_a_missing_vocabulary_blank():
@@ -92,6 +93,52 @@ def test_main_prints_every_table_and_writes_the_epoch_csv(tmp_path, capsys):
     assert "| stage | word (s) | bpe (s) |" in out and "| 01_preprocess | 60 | 70 |" in out
     assert "## Seconds per epoch" not in out                 # no checkpoints: no epoch table, no CSV
     assert not (tmp_path / "plots" / "training_epochs.csv").exists()
+    assert (tmp_path / "plots" / "vocabulary_comparison.csv").exists()
+
+
+def _epochs(vocabulary: str, model: str, losses: list[float]) -> list[dict]:
+    return [{"vocabulary": vocabulary, "model": model, "epoch": i + 1, "train_seconds": 10.0, "epoch_seconds": 12.0 + i,
+             "train_tokens_per_s": 100.0, "train_loss": v + 0.5, "val_loss": v, "val_token_acc_greedy": 5.0}
+            for i, v in enumerate(losses)]
+
+
+def test_a_fresh_clone_prints_the_tables_from_the_saved_files(tmp_path, capsys):
+    """Without the runs' folders (git-ignored) the word-vs-BPE table, the epochs of both vocabularies and
+    the study-settings tables come back from what an earlier report saved into plots/."""
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    _results(9.0, 0.0).to_csv(plots / "results.csv", index=False)
+    pd.DataFrame(_epochs("word", "rnn", [3.0, 2.5]) + _epochs("bpe", "rnn", [3.5, 3.0, 3.1])).to_csv(
+        plots / "training_epochs.csv", index=False)
+    study = tmp_path / "study"
+    (study / "plots").mkdir(parents=True)
+    _results(5.0, 10.0).to_csv(study / "plots" / "results.csv", index=False)
+    word = tmp_path / "word"
+    (word / "plots").mkdir(parents=True)
+    _results(6.0, 20.0).to_csv(word / "plots" / "results.csv", index=False)
+    args = ["--plots", str(plots), "--checkpoints", str(tmp_path / "none"), "--timings", str(tmp_path / "none.json")]
+    report.main([*args, "--word-run", str(word), "--study-run", str(study)])
+    first = capsys.readouterr().out
+    assert (plots / "study_settings.csv").exists() and (plots / "vocabulary_comparison.csv").exists()
+    pd.DataFrame(_epochs("word", "rnn", [4.0, 3.0, 3.2, 3.3])).to_csv(plots / "study_settings_epochs.csv", index=False)
+    report.main([*args, "--word-run", str(tmp_path / "gone"), "--study-run", str(tmp_path / "gone")])
+    second = capsys.readouterr().out
+    assert "## Study settings (test split)" in first and "## Word vs BPE" in first
+    assert second.split("## Study settings: when")[0] == first.split("## Study settings: when")[0]
+    assert "| rnn | 12 | 2 | 12 | 3 |" in second                  # both vocabularies' epochs kept
+    assert "| rnn | 4 | 2 | 3.000 | early stopping | 12 |" in second
+    saved = pd.read_csv(plots / "training_epochs.csv")
+    assert sorted(saved["vocabulary"].unique()) == ["bpe", "word"] and len(saved) == 5
+
+
+def test_stopping_markdown_says_what_ended_training():
+    times = pd.DataFrame([{"model": "rnn", "vocabulary": "word", "epochs": 25, "best_epoch": 25,
+                           "best_val_loss": 2.0, "seconds_per_epoch": 30.0},
+                          {"model": "lstm", "vocabulary": "word", "epochs": 9, "best_epoch": 6,
+                           "best_val_loss": 1.9, "seconds_per_epoch": 50.0}])
+    lines = report.stopping_markdown(times, epoch_cap=25).splitlines()
+    assert lines[2] == "| rnn | 25 | 25 | 2.000 | epoch cap | 30 |"
+    assert lines[3] == "| lstm | 9 | 6 | 1.900 | early stopping | 50 |"
 
 
 def test_recipe_markdown_names_what_each_recipe_changes() -> None:

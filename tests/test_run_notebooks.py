@@ -89,6 +89,22 @@ def test_part_of_the_chain_runs_with_the_chain_parameter_file(tmp_path, capsys) 
     assert "beam_sise are declared by none" in capsys.readouterr().err
 
 
+def test_set_overrides_one_parameter_of_the_file(tmp_path, capsys) -> None:
+    """``--set`` replaces a value of the file (read as YAML); a typo in its name is caught like one in
+    the file, and a pair without ``=`` stops the run with the form it needs."""
+    a = _notebook(tmp_path / "01_a.ipynb", "epochs = 1\ndata_dir = 'x'")
+    params = _params(tmp_path / "p.yaml", {"epochs": 4, "data_dir": "runs/word/data"})
+    out = tmp_path / "out"
+    assert main([a, "--params", params, "--set", "data_dir=data/processed", "--set", "epochs=2",
+                 "--out", str(out), "--prepare-only"]) == 0
+    injected = _injected(out / "01_a.ipynb")
+    assert 'data_dir = "data/processed"' in injected and "epochs = 2" in injected
+    assert main([a, "--params", params, "--set", "epoch=2", "--out", str(out), "--prepare-only"]) == 2
+    assert "epoch are declared by none" in capsys.readouterr().err
+    assert main([a, "--params", params, "--set", "epochs", "--out", str(out), "--prepare-only"]) == 2
+    assert "must read NAME=VALUE" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("params", sorted(project_path("params").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_parameter_file_is_declared_by_the_chain(params, tmp_path) -> None:
     """Every key of every parameter set (the study's recipe settings included) is a notebook parameter."""

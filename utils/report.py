@@ -1,13 +1,17 @@
 """The README's result tables, rendered from the files a run wrote (never from typed numbers).
 
-``python -m utils.report`` reads the main run (``plots/``, ``checkpoints/``) and, when it exists, the
-word-vocabulary run (``runs/full-word/``), writes ``plots/training_epochs.csv`` (every epoch of every
-model under both vocabularies, from the ``_last.pt`` checkpoints) and prints the Markdown tables:
+``python -m utils.report`` reads the main run (``plots/``, ``checkpoints/``) and, when they exist, the
+word-vocabulary run (``--word-run``) and the study-settings run (``--study-run``); it writes what the
+README's tables need into ``plots/`` (``training_epochs.csv``: every epoch of every model under both
+vocabularies, from the ``_last.pt`` checkpoints; ``vocabulary_comparison.csv``; ``study_settings.csv``
+and ``study_settings_epochs.csv``), so a fresh clone without the runs prints the same tables from
+those files, and prints the Markdown tables:
 
 - the results table (``plots/results.csv``: models, decodings and the two baseline rows);
 - word against BPE, per model and decoding (``vocabulary_comparison``);
 - seconds per training epoch under each vocabulary (``epoch_times``);
 - wall time of each stage (``timings.json`` of ``utils.run_notebooks``);
+- the study-settings run: its results table and the epoch at which each model stopped;
 - the recipe study (``plots/recipe_study.csv``) and the seed study (``plots/seed_study.csv``) when
   they have been run.
 """
@@ -138,7 +142,20 @@ def epoch_times(history: pd.DataFrame) -> pd.DataFrame:
     g = history.groupby(["model", "vocabulary"], sort=False)
     out = g.agg(epochs=("epoch", "max"), seconds_per_epoch=("epoch_seconds", "min"),
                 best_val_loss=("val_loss", "min")).reset_index()
+    out["best_epoch"] = [int(history.loc[i, "epoch"]) for i in g["val_loss"].idxmin()]
     return out
+
+
+def stopping_markdown(times: pd.DataFrame, epoch_cap: int | None = None) -> str:
+    """Per model: epochs run, the epoch of the best validation loss (the checkpoint kept), that loss,
+    and whether early stopping or the epoch cap ended training."""
+    rows = []
+    for r in times.to_dict("records"):
+        ended = "epoch cap" if epoch_cap is not None and r["epochs"] >= epoch_cap else "early stopping"
+        rows.append([r["model"], f"{int(r['epochs'])}", f"{int(r['best_epoch'])}", _cell(r["best_val_loss"], 3),
+                     ended, _cell(r["seconds_per_epoch"], 0)])
+    return markdown_table(rows, ["model", "epochs run", "best epoch", "best val loss (TF)", "ended by",
+                                 "s / epoch (fastest)"])
 
 
 def epoch_times_markdown(times: pd.DataFrame) -> str:
@@ -227,6 +244,34 @@ def seed_markdown(table: pd.DataFrame, models: Sequence[str]) -> str:
     return markdown_table(rows, ["model", "seeds", *(h for _, h in metrics)]) + "\n\n" + verdict
 
 
+def _runs_epochs(checkpoint_dir: str | Path, models: Sequence[str], vocabulary: str,
+                 saved: pd.DataFrame | None) -> pd.DataFrame:
+    """A run's epochs from its checkpoints, or, where they are gone (a fresh clone), the rows of
+    ``vocabulary`` in the saved ``training_epochs.csv``."""
+    history = epoch_history(checkpoint_dir, models, vocabulary)
+    if history.empty and saved is not None:
+        history = saved[saved["vocabulary"] == vocabulary].reset_index(drop=True)
+    return history
+
+
+def _study_settings(run: Path, plots: Path, epoch_cap: int) -> None:
+    """Print the study-settings run's table and stopping epochs, saving both into ``plots/`` (or
+    reading them back from there when the run's folder is gone)."""
+    results_path, epochs_path = plots / "study_settings.csv", plots / "study_settings_epochs.csv"
+    if (run / "plots" / "results.csv").exists():
+        results = pd.read_csv(run / "plots" / "results.csv")
+        save_csv(results, results_path)
+        history = epoch_history(run / "checkpoints", list(dict.fromkeys(results["model"])), "word")
+        if not history.empty:
+            save_csv(history, epochs_path)
+    elif not results_path.exists():
+        return
+    print("## Study settings (test split)\n\n" + results_markdown(pd.read_csv(results_path)) + "\n")
+    if epochs_path.exists():
+        times = epoch_times(pd.read_csv(epochs_path))
+        print("## Study settings: when each model stopped\n\n" + stopping_markdown(times, epoch_cap) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plots", default="plots", help="the main run's plots folder")
@@ -235,26 +280,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--vocabulary", default="bpe", help="the main run's vocabulary")
     parser.add_argument("--word-run", default="runs/full-word",
                         help="the word-vocabulary run (plots/, checkpoints/, timings.json inside)")
+    parser.add_argument("--study-run", default="runs/study-small",
+                        help="the study-settings run (plots/results.csv and checkpoints/ inside)")
+    parser.add_argument("--study-epochs", type=int, default=25, help="the study run's epoch cap")
     parser.add_argument("--models", nargs="+", default=["rnn", "lstm", "attention", "copy", "transformer"])
     args = parser.parse_args(argv)
 
-    plots, word = project_path(args.plots), project_path(args.word_run)
+    plots, word, study = project_path(args.plots), project_path(args.word_run), project_path(args.study_run)
     results = pd.read_csv(plots / "results.csv")
     print("## Results\n\n" + results_markdown(results) + "\n")
-    history = epoch_history(args.checkpoints, args.models, args.vocabulary)
+    saved_epochs = pd.read_csv(plots / "training_epochs.csv") if (plots / "training_epochs.csv").exists() else None
+    history = _runs_epochs(args.checkpoints, args.models, args.vocabulary, saved_epochs)
     timings = {}
     if project_path(args.timings).exists():
         timings[args.vocabulary] = json.loads(project_path(args.timings).read_text())
     if (word / "plots" / "results.csv").exists():
         comparison = vocabulary_comparison(results, pd.read_csv(word / "plots" / "results.csv"))
-        print("## Word vs BPE\n\n" + comparison_markdown(comparison) + "\n")
-        history = pd.concat([epoch_history(word / "checkpoints", args.models, "word"), history],
-                            ignore_index=True)
+        save_csv(comparison, plots / "vocabulary_comparison.csv")
         if (word / "timings.json").exists():
             timings = {"word": json.loads((word / "timings.json").read_text()), **timings}
+    elif (plots / "vocabulary_comparison.csv").exists():
+        comparison = pd.read_csv(plots / "vocabulary_comparison.csv")
+    else:
+        comparison = None
+    if comparison is not None:
+        print("## Word vs BPE\n\n" + comparison_markdown(comparison) + "\n")
+        history = pd.concat([_runs_epochs(word / "checkpoints", args.models, "word", saved_epochs), history],
+                            ignore_index=True)
     if not history.empty:
         save_csv(history, plots / "training_epochs.csv")
         print("## Seconds per epoch\n\n" + epoch_times_markdown(epoch_times(history)) + "\n")
+    _study_settings(study, plots, args.study_epochs)
     if timings:
         print("## Stage times\n\n" + timings_markdown(timings) + "\n")
     if (plots / "recipe_study.csv").exists():

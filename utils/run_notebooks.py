@@ -7,7 +7,9 @@ A parameter file serves the whole chain, so part of it can run with the same fil
 given notebooks or one of the numbered notebooks in ``notebooks/`` declares it, and each notebook
 gets the ones it declares. Executed copies go to ``--out`` (git-ignored); the source notebooks are never written. With
 ``--prepare-only`` the parameters are injected without executing (nbval then runs the copies).
-Each notebook's wall time is printed and written to ``<out>/timings.json``.
+``--set NAME=VALUE`` overrides one parameter of the file, for example to score a word run's
+checkpoints on the BPE run's test functions (``--set data_dir=data/processed``). Each notebook's
+wall time is printed and written to ``<out>/timings.json``.
 """
 from __future__ import annotations
 
@@ -36,6 +38,18 @@ def load_params(path: str | Path) -> dict:
     if not isinstance(params, dict):
         raise ValueError(f"Parameter file {p} must hold a mapping of parameter names to values.")
     return params
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["data_dir=data/processed", "epochs=2"]`` as ``{"data_dir": "data/processed", "epochs": 2}``
+    (each value read as YAML); a ValueError names a pair without ``=``."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set {pair!r} must read NAME=VALUE, for example --set data_dir=data/processed.")
+        out[name.strip()] = yaml.safe_load(value)
+    return out
 
 
 def declared_parameters(notebooks: list[str | Path]) -> dict[Path, set[str]]:
@@ -72,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="folder for the executed copies")
     ap.add_argument("--prepare-only", action="store_true", help="inject parameters, do not execute")
     ap.add_argument("--kernel", default="python3")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override one parameter of the file (the value read as YAML), "
+                         "e.g. --set data_dir=data/processed")
     args = ap.parse_args(argv)
 
     import papermill as pm
@@ -83,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     try:
-        params = load_params(args.params)
+        params = {**load_params(args.params), **parse_overrides(args.set)}
         declared = declared_parameters(args.notebooks)
         chain = declared_parameters([p for p in chain_notebooks() if p not in declared])  # each read once
         check_parameters(params, {**chain, **declared})
