@@ -38,6 +38,17 @@ def test_the_study_parameter_files_hold_the_studys_recipe(name) -> None:
     assert params["models"] == ["rnn", "lstm", "attention"]
 
 
+@pytest.mark.parametrize("name", ["small.yaml", "small_word.yaml", "full_word.yaml", "quick.yaml"])
+def test_the_other_parameter_files_train_with_the_recipe_of_full_yaml(name) -> None:
+    """One shared recipe: the smaller and the word-vocabulary runs change sizes, data or vocabulary,
+    never how the models are trained."""
+    def recipe(file: str) -> dict:
+        params = yaml.safe_load(project_path(f"params/{file}").read_text())
+        return {k: params.get(k) for k in ("teacher_forcing", "teacher_forcing_schedule", "dropout",
+                                          "label_smoothing", "lr", "lr_schedule", "weight_decay", "batch_size")}
+    assert recipe(name) == recipe("full.yaml")
+
+
 def test_combined_takes_the_lowest_loss_of_each_lever_that_beats_the_study_by_the_margin() -> None:
     loss = {r: 5.0 for r in RECIPES[:-1]}
     loss.update({"tf-1.0": 4.5, "tf-linear": 4.2, "dropout-0.2": 5.3, "smoothing-0.1": 5.0, "all-pairs": 4.8,
