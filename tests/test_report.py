@@ -131,6 +131,16 @@ def test_a_fresh_clone_prints_the_tables_from_the_saved_files(tmp_path, capsys):
     assert sorted(saved["vocabulary"].unique()) == ["bpe", "word"] and len(saved) == 5
 
 
+def test_run_timings_adds_the_stages_scored_apart(tmp_path):
+    (tmp_path / "scored").mkdir()
+    (tmp_path / "timings.json").write_text(json.dumps({"01_preprocess.ipynb": 60.0, "02_train.ipynb": 100.0,
+                                                        "total": 160.0}))
+    assert report.run_timings(tmp_path)["total"] == 160.0
+    (tmp_path / "scored" / "timings.json").write_text(json.dumps({"03_bleu.ipynb": 40.0, "total": 40.5}))
+    assert report.run_timings(tmp_path) == {"01_preprocess.ipynb": 60.0, "02_train.ipynb": 100.0,
+                                            "03_bleu.ipynb": 40.0, "total": 200.5}
+
+
 def test_stopping_markdown_says_what_ended_training():
     times = pd.DataFrame([{"model": "rnn", "vocabulary": "word", "epochs": 25, "best_epoch": 25,
                            "best_val_loss": 2.0, "seconds_per_epoch": 30.0},

@@ -244,6 +244,18 @@ def seed_markdown(table: pd.DataFrame, models: Sequence[str]) -> str:
     return markdown_table(rows, ["model", "seeds", *(h for _, h in metrics)]) + "\n\n" + verdict
 
 
+def run_timings(run: Path) -> dict[str, float]:
+    """A run's ``timings.json``, with the stages that ran apart in ``<run>/scored/`` (a word run's
+    03-05, scored on the BPE run's functions) added and the total summed."""
+    timings = json.loads((run / "timings.json").read_text())
+    if (run / "scored" / "timings.json").exists():
+        scored = json.loads((run / "scored" / "timings.json").read_text())
+        timings = {**{k: v for k, v in timings.items() if k != "total"},
+                   **{k: v for k, v in scored.items() if k != "total"},
+                   "total": timings.get("total", 0.0) + scored.get("total", 0.0)}
+    return timings
+
+
 def _runs_epochs(checkpoint_dir: str | Path, models: Sequence[str], vocabulary: str,
                  saved: pd.DataFrame | None) -> pd.DataFrame:
     """A run's epochs from its checkpoints, or, where they are gone (a fresh clone), the rows of
@@ -298,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         comparison = vocabulary_comparison(results, pd.read_csv(word / "plots" / "results.csv"))
         save_csv(comparison, plots / "vocabulary_comparison.csv")
         if (word / "timings.json").exists():
-            timings = {"word": json.loads((word / "timings.json").read_text()), **timings}
+            timings = {"word": run_timings(word), **timings}
     elif (plots / "vocabulary_comparison.csv").exists():
         comparison = pd.read_csv(plots / "vocabulary_comparison.csv")
     else:
