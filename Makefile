@@ -47,14 +47,17 @@ main-small: setup
 # The same recipes with the original study's word vocabulary (the README's word-vs-BPE table): 01 and
 # 02 build and train in runs/<name>-word/, then 03-05 score those checkpoints on the BPE run's
 # test functions (data/processed, from `make main` / `make main-small` first), so both read the same ones.
-WORD_SCORED := $(filter-out %01_preprocess.ipynb %02_train.ipynb,$(NOTEBOOKS))
+WORD_TRAINED := $(filter %01_preprocess.ipynb %02_train.ipynb,$(NOTEBOOKS))
+WORD_SCORED  := $(filter-out $(WORD_TRAINED),$(NOTEBOOKS))
+# $(call word_run,<parameter file>,<output folder>)
+word_run = $(PY) -m utils.run_notebooks --params $(1) --out $(2) $(WORD_TRAINED) && \
+	$(PY) -m utils.run_notebooks --params $(1) --set data_dir=data/processed --out $(2)/scored $(WORD_SCORED)
+
 main-word: setup
-	$(PY) -m utils.run_notebooks --params params/full_word.yaml --out $(RUNS)/full-word notebooks/01_preprocess.ipynb notebooks/02_train.ipynb
-	$(PY) -m utils.run_notebooks --params params/full_word.yaml --set data_dir=data/processed --out $(RUNS)/full-word/scored $(WORD_SCORED)
+	$(call word_run,params/full_word.yaml,$(RUNS)/full-word)
 
 main-small-word: setup
-	$(PY) -m utils.run_notebooks --params params/small_word.yaml --out $(RUNS)/small-word notebooks/01_preprocess.ipynb notebooks/02_train.ipynb
-	$(PY) -m utils.run_notebooks --params params/small_word.yaml --set data_dir=data/processed --out $(RUNS)/small-word/scored $(WORD_SCORED)
+	$(call word_run,params/small_word.yaml,$(RUNS)/small-word)
 
 # The original study's exact settings (word vocabulary, teacher forcing 0.5, dropout 0.5, up to 25
 # epochs, the three classic models), into runs/study/.

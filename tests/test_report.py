@@ -63,6 +63,7 @@ def test_epoch_history_reads_every_epoch_from_the_last_checkpoint(tmp_path, tiny
     assert times.loc[0, "seconds_per_epoch"] == pytest.approx(history["epoch_seconds"].min())
     assert times.loc[0, "best_val_loss"] == pytest.approx(history["val_loss"].min())
     assert times.loc[0, "best_epoch"] == history.loc[history["val_loss"].idxmin(), "epoch"]
+    assert (history["epoch_cap"] == 2).all() and times.loc[0, "epoch_cap"] == 2
 
 
 def test_epoch_times_markdown_leaves_a_missing_vocabulary_blank():
@@ -97,7 +98,8 @@ def test_main_prints_every_table_and_writes_the_epoch_csv(tmp_path, capsys):
 
 
 def _epochs(vocabulary: str, model: str, losses: list[float]) -> list[dict]:
-    return [{"vocabulary": vocabulary, "model": model, "epoch": i + 1, "train_seconds": 10.0, "epoch_seconds": 12.0 + i,
+    return [{"vocabulary": vocabulary, "model": model, "epoch": i + 1, "epoch_cap": 25, "train_seconds": 10.0,
+             "epoch_seconds": 12.0 + i,
              "train_tokens_per_s": 100.0, "train_loss": v + 0.5, "val_loss": v, "val_token_acc_greedy": 5.0}
             for i, v in enumerate(losses)]
 
@@ -143,10 +145,10 @@ def test_run_timings_adds_the_stages_scored_apart(tmp_path):
 
 def test_stopping_markdown_says_what_ended_training():
     times = pd.DataFrame([{"model": "rnn", "vocabulary": "word", "epochs": 25, "best_epoch": 25,
-                           "best_val_loss": 2.0, "seconds_per_epoch": 30.0},
+                           "best_val_loss": 2.0, "seconds_per_epoch": 30.0, "epoch_cap": 25},
                           {"model": "lstm", "vocabulary": "word", "epochs": 9, "best_epoch": 6,
-                           "best_val_loss": 1.9, "seconds_per_epoch": 50.0}])
-    lines = report.stopping_markdown(times, epoch_cap=25).splitlines()
+                           "best_val_loss": 1.9, "seconds_per_epoch": 50.0, "epoch_cap": 25}])
+    lines = report.stopping_markdown(times).splitlines()
     assert lines[2] == "| rnn | 25 | 25 | 2.000 | epoch cap | 30 |"
     assert lines[3] == "| lstm | 9 | 6 | 1.900 | early stopping | 50 |"
 

@@ -122,14 +122,17 @@ def comparison_markdown(table: pd.DataFrame) -> str:
 
 
 def epoch_history(checkpoint_dir: str | Path, models: Sequence[str], vocabulary: str) -> pd.DataFrame:
-    """Every finished epoch of every model in ``checkpoint_dir`` (from ``<model>_last.pt``)."""
+    """Every finished epoch of every model in ``checkpoint_dir`` (from ``<model>_last.pt``), with the
+    epoch cap the model trained under (``epoch_cap``)."""
     records = []
     for model in models:
         path = project_path(checkpoint_dir) / f"{model}_last.pt"
         if not path.exists():
             continue
-        for h in load_checkpoint(path)["history"]:
+        ckpt = load_checkpoint(path)
+        for h in ckpt["history"]:
             records.append({"vocabulary": vocabulary, "model": model, "epoch": h["epoch"],
+                            "epoch_cap": ckpt["config"]["epochs"],
                             "train_seconds": h["train_seconds"], "epoch_seconds": h["epoch_seconds"],
                             "train_tokens_per_s": h["train_tokens_per_s"], "train_loss": h["train_loss"],
                             "val_loss": h["val_loss"], "val_token_acc_greedy": h["val_token_acc_greedy"]})
@@ -140,18 +143,19 @@ def epoch_times(history: pd.DataFrame) -> pd.DataFrame:
     """Seconds of the fastest epoch (training + validation: other work on a shared machine can only
     slow an epoch down), epochs run and best validation loss, per model and vocabulary."""
     g = history.groupby(["model", "vocabulary"], sort=False)
+    cap = {"epoch_cap": ("epoch_cap", "max")} if "epoch_cap" in history else {}
     out = g.agg(epochs=("epoch", "max"), seconds_per_epoch=("epoch_seconds", "min"),
-                best_val_loss=("val_loss", "min")).reset_index()
+                best_val_loss=("val_loss", "min"), **cap).reset_index()
     out["best_epoch"] = [int(history.loc[i, "epoch"]) for i in g["val_loss"].idxmin()]
     return out
 
 
-def stopping_markdown(times: pd.DataFrame, epoch_cap: int | None = None) -> str:
+def stopping_markdown(times: pd.DataFrame) -> str:
     """Per model: epochs run, the epoch of the best validation loss (the checkpoint kept), that loss,
-    and whether early stopping or the epoch cap ended training."""
+    and whether early stopping or the model's epoch cap ended training."""
     rows = []
     for r in times.to_dict("records"):
-        ended = "epoch cap" if epoch_cap is not None and r["epochs"] >= epoch_cap else "early stopping"
+        ended = "epoch cap" if r["epochs"] >= r["epoch_cap"] else "early stopping"
         rows.append([r["model"], f"{int(r['epochs'])}", f"{int(r['best_epoch'])}", _cell(r["best_val_loss"], 3),
                      ended, _cell(r["seconds_per_epoch"], 0)])
     return markdown_table(rows, ["model", "epochs run", "best epoch", "best val loss (TF)", "ended by",
@@ -266,22 +270,27 @@ def _runs_epochs(checkpoint_dir: str | Path, models: Sequence[str], vocabulary: 
     return history
 
 
-def _study_settings(run: Path, plots: Path, epoch_cap: int) -> None:
+def _kept(table: pd.DataFrame | None, path: Path) -> pd.DataFrame | None:
+    """``table`` saved to ``path`` for a fresh clone; when the run that makes it is gone (None), what
+    ``path`` holds from an earlier report (None if nothing)."""
+    if table is not None and not table.empty:
+        save_csv(table, path)
+        return table
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _study_settings(run: Path, plots: Path) -> None:
     """Print the study-settings run's table and stopping epochs, saving both into ``plots/`` (or
     reading them back from there when the run's folder is gone)."""
-    results_path, epochs_path = plots / "study_settings.csv", plots / "study_settings_epochs.csv"
-    if (run / "plots" / "results.csv").exists():
-        results = pd.read_csv(run / "plots" / "results.csv")
-        save_csv(results, results_path)
-        history = epoch_history(run / "checkpoints", list(dict.fromkeys(results["model"])), "word")
-        if not history.empty:
-            save_csv(history, epochs_path)
-    elif not results_path.exists():
+    fresh = pd.read_csv(run / "plots" / "results.csv") if (run / "plots" / "results.csv").exists() else None
+    results = _kept(fresh, plots / "study_settings.csv")
+    if results is None:
         return
-    print("## Study settings (test split)\n\n" + results_markdown(pd.read_csv(results_path)) + "\n")
-    if epochs_path.exists():
-        times = epoch_times(pd.read_csv(epochs_path))
-        print("## Study settings: when each model stopped\n\n" + stopping_markdown(times, epoch_cap) + "\n")
+    history = None if fresh is None else epoch_history(run / "checkpoints", list(dict.fromkeys(fresh["model"])), "word")
+    history = _kept(history, plots / "study_settings_epochs.csv")
+    print("## Study settings (test split)\n\n" + results_markdown(results) + "\n")
+    if history is not None:
+        print("## Study settings: when each model stopped\n\n" + stopping_markdown(epoch_times(history)) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -294,7 +303,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="the word-vocabulary run (plots/, checkpoints/, timings.json inside)")
     parser.add_argument("--study-run", default="runs/study-small",
                         help="the study-settings run (plots/results.csv and checkpoints/ inside)")
-    parser.add_argument("--study-epochs", type=int, default=25, help="the study run's epoch cap")
     parser.add_argument("--models", nargs="+", default=["rnn", "lstm", "attention", "copy", "transformer"])
     args = parser.parse_args(argv)
 
@@ -306,15 +314,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     timings = {}
     if project_path(args.timings).exists():
         timings[args.vocabulary] = json.loads(project_path(args.timings).read_text())
+    fresh = None
     if (word / "plots" / "results.csv").exists():
-        comparison = vocabulary_comparison(results, pd.read_csv(word / "plots" / "results.csv"))
-        save_csv(comparison, plots / "vocabulary_comparison.csv")
+        fresh = vocabulary_comparison(results, pd.read_csv(word / "plots" / "results.csv"))
         if (word / "timings.json").exists():
             timings = {"word": run_timings(word), **timings}
-    elif (plots / "vocabulary_comparison.csv").exists():
-        comparison = pd.read_csv(plots / "vocabulary_comparison.csv")
-    else:
-        comparison = None
+    comparison = _kept(fresh, plots / "vocabulary_comparison.csv")
     if comparison is not None:
         print("## Word vs BPE\n\n" + comparison_markdown(comparison) + "\n")
         history = pd.concat([_runs_epochs(word / "checkpoints", args.models, "word", saved_epochs), history],
@@ -322,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not history.empty:
         save_csv(history, plots / "training_epochs.csv")
         print("## Seconds per epoch\n\n" + epoch_times_markdown(epoch_times(history)) + "\n")
-    _study_settings(study, plots, args.study_epochs)
+    _study_settings(study, plots)
     if timings:
         print("## Stage times\n\n" + timings_markdown(timings) + "\n")
     if (plots / "recipe_study.csv").exists():
