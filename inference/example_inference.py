@@ -20,8 +20,11 @@ import warnings  # noqa: E402
 
 from utils.paths import TRAIN_HINT, user_path  # noqa: E402  (no torch: --help and path errors answer fast)
 
-# Same names as utils.config.MODEL_NAMES; spelled out so that --help answers without importing torch.
+# Same names as utils.config.MODEL_NAMES and RETRIEVAL_SUFFIX; spelled out so that --help answers
+# without importing torch.
 MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
+RETRIEVAL_SUFFIX = "+retrieval"
+MODEL_CHOICES = MODEL_NAMES + tuple(name + RETRIEVAL_SUFFIX for name in MODEL_NAMES)
 # Same value as inference.inference.LENGTH_PENALTY (a test checks both pairs).
 LENGTH_PENALTY = 3.0
 
@@ -30,6 +33,8 @@ examples (from the repository root; train a model first with `make main`):
   .venv/bin/python inference/example_inference.py --docstring "Return the sum of a and b."
   .venv/bin/python inference/example_inference.py --model lstm --beam-size 5 \\
       --docstring "Return the largest item of a list." --docstring "Read a JSON file and return its content."
+  .venv/bin/python inference/example_inference.py --model copy+retrieval --show-retrieved \
+      --docstring "Return the list of files in a directory."
   .venv/bin/python inference/example_inference.py --file docstrings.txt --max-length 120
   echo "Remove duplicates from a list, keeping order." | .venv/bin/python inference/example_inference.py
   .venv/bin/python inference/example_inference.py --docstring "Return the square of x." \\
@@ -79,8 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-f", "--file", metavar="PATH",
                      help="a text file with one docstring per line (blank lines skipped); '-' reads stdin")
     model = p.add_argument_group("model")
-    model.add_argument("-m", "--model", choices=MODEL_NAMES, default=None,
-                       help="which trained model to use: checkpoints/<model>_best.pt (default: attention)")
+    model.add_argument("-m", "--model", choices=MODEL_CHOICES, default=None, metavar="MODEL",
+                       help="which trained model to use: checkpoints/<model>_best.pt (default: attention); one of "
+                            f"{', '.join(MODEL_NAMES)}, each also with '{RETRIEVAL_SUFFIX}' (it also reads the "
+                            "training function whose docstring is most similar)")
     model.add_argument("-c", "--checkpoint", metavar="PATH",
                        help="checkpoint file to use instead of checkpoints/<model>_best.pt")
     model.add_argument("--vocab", metavar="PATH",
@@ -106,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="only let the decoder pick tokens that keep the program on a path to valid Python "
                           "(every model, greedy and beam)")
     out = p.add_argument_group("output")
+    out.add_argument("--show-retrieved", action="store_true",
+                     help="print, for each docstring, the training function a '+retrieval' model started from "
+                          "and its cosine")
     out.add_argument("--attention-plot", metavar="PATH",
                      help="save the attention heatmap (PNG) of the first docstring; needs a model with attention")
     return p
@@ -147,6 +157,19 @@ def _header(docstring: str) -> str:
     return "# " + " ".join(docstring.split())
 
 
+def _retrieved_text(found) -> str:
+    """The retrieved neighbour as '# ' comment lines, then a blank comment line before the generated code."""
+    from utils.tokenizer import detokenize
+
+    if found is None or found.index is None:
+        return ("# retrieved: none (no training docstring shares a word with this one: the model read the "
+                "docstring and the separator alone)\n# generated:\n")
+    lines = [f"# retrieved: training function {found.index} (cosine {found.cosine:.3f}), docstring: "
+             f"{' '.join(found.docstring_tokens)}"]
+    lines += ["#   " + line for line in detokenize(found.code_tokens).splitlines()]
+    return "\n".join(lines) + "\n# generated:\n"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         checkpoint = user_path(args.checkpoint)
@@ -158,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no trained checkpoint at {checkpoint}; {TRAIN_HINT}, or pass --checkpoint PATH")
     docstrings = _read_docstrings(args)
 
-    from inference.inference import batch_generate, generate_with_attention, load_generator, plot_attention
+    from inference.inference import batch_generate, generate_with_attention, load_generator, plot_attention, retrieve
 
     loaded = load_generator(checkpoint, args.vocab, args.device)
     if args.model is not None and loaded.name != args.model:
@@ -167,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
     if args.attention_plot and not getattr(loaded.model, "has_attention", False):
         raise UsageError(f"the '{loaded.name}' model has no attention, so --attention-plot cannot draw one; "
                          "use --model attention (or another model with attention)")
+    if args.show_retrieved and loaded.model.config.retrieval_input == "none":
+        raise UsageError(f"the '{loaded.name}' model reads no retrieved code, so --show-retrieved has nothing to "
+                         "show; use --model copy+retrieval (or another '+retrieval' model)")
     opts = dict(vocab_path=args.vocab, max_length=args.max_length, device=args.device, beam_size=args.beam_size,
                 syntax_aware=args.syntax_aware, length_penalty=args.length_penalty, precision=args.precision)
     codes = batch_generate(docstrings, checkpoint, batch_size=args.batch_size, **opts)
@@ -183,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
         if i:
             print()
         print(_header(doc))
+        if args.show_retrieved:
+            print(_retrieved_text(retrieve(doc, checkpoint, args.device)), end="")
         print(code if code else "# (the model generated no code for this docstring)\n", end="")
     sys.stdout.flush()
     return 0

@@ -11,6 +11,10 @@ The docstring goes through the same preparation as the training data: its first 
 summary, ``utils.tokenizer.docstring_summary``) is tokenized with ``utils.tokenizer.tokenize_docstring``
 and cut to the model's source limit (``config.max_src_len`` tokens, with a warning). Words outside
 the source vocabulary become ``<UNK>`` (the copy model can still copy them into the code).
+
+A "+retrieval" model also reads the training function whose docstring is most similar, from the
+``retrieval_db.json`` saved beside its checkpoint (``utils.retrieval_database``); ``retrieve`` says
+which one it started from. A docstring that shares no word with any training docstring gets none.
 """
 from __future__ import annotations
 
@@ -26,19 +30,21 @@ import numpy as np
 import torch
 
 import utils.checkpoint as _checkpoint
-from utils.batch import Example, extend_with_source_oov, make_batch
+from utils.batch import SEPARATOR, Example, encode_source, make_batch
 from utils.checkpoint import CheckpointError, LoadedModel
 from utils.config import resolve_device
 from utils.decoding import check_length_penalty, decode_batch, ids_to_tokens
 from utils.paths import project_path, user_path
 from utils.precision import autocast, check_precision, resolve_precision
+from utils.retrieval_database import DATABASE_FILE, RetrievalDatabase, Retrieved
 from utils.subwords import join_pieces, merge_attention
 from utils.tokenizer import detokenize, docstring_summary, tokenize_docstring
 from utils.vocabulary import SPECIALS, UNK, Vocabulary
 
 __all__ = [
-    "AttentionResult", "CheckpointError", "LoadedModel", "batch_generate", "clear_cache", "generate_code",
-    "generate_with_attention", "load_generator", "plot_attention", "resolve_model_path",
+    "AttentionResult", "CheckpointError", "LoadedModel", "Retrieved", "batch_generate", "clear_cache",
+    "generate_code", "generate_with_attention", "load_generator", "plot_attention", "resolve_model_path",
+    "retrieve",
 ]
 
 EMPTY_DOCSTRING = "docstring is empty: describe the function to generate"
@@ -51,7 +57,8 @@ class AttentionResult:
     """One generation with its attention: rows are generated tokens, columns the source tokens.
 
     ``source_tokens`` are exactly the encoder's input: ``<SOS>``, the docstring tokens the model saw
-    (unknown words shown as themselves; ``source_unknown`` flags them), ``<EOS>``. ``attention`` is
+    (unknown words shown as themselves; ``source_unknown`` flags them), for a retrieval model
+    ``<SEP>`` and the retrieved function's tokens, then ``<EOS>``. ``attention`` is
     ``[len(tokens), len(source_tokens)]``, or None for models without attention.
     """
 
@@ -61,6 +68,7 @@ class AttentionResult:
     attention: np.ndarray | None
     model: str = ""
     source_unknown: list[bool] = field(default_factory=list)
+    retrieved: Retrieved | None = None  # the training function a retrieval model started from
 
 
 @dataclass
@@ -68,6 +76,8 @@ class _Prepared:
     tokens: list[str]      # docstring tokens as the model sees them (after the cut)
     symbols: list[str]     # the same as the encoder reads them: tokens, or BPE pieces
     example: Example
+    retrieved: Retrieved | None = None
+    retrieved_symbols: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -138,10 +148,29 @@ def _read_vocab(path: str, mtime_ns: int, size: int) -> Vocabulary:
     return Vocabulary.load(path)
 
 
+@functools.lru_cache(maxsize=4)
+def _read_database(path: str, mtime_ns: int, size: int) -> RetrievalDatabase:
+    return RetrievalDatabase.load(path)
+
+
+def _database(loaded: LoadedModel) -> RetrievalDatabase | None:
+    """The retrieval database beside a "+retrieval" model's checkpoint (None for other models)."""
+    if loaded.model.config.retrieval_input == "none":
+        return None
+    path = loaded.path.parent / DATABASE_FILE
+    if not path.is_file():
+        RetrievalDatabase.load(path, loaded.src_vocab)  # raises, naming the file and the command
+    st = path.stat()
+    db = _read_database(str(path), st.st_mtime_ns, st.st_size)
+    db.check(loaded.src_vocab, path)
+    return db
+
+
 def clear_cache() -> None:
     """Forget every loaded checkpoint (frees their memory; the next call reads the file again)."""
     _load_cached.cache_clear()
     _read_vocab.cache_clear()
+    _read_database.cache_clear()
 
 
 def load_generator(model_path: str | os.PathLike, vocab_path: str | os.PathLike | None = None,
@@ -195,11 +224,13 @@ def _source_length(loaded: LoadedModel, tokens: list[str]) -> int:
 def _prepare(loaded: LoadedModel, tokens: list[str], index: int) -> _Prepared:
     symbols = loaded.src_vocab.symbols(tokens)[: loaded.max_src_len]
     tokens = join_pieces(symbols) if loaded.src_vocab.is_subword else symbols
-    ex = Example(src=loaded.src_vocab.encode(symbols), trg=[], index=index)
-    if getattr(loaded.model, "uses_copy", False):
-        ex.src_ext, _, ex.src_oov = extend_with_source_oov(symbols, None, loaded.trg_vocab)
-        ex.trg_ext = []
-    return _Prepared(tokens, symbols, ex)
+    db = _database(loaded)
+    found = db.nearest(tokens) if db is not None else None
+    retrieved = loaded.src_vocab.symbols(found.code_tokens) if found is not None else None
+    ex = encode_source(symbols, retrieved, loaded.src_vocab, loaded.trg_vocab,
+                       with_copy=getattr(loaded.model, "uses_copy", False))
+    ex.index = index
+    return _Prepared(tokens, symbols, ex, found, retrieved or [])
 
 
 def _warn_long(n_tokens: int, limit: int, where: str = "the docstring") -> None:
@@ -273,20 +304,35 @@ def generate_with_attention(docstring: str, model_path: str | os.PathLike,
     hyp = _decode(loaded, [prep], options)
     pieces = _output_tokens(hyp.tokens[0], loaded.trg_vocab, prep.example.src_oov)
     out = join_pieces(pieces)
-    source = ["<SOS>", *prep.tokens, "<EOS>"]
+    found = prep.retrieved
+    after = [SEPARATOR, *found.code_tokens] if found is not None else []
+    source = ["<SOS>", *prep.tokens, *after, "<EOS>"]
     attention = None
     if getattr(loaded.model, "has_attention", False):
         a = hyp.attention[0] if hyp.attention else None
         if a is None:  # nothing generated
             attention = np.zeros((len(out), len(source)), dtype=np.float32)
         else:
-            src_symbols = ["<SOS>", *prep.symbols, "<EOS>"]
+            src_symbols = ["<SOS>", *prep.symbols, *([SEPARATOR, *prep.retrieved_symbols] if found else []),
+                           "<EOS>"]
             attention = a.detach().float().cpu().numpy()[:, : len(src_symbols)]
             if loaded.trg_vocab.is_subword:  # rows and columns merged to tokens (pieces' weights summed)
                 attention = merge_attention(attention, pieces, src_symbols)
     return AttentionResult(code=detokenize(out), tokens=out, source_tokens=source, attention=attention,
-                           model=loaded.name,
-                           source_unknown=[False, *(not _known(loaded.src_vocab, t) for t in prep.tokens), False])
+                           model=loaded.name, retrieved=found,
+                           source_unknown=[False, *(not _known(loaded.src_vocab, t) for t in prep.tokens),
+                                           *(False for _ in after), False])
+
+
+def retrieve(docstring: str, model_path: str | os.PathLike, device: str | torch.device = "cpu") -> Retrieved | None:
+    """The training function a "+retrieval" model starts from for ``docstring`` (index None and no
+    code when no training docstring shares a word with it); None for a model that reads no retrieved code."""
+    docstring = _check_docstring(docstring)
+    loaded = load_generator(model_path, None, device)
+    tokens = _docstring_tokens(docstring)
+    if not tokens:
+        raise ValueError(EMPTY_DOCSTRING)
+    return _prepare(loaded, tokens, 0).retrieved
 
 
 def batch_generate(docstrings: Iterable[str], model_path: str | os.PathLike,

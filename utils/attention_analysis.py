@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from utils.batch import SEPARATOR
 from utils.evaluation import DecodedSplit
 from utils.metrics import attention_copy_alignment, attention_entropy, is_identifier
 
 
 def attention_statistics(decoded: DecodedSplit, rows: Sequence[dict] | None = None) -> dict[str, float]:
-    """Across a split: where attention goes when the model writes an identifier the docstring contains.
+    """Across a split: where attention goes when the model writes an identifier its source contains
+    (the docstring; for a retrieval model also the retrieved function).
 
     * ``copy_alignment``: % of such output tokens whose most-attended source position holds that
       same word (``copy_hits`` / ``copy_total``); ``chance_alignment`` is the % a uniformly random
@@ -24,7 +26,8 @@ def attention_statistics(decoded: DecodedSplit, rows: Sequence[dict] | None = No
         if len(rows) != len(decoded):
             raise ValueError(f"{len(decoded)} outputs for {len(rows)} rows.")
         for r, src in zip(rows, decoded.src_tokens):
-            if list(r["docstring_tokens"]) != src[1:-1]:
+            doc = list(r["docstring_tokens"])  # a retrieval model's source goes on after it (<SEP>, code)
+            if doc != src[1:1 + len(doc)] or src[1 + len(doc)] not in ("<EOS>", SEPARATOR):
                 raise ValueError("The decoded split does not belong to these rows.")
     hits = total = 0
     chance = 0.0

@@ -142,19 +142,59 @@ def extend_with_source_oov(
     return src_ext, trg_ext, oov
 
 
+# The separator between the docstring and the retrieved code (``retrieval_input`` "top1"): id
+# ``len(src_vocab)``, one past the source vocabulary; such models have one more source embedding.
+SEPARATOR = "<SEP>"
+
+
+def retrieved_code(row: dict) -> list[str]:
+    """The code tokens of the row's nearest training function (``utils.neighbours``; none: [])."""
+    found = row.get("retrieved")
+    if found is None:
+        raise ValueError("A model with retrieval_input 'top1' needs each row's nearest training function, and "
+                         "these rows carry none: the processed data has no neighbours.json. Run "
+                         "notebooks/01_preprocess.ipynb again (or `make main`) to write it.")
+    return list(found["code_tokens"])
+
+
+def source_symbols(src_ids: Sequence[int], src_vocab: Vocabulary) -> list[str]:
+    """An example's source ids as symbols, the separator included (no <SOS>/<EOS>)."""
+    return [SEPARATOR if i == len(src_vocab) else src_vocab.itos[i] for i in src_ids]
+
+
+def encode_source(doc: Sequence[str], retrieved: Sequence[str] | None, src_vocab: Vocabulary,
+                  trg_vocab: Vocabulary, code: Sequence[str] | None = None, with_copy: bool = False) -> Example:
+    """One example from source symbols: the docstring's, then (when ``retrieved`` is not None) the
+    separator and the retrieved code's; ``code`` the target's symbols (None: no target)."""
+    src = src_vocab.encode(doc)
+    if retrieved is not None:
+        src = src + [len(src_vocab)] + src_vocab.encode(retrieved)
+    ex = Example(src=src, trg=trg_vocab.encode(code) if code is not None else [])
+    if with_copy:
+        # the retrieved code is copyable like the docstring; the separator copies onto <PAD> (never scored)
+        readable = list(doc) + list(retrieved or [])
+        ex.src_ext, ex.trg_ext, ex.src_oov = extend_with_source_oov(readable, code, trg_vocab)
+        if retrieved is not None:
+            ex.src_ext.insert(len(doc), PAD)
+        ex.trg_ext = ex.trg_ext if code is not None else []
+    return ex
+
+
 def encode_pairs(
     rows: Sequence[dict],
     src_vocab: Vocabulary,
     trg_vocab: Vocabulary,
     with_copy: bool = False,
+    retrieval_input: str = "none",
 ) -> list[Example]:
     """Turn processed rows (``docstring_tokens``/``code_tokens``) into ``Example``s, in each
-    vocabulary's symbols (the tokens, or their BPE pieces)."""
+    vocabulary's symbols (the tokens, or their BPE pieces); with ``retrieval_input`` "top1" the source
+    also holds the row's retrieved code (``row["retrieved"]``, after a separator)."""
     out = []
     for i, row in enumerate(rows):
         doc, code = src_vocab.symbols(row["docstring_tokens"]), trg_vocab.symbols(row["code_tokens"])
-        ex = Example(src=src_vocab.encode(doc), trg=trg_vocab.encode(code), index=i)
-        if with_copy:
-            ex.src_ext, ex.trg_ext, ex.src_oov = extend_with_source_oov(doc, code, trg_vocab)
+        retrieved = src_vocab.symbols(retrieved_code(row)) if retrieval_input != "none" else None
+        ex = encode_source(doc, retrieved, src_vocab, trg_vocab, code, with_copy)
+        ex.index = i
         out.append(ex)
     return out

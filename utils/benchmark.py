@@ -35,7 +35,7 @@ from utils.benchmark_training import (
     train_macs,
     training_stepper,
 )
-from utils.config import MODEL_NAMES, make_config, resolve_device
+from utils.config import MODEL_NAMES, RETRIEVAL_SUFFIX, make_config, resolve_device, split_name
 from utils.data import load_split, load_vocabs, model_lengths
 from utils.precision import PRECISIONS, resolve_precision
 
@@ -50,7 +50,7 @@ __all__ = [
 def _parser() -> argparse.ArgumentParser:
     """The command line's options (this module's docstring is its description)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=MODEL_NAMES, action="append",
+    p.add_argument("--model", choices=MODEL_NAMES + tuple(m + RETRIEVAL_SUFFIX for m in MODEL_NAMES), action="append",
                    help="model to time (repeatable; default: rnn, lstm, attention)")
     p.add_argument("--batches", type=int, default=20, help="timed training batches per model")
     p.add_argument("--batch-size", type=int, default=64)
@@ -101,11 +101,11 @@ def _checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[torc
 
 
 def _training_examples(p: argparse.ArgumentParser,
-                       args: argparse.Namespace) -> tuple[int, int, dict[str, int], list[Example]]:
+                       args: argparse.Namespace) -> tuple[int, int, dict[str, int], dict[str, list[Example]]]:
     """The source and target vocabulary sizes, the models' length settings (a real corpus's limits,
     ``model_lengths``; none for synthetic data) and the examples timed: the real training split
-    (shuffled) with --data-dir, else synthetic ones. A missing data folder (or, with --decode, an empty
-    test split) exits 2."""
+    (shuffled) with --data-dir, else synthetic ones, per retrieval input. A missing data folder (or,
+    with --decode, an empty test split) exits 2."""
     if args.data_dir:
         try:
             src_vocab, trg_vocab = load_vocabs(args.data_dir)
@@ -115,11 +115,16 @@ def _training_examples(p: argparse.ArgumentParser,
         except (FileNotFoundError, ValueError) as e:
             p.error(f"--decode: {e}" if "empty" in str(e) else str(e))
         n_src, n_trg = len(src_vocab), len(trg_vocab)
-        base_examples = encode_pairs(load_split(args.data_dir, "train"), src_vocab, trg_vocab, with_copy=True)
-        random.Random(0).shuffle(base_examples)
+        rows = load_split(args.data_dir, "train")
+        random.Random(0).shuffle(rows)
+        # each source setting once: the docstring alone, or with the retrieved function ("+retrieval" models)
+        base_examples = {r: encode_pairs(rows, src_vocab, trg_vocab, with_copy=True, retrieval_input=r)
+                         for r in {make_config(m).retrieval_input for m in args.model or ["rnn"]}}
     else:
+        if any(split_name(m)[1] for m in args.model or []):
+            p.error("a '+retrieval' model reads each row's retrieved function: give --data-dir, not --synthetic")
         n_src, n_trg, lengths = args.src_vocab, args.trg_vocab, {}
-        base_examples = synthetic_examples(args.batches * args.batch_size, n_src, n_trg)
+        base_examples = {"none": synthetic_examples(args.batches * args.batch_size, n_src, n_trg)}
     return n_src, n_trg, lengths, base_examples
 
 
@@ -164,7 +169,8 @@ def main(argv: Iterable[str] | None = None) -> int:
              if device.type == "cpu" else {})
     n_src, n_trg, lengths, base_examples = _training_examples(p, args)
     for name in models:
-        res = _benchmark_model(name, args, base_examples, (n_src, n_trg), lengths, device, precision, low, peaks)
+        examples = base_examples[make_config(name).retrieval_input]
+        res = _benchmark_model(name, args, examples, (n_src, n_trg), lengths, device, precision, low, peaks)
         print(json.dumps(res), flush=True)
     return 0
 

@@ -82,8 +82,8 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint",
                           expected_model: str | None = None) -> tuple[Seq2SeqModel, Vocabulary, Vocabulary]:
     """Rebuild the model (in eval mode) and both vocabularies from a loaded checkpoint."""
     config = Seq2SeqConfig.from_dict(ckpt["config"])
-    if expected_model is not None and config.model != expected_model:
-        raise CheckpointError(f"Checkpoint {path} holds a '{config.model}' model, not '{expected_model}'.")
+    if expected_model is not None and config.name != expected_model:
+        raise CheckpointError(f"Checkpoint {path} holds a '{config.name}' model, not '{expected_model}'.")
     vocabs = []
     for side in ("src", "trg"):
         subwords = ckpt.get(f"{side}_subwords")
@@ -147,7 +147,7 @@ class LoadedModel:
 
     @property
     def name(self) -> str:
-        return self.model.config.model
+        return self.model.config.name
 
     @property
     def device(self) -> torch.device:

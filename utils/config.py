@@ -15,6 +15,10 @@ VOCABULARIES = ("word", "bpe")
 TEACHER_FORCING_SCHEDULES = ("constant", "linear")
 LR_SCHEDULES = ("constant", "plateau")
 FAST_PATHS = ("auto", "on", "off")
+# What a model reads beside the docstring: nothing, or the code of the nearest training function
+# (retrieve and edit, ``utils.neighbours``). A model name with RETRIEVAL_SUFFIX reads it.
+RETRIEVAL_INPUTS = ("none", "top1")
+RETRIEVAL_SUFFIX = "+retrieval"
 
 
 @dataclass
@@ -63,6 +67,9 @@ class Seq2SeqConfig:
     fast_path: str = "auto"
     # Symbols: "word" (whole tokens, <UNK> for rare ones) or "bpe" (subword pieces, utils.subwords)
     vocabulary: str = "word"
+    # "none": the source is the docstring; "top1": the docstring, a separator (id ``src_vocab_size``,
+    # one past the vocabulary) and the code of the nearest training function (``utils.neighbours``)
+    retrieval_input: str = "none"
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -77,9 +84,23 @@ class Seq2SeqConfig:
             raise ValueError(f"Unknown fast_path {self.fast_path!r}; use 'auto', 'on' or 'off'.")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}; use {' or '.join(map(repr, LR_SCHEDULES))}.")
+        if self.retrieval_input not in RETRIEVAL_INPUTS:
+            raise ValueError(f"Unknown retrieval_input {self.retrieval_input!r}; use "
+                             f"{' or '.join(map(repr, RETRIEVAL_INPUTS))}.")
         if not 0.0 <= self.teacher_forcing <= 1.0 or not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"teacher_forcing must lie in [0, 1] and label_smoothing in [0, 1); got "
                              f"{self.teacher_forcing} and {self.label_smoothing}.")
+
+    @property
+    def name(self) -> str:
+        """The run's name (checkpoint files, table rows): the model, with RETRIEVAL_SUFFIX if it reads
+        retrieved code."""
+        return self.model + (RETRIEVAL_SUFFIX if self.retrieval_input != "none" else "")
+
+    @property
+    def source_symbols(self) -> int:
+        """Rows of the source embedding: the vocabulary, and the separator when it reads retrieved code."""
+        return self.src_vocab_size + (self.retrieval_input != "none")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,11 +117,19 @@ def model_names(models: str | Sequence[str]) -> list[str]:
     ``papermill -p models ...`` passes); every name checked against ``MODEL_NAMES``."""
     names = re.split(r"[\s,]+", models.strip(" []")) if isinstance(models, str) else list(models)
     names = [n.strip("'\"") if isinstance(n, str) else n for n in names if n != ""]
-    unknown = [n for n in names if n not in MODEL_NAMES]
+    unknown = [n for n in names if split_name(n)[0] not in MODEL_NAMES]
     if unknown or not names:
         raise ValueError(f"Unknown or missing model name(s) {unknown or models!r}; choose from "
-                         f"{', '.join(MODEL_NAMES)} (a list, or one string such as 'rnn,lstm').")
+                         f"{', '.join(MODEL_NAMES)}, each also with '{RETRIEVAL_SUFFIX}' (a list, or one "
+                         "string such as 'rnn,lstm').")
     return names
+
+
+def split_name(name: object) -> tuple[object, bool]:
+    """("copy", True) for "copy+retrieval", ("copy", False) for "copy" (anything else as given)."""
+    if isinstance(name, str) and name.endswith(RETRIEVAL_SUFFIX):
+        return name[: -len(RETRIEVAL_SUFFIX)], True
+    return name, False
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -132,10 +161,22 @@ MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(model: str, **params: Any) -> Seq2SeqConfig:
-    """A config for ``model`` from shared parameters (unknown keys ignored), then its overrides."""
+def make_config(name: str, **params: Any) -> Seq2SeqConfig:
+    """A config for the model ``name`` from shared parameters (unknown keys ignored), then its overrides.
+
+    "<model>+retrieval" reads retrieved code as ``params["retrieval_input"]`` says ("top1" if not
+    given); a plain name never does. Its Transformer's position table then holds the whole source.
+    """
+    model, retrieval = split_name(name)
     known = {f.name for f in fields(Seq2SeqConfig)}
-    cfg = Seq2SeqConfig(model=model, **{k: v for k, v in params.items() if k in known})
+    params = {k: v for k, v in params.items() if k in known and k != "retrieval_input"} | \
+        {"retrieval_input": params.get("retrieval_input", "top1") if retrieval else "none"}
+    if retrieval and params["retrieval_input"] == "none":
+        raise ValueError(f"Model {name!r} reads retrieved code, but retrieval_input is 'none'; set "
+                         f"retrieval_input to one of {', '.join(RETRIEVAL_INPUTS[1:])}, or drop {name!r}.")
+    cfg = Seq2SeqConfig(model=model, **params)
     for key, value in MODEL_OVERRIDES.get(model, {}).items():
         setattr(cfg, key, value)
+    if retrieval:  # docstring, separator, retrieved code (a training function: within the target limit)
+        cfg.max_positions = max(cfg.max_positions, cfg.max_src_len + 1 + cfg.max_trg_len + 2)
     return cfg

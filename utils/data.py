@@ -7,9 +7,7 @@ that the notebooks read back with ``load_split``, ``load_vocabs`` and ``load_man
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
-import platform
 import random
 import time
 import warnings
@@ -18,12 +16,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from utils.codesearchnet import load_codesearchnet  # re-exported, as callers import it from here
-from utils.corpus_sources import PACKAGES_FILE, SOURCES_DIR, corpus_hash, corpus_roots, installed_versions, stdlib_root
+from utils.corpus_sources import PACKAGES_FILE, SOURCES_DIR, corpus_roots
 from utils.files import atomic_write, write_text
-from utils.paths import REPO_ROOT, project_path
+from utils.manifest import build_manifest, sha256_file
+from utils.neighbours import NEIGHBOURS_FILE, attach_retrieved, find_neighbours, load_neighbours, save_neighbours
+from utils.paths import project_path
 from utils.python_corpus import SPLITS, build_python_corpus, code_key  # SPLITS and the builder re-exported
 from utils.subwords import Subwords
-from utils.vocabulary import UNK, Vocabulary
+from utils.vocabulary import Vocabulary
 
 SOURCES = ("python", "codesearchnet")
 MISSING_DATA_HINT = "run notebooks/01_preprocess.ipynb or `make main`"
@@ -31,15 +31,6 @@ MISSING_DATA_HINT = "run notebooks/01_preprocess.ipynb or `make main`"
 # File hash bucket (0..99) below which a file goes to train, then valid; the rest is test.
 _TRAIN_BUCKETS, _VALID_BUCKETS = 80, 90
 
-# Every counter key in the order the filters run, so reports can show what each step removed.
-FILTER_STEPS = (
-    "dropped_test_name", "dropped_dunder", "dropped_short", "dropped_no_docstring",
-    "rows_other_partition", "rows_bad_json", "rows_missing_code", "rows_missing_docstring", "rows_unparseable",
-    "rows_not_a_function",
-    "dropped_short_docstring", "dropped_docstring_only", "dropped_irregular_layout", "dropped_untokenizable",
-    "dropped_duplicate", "dropped_long_docstring", "dropped_long_code", "dropped_cross_split_duplicate",
-    "dropped_long_docstring_pieces", "dropped_long_code_pieces",
-)
 VOCABULARIES = ("word", "bpe")
 
 
@@ -124,17 +115,6 @@ def fit_subwords(splits: dict[str, list[dict]], bpe_size: int, shared: bool, max
     return src, trg
 
 
-def piece_summary(splits: dict[str, list[dict]], src_vocab: Vocabulary, trg_vocab: Vocabulary) -> dict:
-    """Per split: mean symbols per docstring and per function, and the longest function."""
-    out = {}
-    for name, rows in splits.items():
-        doc = [len(src_vocab.symbols(r["docstring_tokens"])) for r in rows]
-        code = [len(trg_vocab.symbols(r["code_tokens"])) for r in rows]
-        out[name] = {"mean_docstring": round(sum(doc) / max(len(doc), 1), 2),
-                     "mean_code": round(sum(code) / max(len(code), 1), 2), "max_code": max(code, default=0)}
-    return out
-
-
 def check_split_sizes(splits: dict[str, list[dict]], sizes: Sequence[int | None] | None) -> None:
     """A ValueError when a split came out empty (train always needs rows; valid or test unless asked
     for 0), a warning when a split holds fewer pairs than asked for."""
@@ -154,55 +134,20 @@ def check_split_sizes(splits: dict[str, list[dict]], sizes: Sequence[int | None]
 
 # ----------------------------------------------------------------------------------------------- pipeline
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def oov_rate(token_lists: Iterable[list[str]], vocab: Vocabulary) -> float:
-    """Share of symbols (tokens, or BPE pieces) that ``vocab`` maps to <UNK>."""
-    total = unknown = 0
-    for tokens in token_lists:
-        ids = vocab.encode(vocab.symbols(tokens))
-        total += len(ids)
-        unknown += sum(i == UNK for i in ids)
-    return unknown / total if total else 0.0
-
-
-def _package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in ("torch", "datasets", "nltk", "numpy", "pandas", "pyarrow"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def filter_table(counts: dict[str, int]) -> list[dict]:
-    """(step, dropped, remaining) for each filter that ran, starting from all functions/rows seen."""
-    start_key = "functions_seen" if "functions_seen" in counts else "rows_seen"
-    remaining = counts.get(start_key, 0)
-    table = [{"step": start_key, "dropped": 0, "remaining": remaining}]
-    for key in FILTER_STEPS:
-        if key in counts:
-            remaining -= counts[key]
-            table.append({"step": key, "dropped": counts[key], "remaining": remaining})
-    return table
-
-
 def preprocess(source: str = "python", out_dir: str | Path = "data/processed", max_doc_tokens: int = 50,
                max_code_tokens: int = 80, split_sizes: Sequence[int | None] | None = (10000, 1000, 1000),
                min_freq: int = 10, keep_docstring: bool = False, codesearchnet_files: list[str | Path] | None = None,
                max_files: int | None = None, seed: int = 42, corpus_packages: str | Path = PACKAGES_FILE,
                sources_dir: str | Path = SOURCES_DIR, vocabulary: str = "word", bpe_size: int = 4000,
-               bpe_shared: bool = True) -> dict:
+               bpe_shared: bool = True, retrieval_input: str = "top1") -> dict:
     """Build, filter, split and save the corpus with train-only vocabularies; returns the manifest.
 
     The default source reads the standard library and the distributions pinned in ``corpus_packages``
     (installed into ``sources_dir`` on first use), or the running environment with
     ``corpus_packages="environment"``. ``vocabulary="word"`` keeps tokens seen ``min_freq`` times;
     ``"bpe"`` learns ``bpe_size`` subword pieces (one model for both sides when ``bpe_shared``) and
-    also drops pairs over twice the token limits in pieces.
+    also drops pairs over twice the token limits in pieces. Unless ``retrieval_input`` is "none", each
+    row's nearest training function is found and saved too (``utils.neighbours``).
     """
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"Unknown vocabulary {vocabulary!r}; use 'word' (whole tokens, the original study's) "
@@ -233,9 +178,22 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
         max_doc_tokens=max_doc_tokens, max_code_tokens=max_code_tokens, stats=stats)
     out = project_path(out_dir)
     files = _write_outputs(out, splits, src_vocab, trg_vocab)
-    manifest = _manifest(params, stats, roots, corpus_packages, splits, src_vocab, trg_vocab, files, started)
+    manifest = build_manifest(params, stats, roots, corpus_packages, splits, src_vocab, trg_vocab, files, started)
+    _write_neighbours(out, splits, manifest, retrieval_input)
     write_text(out / "manifest.json", json.dumps(manifest, indent=2))
     return manifest
+
+
+def _write_neighbours(out: Path, splits: dict[str, list[dict]], manifest: dict, retrieval_input: str) -> None:
+    """Each row's nearest training function (``utils.neighbours``) into ``out``, noted in the manifest;
+    kept out of the corpus hash, so the splits are the same corpus whether or not it is made."""
+    if retrieval_input == "none":
+        (out / NEIGHBOURS_FILE).unlink(missing_ok=True)
+        return
+    t0 = time.perf_counter()
+    path = save_neighbours(out, find_neighbours(splits["train"], splits), manifest["corpus_sha256"])
+    manifest["neighbours"] = {"file": path.name, "sha256": sha256_file(path),
+                              "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _source_rows(source: str, codesearchnet_files: list[str | Path] | None, keep_docstring: bool,
@@ -290,49 +248,6 @@ def _write_outputs(out: Path, splits: dict[str, list[dict]], src_vocab: Vocabula
     return files
 
 
-def _manifest(params: dict, stats: Counter, roots: list[Path], corpus_packages: str | Path,
-              splits: dict[str, list[dict]], src_vocab: Vocabulary, trg_vocab: Vocabulary, files: dict[str, Path],
-              started: float) -> dict:
-    """What ``preprocess`` made and from what: sources, parameters, counts, sizes, hashes, time taken."""
-    source = params["source"]
-    counts = dict(stats)
-    file_hashes = {name: _sha256(path) for name, path in files.items()}
-    package_roots = [r for r in roots if not r.is_relative_to(stdlib_root())]
-    return {
-        "source": source,
-        "python_version": platform.python_version(),
-        "corpus_sha256": corpus_hash(file_hashes),
-        "corpus_sources": {"corpus_packages": str(corpus_packages) if source == "python" else None,
-                           "roots": [_shown_root(r) for r in roots],
-                           "distributions": installed_versions(package_roots) if package_roots else {}},
-        "packages": _package_versions(),
-        "params": params,
-        "counts": counts,
-        "filter_steps": filter_table(counts),
-        "pairs_within_limits": stats["pairs_within_limits"],
-        "split_sizes": {name: len(r) for name, r in splits.items()},
-        "vocab_sizes": {"src": len(src_vocab), "trg": len(trg_vocab)},
-        "max_lengths": sequence_limits(params["vocabulary"], params["max_doc_tokens"], params["max_code_tokens"]),
-        "symbols_per_pair": piece_summary(splits, src_vocab, trg_vocab),
-        "unk_rate": {name: {"src": oov_rate((r["docstring_tokens"] for r in split_rows), src_vocab),
-                            "trg": oov_rate((r["code_tokens"] for r in split_rows), trg_vocab)}
-                     for name, split_rows in splits.items()},
-        "sha256": file_hashes,
-        "elapsed_seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def sequence_limits(vocabulary: str, max_doc_tokens: int, max_code_tokens: int) -> dict[str, int]:
-    """The most symbols a source and a target can hold: the token limits, or twice them in pieces."""
-    factor = 2 if vocabulary == "bpe" else 1
-    return {"src": factor * max_doc_tokens, "trg": factor * max_code_tokens}
-
-
-def _shown_root(root: Path) -> str:
-    """A corpus root as the manifest records it: inside the repository relative to it, else as is."""
-    return root.relative_to(REPO_ROOT).as_posix() if root.is_relative_to(REPO_ROOT) else str(root)
-
-
 def model_lengths(data_dir: str | Path) -> dict[str, int]:
     """The models' length settings for a processed corpus: its source and target limits in symbols
     (tokens, or BPE pieces), and room for them in the Transformer's position table."""
@@ -345,11 +260,25 @@ def _missing(path: Path) -> FileNotFoundError:
     return FileNotFoundError(f"No processed data at {path}; {MISSING_DATA_HINT} first.")
 
 
-def load_split(data_dir: str | Path, split: str, required: bool = False) -> list[dict]:
-    """Rows of one processed split (train/valid/test); with ``required``, a ValueError if it has none."""
+def load_split(data_dir: str | Path, split: str, required: bool = False, with_retrieved: bool = True) -> list[dict]:
+    """Rows of one processed split (train/valid/test); with ``required``, a ValueError if it has none.
+    With ``with_retrieved`` and a ``neighbours.json`` beside the splits, each row also carries its
+    nearest training function as ``row["retrieved"]`` (``utils.neighbours``)."""
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
-    path = project_path(data_dir) / f"{split}.jsonl"
+    rows = _read_split(project_path(data_dir) / f"{split}.jsonl")
+    if required and not rows:
+        raise ValueError(f"The {split} split in {project_path(data_dir)} is empty: run notebooks/01_preprocess.ipynb "
+                         f"with more files (max_files) so that some land in the {split} split.")
+    if with_retrieved and (project_path(data_dir) / NEIGHBOURS_FILE).is_file():
+        stored = load_neighbours(data_dir, load_manifest(data_dir).get("corpus_sha256"))
+        train = rows if split == "train" else _read_split(project_path(data_dir) / "train.jsonl")
+        neighbours = stored["splits"].get(split, [])
+        attach_retrieved(rows, neighbours, train, project_path(data_dir) / NEIGHBOURS_FILE)
+    return rows
+
+
+def _read_split(path: Path) -> list[dict]:
     if not path.is_file():
         raise _missing(path)
     rows = []
@@ -357,9 +286,6 @@ def load_split(data_dir: str | Path, split: str, required: bool = False) -> list
         for n, line in enumerate(f, 1):
             if line.strip():
                 rows.append(_split_row(line, path, n))
-    if required and not rows:
-        raise ValueError(f"The {split} split in {project_path(data_dir)} is empty: run notebooks/01_preprocess.ipynb "
-                         f"with more files (max_files) so that some land in the {split} split.")
     return rows
 
 

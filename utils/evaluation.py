@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from utils.batch import encode_pairs
+from utils.batch import SEPARATOR, encode_pairs, retrieved_code, source_symbols
 from utils.checkpoint import LoadedModel, load_checkpoint
 from utils.config import model_names, resolve_device
 from utils.data import load_split
 from utils.decoding import check_length_penalty, decode_examples, ids_to_tokens
 from utils.files import save_csv
-from utils.metrics import evaluate_outputs, length_bucket_table, perplexity
+from utils.metrics import edit_figures, evaluate_outputs, length_bucket_table, perplexity
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
 from utils.retrieval import retrieval_outputs
@@ -58,6 +58,8 @@ RESULT_LABELS: dict[str, str] = {
     "output_length": "output length % of reference",
     "test_ppl": "test perplexity (teacher-forced)",
     "source_gap": "docstring gap (nats, teacher-forced)",
+    "same_as_retrieved": "same as retrieved %",
+    "better_than_retrieved": "better than retrieved %",
     "decode_seconds": "decode s",
     "parameters": "parameters",
     "train_seconds": "training s",
@@ -132,7 +134,8 @@ class DecodedSplit:
     """One model's outputs on a split, in row order.
 
     ``attention[i]`` is [len(hypotheses[i]), len(src_tokens[i])]: row t is generated token t, column
-    j is source position j, where ``src_tokens[i]`` = ``<SOS>`` + docstring tokens + ``<EOS>``
+    j is source position j, where ``src_tokens[i]`` = ``<SOS>`` + docstring tokens (+ ``<SEP>`` and
+    the retrieved function's tokens, for a retrieval model) + ``<EOS>``
     (the words of the row; ``src_seen[i]`` is the same with the words the encoder read as ``<UNK>``).
     """
 
@@ -169,7 +172,8 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
     model = loaded.model
     device = next(model.parameters()).device if device is None else _device(device)
     model.to(device).eval()
-    examples = encode_pairs(rows, loaded.src_vocab, loaded.trg_vocab, with_copy=model.uses_copy)
+    examples = encode_pairs(rows, loaded.src_vocab, loaded.trg_vocab, with_copy=model.uses_copy,
+                            retrieval_input=model.config.retrieval_input)
     start = time.perf_counter()
     if examples:
         hyp = decode_examples(model, examples, batch_size=batch_size, beam_size=beam_size, max_len=max_len,
@@ -185,8 +189,8 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
     for i, (row, ex) in enumerate(zip(rows, examples)):
         pieces = ids_to_tokens(hyp.tokens[i], loaded.trg_vocab, ex.src_oov)  # the model's symbols
         tokens = join_pieces(pieces)  # every metric is computed on tokens, never on pieces
-        src = ["<SOS>", *row["docstring_tokens"], "<EOS>"]
-        src_pieces = ["<SOS>", *loaded.src_vocab.decode(ex.src, strip_special=False), "<EOS>"]
+        src = ["<SOS>", *source_tokens(row, model.config.retrieval_input), "<EOS>"]
+        src_pieces = ["<SOS>", *source_symbols(ex.src, loaded.src_vocab), "<EOS>"]
         a = hyp.attention[i] if hyp.attention else None
         if a is not None:
             a = a.detach().float().cpu().numpy()[:, : len(src_pieces)]  # drop the batch's padding columns
@@ -202,6 +206,13 @@ def decode_split(loaded: LoadedModel, rows: Sequence[dict], beam_size: int = 1, 
         seen.append(join_pieces(src_pieces) if loaded.src_vocab.is_subword else src_pieces)
     scores = list(hyp.scores) if hyp is not None else []
     return DecodedSplit(loaded.name, label, beam_size, hyps, attns, srcs, seen, scores, seconds, syntax_aware, alpha)
+
+
+def source_tokens(row: dict, retrieval_input: str = "none") -> list[str]:
+    """What the encoder reads of a row, in tokens: the docstring, then (retrieval models) the
+    separator and the retrieved function."""
+    doc = list(row["docstring_tokens"])
+    return doc if retrieval_input == "none" else [*doc, SEPARATOR, *retrieved_code(row)]
 
 
 def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_size: int = 5, max_len: int = 0,
@@ -252,7 +263,8 @@ def teacher_forced_perplexity(loaded: LoadedModel, rows: Sequence[dict], device:
     """
     model = loaded.model
     device = next(model.parameters()).device if device is None else _device(device)
-    examples = encode_pairs(rows, loaded.src_vocab, loaded.trg_vocab, with_copy=model.uses_copy)
+    examples = encode_pairs(rows, loaded.src_vocab, loaded.trg_vocab, with_copy=model.uses_copy,
+                            retrieval_input=model.config.retrieval_input)
     if not examples:
         return float("nan")
     return perplexity(evaluate_loss(model.to(device), examples, batch_size, device, loaded.precision))
@@ -310,12 +322,14 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
 
     Columns: :data:`RESULT_COLUMNS` (percentages 0-100; ``test_ppl`` and ``source_gap`` are
     teacher-forced and the same for every decoding of a model; ``train_seconds`` sums the recorded
-    epochs).
+    epochs; ``same_as_retrieved`` and ``better_than_retrieved`` for retrieval models only, against
+    the retrieval row's output on each function).
     """
     refs, docs = _references(rows)
     ppl: dict[str, float] = {}
     gap: dict[str, float] = {}
     records = []
+    baseline = retrieval_outputs(train_rows, rows) if train_rows else None
     for d in decoded:
         if len(d) != len(rows):
             raise ValueError(f"{d.model} {d.decoding}: {len(d)} outputs for {len(rows)} rows.")
@@ -323,6 +337,9 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
         if d.model not in ppl:
             ppl[d.model], gap[d.model] = teacher_forced_figures(lm, rows, device, batch_size)
         m = evaluate_outputs(d.hypotheses, refs, docs, known_tokens(lm.trg_vocab))
+        if lm.model.config.retrieval_input != "none":  # how much it edits the function it read
+            m |= edit_figures(d.hypotheses, [retrieved_code(r) for r in rows],
+                              baseline if baseline is not None else [retrieved_code(r) for r in rows], refs)
         records.append({
             "model": d.model, "decoding": d.decoding, "length_penalty": d.length_penalty, **m,
             "test_ppl": ppl[d.model],

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu
 
 from utils.tokenizer import DEDENT, INDENT, NEWLINE, detokenize
 
@@ -108,6 +108,29 @@ def corpus_bleu_score(
     """Honest corpus BLEU-4 (0-100): specials stripped, hypothesis ``<UNK>`` never matches."""
     _check_parallel("hypotheses", hypotheses, "references", references)
     return _bleu([_honest_hyp(h) for h in hypotheses], [strip_special(r) for r in references], smoothing)
+
+
+def sentence_bleu_scores(hypotheses: Sequence[Tokens], references: Sequence[Tokens]) -> list[float]:
+    """Honest BLEU-4 (0-100) of each hypothesis against its reference, smoothed (Chen and Cherry's
+    method 1) so that one missing n-gram order does not zero a single function's score."""
+    _check_parallel("hypotheses", hypotheses, "references", references)
+    smooth = SmoothingFunction().method1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [100.0 * float(sentence_bleu([strip_special(r)], _honest_hyp(h), smoothing_function=smooth))
+                if h and r else 0.0 for h, r in zip(hypotheses, references)]
+
+
+def edit_figures(hypotheses: Sequence[Tokens], retrieved: Sequence[Tokens], baseline: Sequence[Tokens],
+                 references: Sequence[Tokens]) -> dict[str, float]:
+    """How much a retrieval model edits: ``same_as_retrieved`` (% of outputs whose tokens equal the
+    function it retrieved) and ``better_than_retrieved`` (% of functions whose sentence BLEU beats
+    the retrieval baseline's output on that function; ties count as not better)."""
+    _check_parallel("hypotheses", hypotheses, "retrieved", retrieved)
+    same = [strip_special(h) == strip_special(r) for h, r in zip(hypotheses, retrieved)]
+    ours, theirs = sentence_bleu_scores(hypotheses, references), sentence_bleu_scores(baseline, references)
+    better = [a > b + 1e-9 for a, b in zip(ours, theirs)]
+    return {"same_as_retrieved": _mean_pct(same), "better_than_retrieved": _mean_pct(better)}
 
 
 def study_bleu_score(

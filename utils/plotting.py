@@ -11,6 +11,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from utils.batch import SEPARATOR
 from utils.files import atomic_write
 from utils.paths import project_path
 
@@ -114,7 +115,8 @@ def plot_attention_heatmap(attention: np.ndarray, row_tokens: Sequence[str], col
     """Attention [T, S] as a heatmap: row t is generated token t, column j is source token j.
 
     Drawn with seaborn, so tick i sits at i + 0.5, the centre of cell i; every row and column is
-    labelled. Labels are shown verbatim: a ``$`` is escaped (``\\$`` in ``get_text()``) so that it never
+    labelled; a retrieval model's separator column is framed by white lines. Labels are shown
+    verbatim: a ``$`` is escaped (``\\$`` in ``get_text()``) so that it never
     starts math; ``max_label_chars`` shortens long ones with an ellipsis.
     """
     if hasattr(attention, "detach"):
@@ -140,6 +142,11 @@ def plot_attention_heatmap(attention: np.ndarray, row_tokens: Sequence[str], col
     ax.set_yticks(np.arange(len(row_tokens)) + 0.5, [short(t) for t in row_tokens], rotation=0)
     ax.tick_params(labelsize=8, length=0)
     ax.set(xlabel="source (docstring) tokens", ylabel="generated tokens")
+    if SEPARATOR in col_tokens:  # a retrieval model: the docstring, then the retrieved function
+        j = list(col_tokens).index(SEPARATOR)
+        for x in (j, j + 1):
+            ax.axvline(x, color="white", linewidth=1.5)
+        ax.set_xlabel(f"source tokens: docstring | {SEPARATOR} | retrieved training function")
     if title:
         ax.set_title(title)
     if out_path is not None:

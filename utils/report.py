@@ -46,6 +46,8 @@ README_COLUMNS: list[tuple[str, str, int | None]] = [
     ("output_length", "output length %", 0),
     ("test_ppl", "test ppl (TF)", 2),
     ("source_gap", "docstring gap (TF)", 2),
+    ("same_as_retrieved", "same as retrieved %", 1),
+    ("better_than_retrieved", "better than retrieved %", 1),
     ("decode_seconds", "decode s", 1),
     ("parameters", "params", None),
     ("train_seconds", "train s", 0),

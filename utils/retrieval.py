@@ -46,20 +46,34 @@ class TfidfRetriever:
         return torch.sparse_coo_tensor(indices, torch.tensor(vals, dtype=torch.float64),
                                        (len(docs), len(self.index)), check_invariants=True).coalesce()
 
+    def cosines(self, docstrings: Sequence[Sequence[str]]) -> torch.Tensor:
+        """Cosine of each query docstring with every training docstring: [len(docstrings), N] float64."""
+        q = self._vectors([_words(d) for d in docstrings])                   # [b, W]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse support is in beta": the product is exact
+            return torch.sparse.mm(q, self.matrix.t().coalesce()).to_dense()  # [b, N]
+
+    def best(self, docstrings: Sequence[Sequence[str]], excluded: Sequence[Sequence[int]] | None = None,
+             batch: int = 256) -> list[tuple[int, float]]:
+        """(index, cosine) of the most similar training docstring for each query, the first one on
+        ties; ``excluded[k]`` lists training rows query k may not pick. A query that shares no word
+        with any allowed row gets (first allowed row, 0.0): the caller decides what that means."""
+        out: list[tuple[int, float]] = []
+        for start in range(0, len(docstrings), batch):
+            scores = self.cosines(docstrings[start:start + batch])              # [b, N]
+            if excluded is not None:
+                for k, rows in enumerate(excluded[start:start + batch]):
+                    scores[k, list(rows)] = -1.0
+            # rounded, so that float noise cannot break a tie; argmax of the mask is the first best row
+            rounded = torch.round(scores * 1e9)
+            first = (rounded == rounded.max(dim=1, keepdim=True).values).int().argmax(dim=1)  # [b]
+            out += [(i, max(float(scores[k, i]), 0.0)) for k, i in enumerate(first.tolist())]
+        return out
+
     def nearest(self, docstrings: Sequence[Sequence[str]], batch: int = 256) -> list[int]:
         """Index of the most similar training docstring for each query (the first one on ties; row 0
         when a query shares no word with any training docstring)."""
-        out: list[int] = []
-        train_t = self.matrix.t().coalesce()                                   # [W, N]
-        for start in range(0, len(docstrings), batch):
-            q = self._vectors([_words(d) for d in docstrings[start:start + batch]])  # [b, W]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "sparse support is in beta": the product is exact
-                scores = torch.sparse.mm(q, train_t).to_dense()                  # [b, N] cosines
-            # rounded, so that float noise cannot break a tie; argmax of the mask is the first best row
-            rounded = torch.round(scores * 1e9)
-            out += (rounded == rounded.max(dim=1, keepdim=True).values).int().argmax(dim=1).tolist()
-        return out
+        return [i for i, _ in self.best(docstrings, batch=batch)]
 
 
 def retrieval_outputs(train_rows: Sequence[dict], rows: Sequence[dict]) -> list[list[str]]:

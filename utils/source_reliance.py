@@ -4,7 +4,8 @@ paired with other functions' docstrings.
 A model that ignores its source (a language model of code in seq2seq clothing) scores the same
 either way: a gap of zero. The more the docstring tells the decoder, the larger the gap (in nats per
 target symbol). Free-running metrics show the symptom (the same program for every docstring, few
-distinct outputs); this number measures the cause, and it needs no decoding.
+distinct outputs); this number measures the cause, and it needs no decoding. A retrieval model's
+whole source moves with the docstring (its retrieved code too): the gap says whether it reads its input.
 
     python -m utils.source_reliance --data-dir data/processed --checkpoint-dir checkpoints \
         --csv plots/source_reliance.csv      # every trained model, on the validation split
@@ -52,6 +53,8 @@ def swap_docstrings(rows: Sequence[dict], seed: int = 0) -> list[dict]:
     for k, i in enumerate(order):  # row order[k] gets the docstring of row order[k + 1]
         donor = rows[order[(k + 1) % len(order)]]
         swapped[i]["docstring_tokens"] = donor["docstring_tokens"]
+        if "retrieved" in donor:  # a retrieval model's whole source moves: docstring and retrieved code
+            swapped[i]["retrieved"] = donor["retrieved"]
     return swapped
 
 
@@ -67,7 +70,8 @@ def source_reliance(model: Seq2SeqModel, rows: Sequence[dict], src_vocab: Vocabu
     device = torch.device(device)
 
     def loss(pairs: Sequence[dict]) -> float:
-        examples = encode_pairs(pairs, src_vocab, trg_vocab, with_copy=model.uses_copy)
+        examples = encode_pairs(pairs, src_vocab, trg_vocab, with_copy=model.uses_copy,
+                                retrieval_input=model.config.retrieval_input)
         return evaluate_loss(model, examples, batch_size, device, precision)
 
     return SourceReliance(loss(rows), loss(swap_docstrings(rows, seed)))

@@ -38,7 +38,7 @@ from utils.vocabulary import Vocabulary
 
 # Fields that change the architecture: a checkpoint that differs in any of them cannot be resumed.
 ARCHITECTURE_FIELDS = ("model", "vocabulary", "src_vocab_size", "trg_vocab_size", "embed_dim", "hidden_dim",
-                       "num_layers", "n_heads", "ff_dim", "max_positions")
+                       "num_layers", "n_heads", "ff_dim", "max_positions", "retrieval_input")
 # Fields that change how training goes on: resuming with other values would mix two runs in one
 # history. (``epochs`` and ``patience`` may change: more epochs continue a finished run.)
 TRAINING_FIELDS = ("dropout", "lr", "weight_decay", "clip", "batch_size", "teacher_forcing",
@@ -196,7 +196,7 @@ def train_epoch(model: Seq2SeqModel, examples: Sequence[Example], config: Seq2Se
     fast = resolve_fast_path(config.fast_path, device)
     n_batches = math.ceil(len(examples) / config.batch_size)
     bar = tqdm(bucketed_batches(examples, config.batch_size, shuffle=True, seed=config.seed + epoch),
-               total=n_batches, desc=f"{config.model} epoch {epoch}", disable=not progress,
+               total=n_batches, desc=f"{config.name} epoch {epoch}", disable=not progress,
                file=sys.stdout, ascii=True, ncols=110, mininterval=10.0)
     total_loss, total_tokens, ratios, e0 = 0.0, 0, [], time.perf_counter()
     for i, batch in enumerate(bar):
@@ -255,7 +255,7 @@ def _end_of_epoch(record: dict, state: TrainingState, config: Seq2SeqConfig, mod
         state.bad_epochs += 1
         if config.lr_schedule == "plateau":
             state.lr_factor *= config.lr_decay
-    log(f"[{config.model}] epoch {state.epoch}: train loss {record['train_loss']:.3f} | val loss "
+    log(f"[{config.name}] epoch {state.epoch}: train loss {record['train_loss']:.3f} | val loss "
         f"{record['val_loss']:.3f} (ppl {record['val_ppl']:.1f}, teacher-forced) | greedy val token acc "
         f"{record['val_token_acc_greedy']:.1f}% | {record['train_tokens_per_s']:.0f} tok/s | "
         f"{record['epoch_seconds']:.0f}s"
@@ -280,7 +280,8 @@ def train_model(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Train ``config.model``; keep ``<model>_best.pt`` (lowest validation loss) and ``<model>_last.pt``.
+    """Train ``config.model``; keep ``<name>_best.pt`` (lowest validation loss) and ``<name>_last.pt``
+    (``config.name``: the model, with "+retrieval" when it reads retrieved code).
 
     With ``resume`` an existing ``_last.pt`` continues from its last finished epoch; a finished run
     (early-stopped or at ``config.epochs``) returns at once with the best model.
@@ -289,7 +290,7 @@ def train_model(
         raise ValueError("Training needs non-empty train and valid splits; run notebooks/01_preprocess.ipynb first.")
     device = device if isinstance(device, torch.device) else resolve_device(device)
     ckpt_dir = project_path(checkpoint_dir)
-    best_path, last_path = ckpt_dir / f"{config.model}_best.pt", ckpt_dir / f"{config.model}_last.pt"
+    best_path, last_path = ckpt_dir / f"{config.name}_best.pt", ckpt_dir / f"{config.name}_last.pt"
     config = copy.deepcopy(config)
     config.src_vocab_size, config.trg_vocab_size = len(src_vocab), len(trg_vocab)
     config.vocabulary = "bpe" if trg_vocab.is_subword else "word"
@@ -303,7 +304,7 @@ def train_model(
     if resume and last_path.exists():
         _resume(last_path, config, src_vocab, trg_vocab, model, opt, state, device)
         notes.append(f"resumed from {last_path} after epoch {state.epoch}")
-        log(f"[{config.model}] resuming after epoch {state.epoch} ({last_path})")
+        log(f"[{config.name}] resuming after epoch {state.epoch} ({last_path})")
     start_epoch = state.epoch
 
     t0 = time.perf_counter()

@@ -72,7 +72,7 @@ class AttentionSeq2Seq(Seq2SeqModel):
         super().__init__()
         c = self.config = config
         E, H, L = c.embed_dim, c.hidden_dim, c.num_layers
-        self.src_embedding = nn.Embedding(c.src_vocab_size, E, padding_idx=PAD)
+        self.src_embedding = nn.Embedding(c.source_symbols, E, padding_idx=PAD)
         self.trg_embedding = nn.Embedding(c.trg_vocab_size, E, padding_idx=PAD)
         self.encoder = nn.LSTM(E, H, L, batch_first=True, bidirectional=True,
                                dropout=c.dropout if L > 1 else 0.0)

@@ -31,7 +31,7 @@ class RecurrentSeq2Seq(Seq2SeqModel):
         c = self.config = config
         rnn = {"rnn": nn.RNN, "lstm": nn.LSTM}[self.cell]
         drop = c.dropout if c.num_layers > 1 else 0.0  # between layers
-        self.src_embedding = nn.Embedding(c.src_vocab_size, c.embed_dim, padding_idx=PAD)
+        self.src_embedding = nn.Embedding(c.source_symbols, c.embed_dim, padding_idx=PAD)
         self.trg_embedding = nn.Embedding(c.trg_vocab_size, c.embed_dim, padding_idx=PAD)
         self.encoder = rnn(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True, dropout=drop)
         self.decoder = rnn(c.embed_dim, c.hidden_dim, c.num_layers, batch_first=True, dropout=drop)

@@ -133,7 +133,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
         d = c.hidden_dim
         if d % c.n_heads:
             raise ValueError(f"hidden_dim ({d}) must be divisible by n_heads ({c.n_heads}).")
-        self.src_embedding = nn.Embedding(c.src_vocab_size, d, padding_idx=PAD)
+        self.src_embedding = nn.Embedding(c.source_symbols, d, padding_idx=PAD)
         self.trg_embedding = nn.Embedding(c.trg_vocab_size, d, padding_idx=PAD)
         for emb in (self.src_embedding, self.trg_embedding):  # N(0, 1/d): scaled by sqrt(d), unit size
             nn.init.normal_(emb.weight, 0.0, d ** -0.5)
