@@ -56,3 +56,15 @@ def test_disk_full_and_bad_mode() -> None:
 def test_save_csv_creates_folders(tmp_path):
     path = save_csv(pd.DataFrame({"a": [1, 2]}), tmp_path / "new" / "deeper" / "t.csv")
     assert path.is_file() and pd.read_csv(path)["a"].tolist() == [1, 2]
+
+
+def test_read_format_takes_only_json_with_the_marker(tmp_path) -> None:
+    from utils.files import read_format
+
+    path = tmp_path / "f.json"
+    for text, expected in (('{"format": "x", "a": 1}', {"format": "x", "a": 1}), ('{"format": "y"}', None),
+                           ("[1]", None), ("not json", None)):
+        path.write_text(text)
+        assert read_format(path, "x") == expected
+    path.write_bytes(b"\xff\xfe")
+    assert read_format(path, "x") is None

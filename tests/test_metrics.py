@@ -248,3 +248,18 @@ def test_distinct_outputs_counts_programs_not_inputs():
     assert distinct_outputs([a, b, a, b]) == pytest.approx(50.0)
     assert distinct_outputs([a, a + ["<EOS>", "junk"]]) == pytest.approx(50.0)  # cut at <EOS>: the same
     assert distinct_outputs([a, b]) == pytest.approx(100.0)
+
+
+def test_edit_figures_say_how_much_a_retrieval_model_edits() -> None:
+    from utils.metrics import edit_figures, sentence_bleu_scores
+
+    ref = "def add ( a , b ) : return a + b".split()
+    retrieved = "def add ( x , y ) : return x - y".split()
+    assert sentence_bleu_scores([ref], [ref]) == [100.0]
+    assert 0 < sentence_bleu_scores([retrieved], [ref])[0] < 100
+    # a model that only copies its neighbour: 100% same, 0% better
+    assert edit_figures([retrieved, retrieved], [retrieved, retrieved], [retrieved, retrieved], [ref, ref]) == {
+        "same_as_retrieved": 100.0, "better_than_retrieved": 0.0}
+    # one output fixed, one broken: 0% same, 50% better (ties and worse are not better)
+    figures = edit_figures([ref, ["pass"]], [retrieved, retrieved], [retrieved, retrieved], [ref, ref])
+    assert figures == {"same_as_retrieved": 0.0, "better_than_retrieved": 50.0}

@@ -8,6 +8,7 @@ previous file as it was, never half of a new one.
 from __future__ import annotations
 
 import errno
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,3 +62,12 @@ def save_csv(table: pd.DataFrame, out_path: str | Path, index: bool = False) -> 
     with atomic_write(path) as f:
         table.to_csv(f, index=index)
     return path
+
+
+def read_format(path: Path, marker: str) -> dict | None:
+    """The JSON object in ``path`` when it is UTF-8 JSON carrying ``"format": marker``, else None."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return payload if isinstance(payload, dict) and payload.get("format") == marker else None

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from utils.files import write_text
+from utils.files import read_format, write_text
 from utils.paths import project_path
 from utils.retrieval import TfidfRetriever
 
@@ -78,11 +78,8 @@ def load_neighbours(data_dir: str | Path, corpus_sha256: str | None = None) -> d
     path = project_path(data_dir) / NEIGHBOURS_FILE
     if not path.is_file():
         return None
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        payload = None
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+    payload = read_format(path, _FORMAT)
+    if payload is None:
         raise ValueError(f"{path} is not a neighbour file of this project; {REBUILD_HINT}.")
     if corpus_sha256 is not None and payload.get("corpus_sha256") != corpus_sha256:
         raise ValueError(f"{path} belongs to another corpus (sha256 {str(payload.get('corpus_sha256'))[:12]}…, "

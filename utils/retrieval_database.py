@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from utils.data import load_manifest, load_split, load_vocabs
-from utils.files import write_text
+from utils.files import read_format, write_text
 from utils.paths import project_path
 from utils.retrieval import TfidfRetriever
 from utils.vocabulary import Vocabulary
@@ -79,11 +79,8 @@ class RetrievalDatabase:
         if not path.is_file():
             raise FileNotFoundError(f"No retrieval database at {path}: a '+retrieval' model needs the training "
                                     f"functions it retrieves from; {rebuild_hint(path.parent)}.")
-        try:
-            p = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            p = None
-        if not isinstance(p, dict) or p.get("format") != _FORMAT:
+        p = read_format(path, _FORMAT)
+        if p is None:
             raise ValueError(f"{path} is not a retrieval database of this project; {rebuild_hint(path.parent)}.")
         db = cls(p["docstrings"], p["codes"], p["corpus_sha256"], p["vocabulary_sha256"])
         if src_vocab is not None:
