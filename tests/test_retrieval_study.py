@@ -35,12 +35,13 @@ def test_merge_replaces_the_run_models_and_keeps_the_baselines_last(tmp_path) ->
         merge_run(run, main)
 
 
-def test_study_table_reads_checkpoint_histories_or_the_saved_epochs(tmp_path) -> None:
+def test_study_table_lists_models_trained_both_ways(tmp_path) -> None:
     plots = tmp_path / "plots"
     plots.mkdir()
-    pd.DataFrame([{"vocabulary": "bpe", "model": "copy", "epoch": e, "val_loss": v, "val_token_acc_greedy": 10.0}
-                  for e, v in ((1, 3.5), (2, 3.0))]).to_csv(plots / "training_epochs.csv", index=False)
+    pd.DataFrame([{"vocabulary": "bpe", "model": m, "epoch": e, "val_loss": v + d, "val_token_acc_greedy": 10.0}
+                  for m, d in (("copy", 0.0), ("copy+retrieval", -0.1), ("rnn", 0.5)) for e, v in ((1, 3.5), (2, 3.0))]
+                 ).to_csv(plots / "training_epochs.csv", index=False)
     table = study_table(tmp_path / "no-checkpoints", tmp_path / "data", plots, models=["copy", "rnn"])
-    assert table.to_dict("records") == [{"model": "copy", "retrieval_input": "none", "epochs": 2, "best_epoch": 2,
-                                         "val_loss": 3.0, "val_token_acc_greedy": 10.0,
-                                         "source": str(plots / "training_epochs.csv"), "val_beam_bleu": None}]
+    assert list(table["retrieval_input"]) == ["none", "top1"] and set(table["model"]) == {"copy"}
+    assert list(table["val_loss"]) == [3.0, pytest.approx(2.9)] and list(table["best_epoch"]) == [2, 2]
+    assert set(table["source"]) == {str(plots / "training_epochs.csv")}

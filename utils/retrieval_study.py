@@ -70,13 +70,13 @@ def study_table(checkpoints: str | Path, data_dir: str | Path, plots: str | Path
     tables.append(plots / "length_penalty.csv")
     records, rows_scored = [], None
     for model in models:
+        pair = []
         for name, retrieval in ((model, "none"), (model + RETRIEVAL_SUFFIX, "top1")):
             figures = _training_figures(name, checkpoints, plots / "training_epochs.csv")
-            if figures is None:
-                continue
             bleu, n = _beam_bleu(name, tables)
             rows_scored = rows_scored or n
-            records.append({"model": model, "retrieval_input": retrieval, **figures, "val_beam_bleu": bleu})
+            pair.append(figures and {"model": model, "retrieval_input": retrieval, **figures, "val_beam_bleu": bleu})
+        records += pair if all(pair) else []  # only models trained both ways
     if rows_scored:
         valid = load_split(data_dir, "valid", required=True)[:rows_scored]
         base = retrieval_baseline(load_split(data_dir, "train"), valid)
