@@ -40,7 +40,8 @@ main: setup
 	$(PY) -m utils.run_notebooks --params params/full.yaml --out $(RUNS)/full $(NOTEBOOKS)
 
 # The same recipe at a smaller size (the recipe study's screening size, at most 3 epochs), into
-# runs/small/: about 75 minutes on a 2-core CPU. Its figures and tables go to plots/ like the main job's.
+# runs/small/: about 75 minutes on a 2-core CPU for the five models without retrieval (the two
+# "+retrieval" models add about 70 more). Its figures and tables go to plots/ like the main job's.
 main-small: setup
 	$(PY) -m utils.run_notebooks --params params/small.yaml --out $(RUNS)/small $(NOTEBOOKS)
 

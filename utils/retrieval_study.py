@@ -27,21 +27,26 @@ from utils.config import MODEL_NAMES, RETRIEVAL_SUFFIX
 from utils.data import load_split
 from utils.evaluation import RETRIEVAL_MODEL, retrieval_baseline
 from utils.files import save_csv
-from utils.paths import project_path
+from utils.paths import REPO_ROOT, project_path
 
 STUDY_CSV = "retrieval_study.csv"
 MERGED = ("results.csv", "length_penalty.csv", "attention_stats.csv")
+
+
+def _shown(path: Path) -> str:
+    """A path as the table records it: relative to the repository when inside it."""
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def _training_figures(name: str, checkpoints: Path, epochs_csv: Path) -> dict | None:
     """Best epoch, validation loss and greedy token accuracy of one trained model, and where they came from."""
     path = checkpoints / f"{name}_best.pt"
     if path.is_file():
-        history, source = load_checkpoint(path)["history"], str(path)
+        history, source = load_checkpoint(path)["history"], _shown(path)
     elif epochs_csv.is_file():
         table = pd.read_csv(epochs_csv)
         table = table[(table["model"] == name) & (table["vocabulary"] == "bpe")]
-        history, source = table.to_dict("records"), str(epochs_csv)
+        history, source = table.to_dict("records"), _shown(epochs_csv)
     else:
         return None
     if not history:
