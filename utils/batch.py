@@ -17,7 +17,8 @@ from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 
 @dataclass
 class Example:
-    """One docstring/code pair as token ids, without <SOS>/<EOS>; ``index`` is its place in the split."""
+    """One docstring/code pair as token ids, without <SOS>/<EOS>; ``index`` is its place in the split.
+    A retrieval model's ``src`` goes on after the docstring: the separator, then the retrieved code."""
 
     src: list[int]
     trg: list[int]
