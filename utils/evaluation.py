@@ -338,8 +338,8 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
             ppl[d.model], gap[d.model] = teacher_forced_figures(lm, rows, device, batch_size)
         m = evaluate_outputs(d.hypotheses, refs, docs, known_tokens(lm.trg_vocab))
         if lm.model.config.retrieval_input != "none":  # how much it edits the function it read
-            m |= edit_figures(d.hypotheses, [retrieved_code(r) for r in rows],
-                              baseline if baseline is not None else [retrieved_code(r) for r in rows], refs)
+            retrieved = [retrieved_code(r) for r in rows]
+            m |= edit_figures(d.hypotheses, retrieved, retrieved if baseline is None else baseline, refs)
         records.append({
             "model": d.model, "decoding": d.decoding, "length_penalty": d.length_penalty, **m,
             "test_ppl": ppl[d.model],

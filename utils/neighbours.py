@@ -14,7 +14,6 @@ arbitrary first row.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Sequence
 
 from utils.files import read_format, write_text
 from utils.paths import project_path
+from utils.python_corpus import code_key
 from utils.retrieval import TfidfRetriever
 
 NEIGHBOURS_FILE = "neighbours.json"
@@ -34,18 +34,14 @@ def file_key(row: dict) -> str:
     return f"{row.get('repo', '')}/{row.get('path', '')}"
 
 
-def _code_key(row: dict) -> str:
-    return hashlib.sha1("\n".join(row["code_tokens"]).encode("utf-8")).hexdigest()
-
-
 def training_exclusions(train_rows: Sequence[dict]) -> list[list[int]]:
     """For each training row, the rows it may not retrieve: itself, its file's, identical code."""
     by_file: dict[str, list[int]] = defaultdict(list)
     by_code: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(train_rows):
         by_file[file_key(row)].append(i)
-        by_code[_code_key(row)].append(i)
-    return [sorted({i, *by_file[file_key(r)], *by_code[_code_key(r)]}) for i, r in enumerate(train_rows)]
+        by_code[code_key(row)].append(i)
+    return [sorted({i, *by_file[file_key(r)], *by_code[code_key(r)]}) for i, r in enumerate(train_rows)]
 
 
 def find_neighbours(train_rows: Sequence[dict],

@@ -31,6 +31,7 @@ class TfidfRetriever:
         n = len(docs)
         self.idf = torch.tensor([math.log((1 + n) / (1 + df[w])) + 1 for w in sorted(df)], dtype=torch.float64)
         self.matrix = self._vectors(docs)  # [N, W] sparse, rows of unit length
+        self._matrix_t = self.matrix.t().coalesce()  # [W, N], for the products with queries
 
     def _vectors(self, docs: Sequence[Sequence[str]]) -> torch.Tensor:
         rows, cols, vals = [], [], []
@@ -51,7 +52,7 @@ class TfidfRetriever:
         q = self._vectors([_words(d) for d in docstrings])                   # [b, W]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse support is in beta": the product is exact
-            return torch.sparse.mm(q, self.matrix.t().coalesce()).to_dense()  # [b, N]
+            return torch.sparse.mm(q, self._matrix_t).to_dense()  # [b, N]
 
     def best(self, docstrings: Sequence[Sequence[str]], excluded: Sequence[Sequence[int]] | None = None,
              batch: int = 256) -> list[tuple[int, float]]:
