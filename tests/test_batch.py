@@ -6,7 +6,15 @@ import random
 import pytest
 import torch
 
-from utils.batch import Example, bucketed_batches, encode_pairs, extend_with_source_oov, make_batch, pad_sequences
+from utils.batch import (
+    Example,
+    batch_indices,
+    bucketed_batches,
+    encode_pairs,
+    extend_with_source_oov,
+    make_batch,
+    pad_sequences,
+)
 from utils.vocabulary import EOS, PAD, SOS, SPECIALS, UNK, Vocabulary
 
 
@@ -123,6 +131,30 @@ def test_bucketing_reduces_padding() -> None:
 def test_bucketed_batches_rejects_bad_batch_size() -> None:
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         next(bucketed_batches(_examples(3), 0))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_token_batches_hold_at_most_batch_tokens_target_positions(shuffle: bool) -> None:
+    """Every example once; each batch's padded target (sequences x longest target with <EOS>) within
+    the budget, and full: one more pair of its length would not have fitted."""
+    examples = _examples(403, seed=8, max_trg=40)
+    batches = list(bucketed_batches(examples, batch_size=1, shuffle=shuffle, seed=2, batch_tokens=300))
+    assert sorted(i for b in batches for i in b.indices) == list(range(len(examples)))
+    assert all(b.trg_out.numel() <= 300 for b in batches)
+    assert sum(b.trg_out.numel() for b in batches) / len(batches) > 0.75 * 300  # batches are filled up
+    sizes = {len(b.indices) for b in batches}
+    assert max(sizes) > 20 and min(sizes) <= 300 // 41  # short targets share a batch, long ones sit few to one
+    assert [b.indices for b in batches] == [list(c) for c in batch_indices(examples, 1, shuffle, seed=2,
+                                                                             batch_tokens=300)]
+
+
+def test_token_batches_smaller_than_the_longest_target_are_refused() -> None:
+    examples = _examples(50, seed=9, max_trg=40)
+    longest = max(len(e.trg) for e in examples) + 1
+    with pytest.raises(ValueError, match=f"batch_tokens={longest - 1} is smaller than the longest target "
+                                         f"sequence \\({longest} pieces"):
+        next(bucketed_batches(examples, 64, batch_tokens=longest - 1))
+    assert sum(len(b.indices) for b in bucketed_batches(examples, 64, batch_tokens=longest)) == 50
 
 
 def test_extend_with_source_oov_ids() -> None:

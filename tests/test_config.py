@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from utils.config import (
+    LR_REFERENCE_TOKENS,
+    MIN_WARMUP,
     MODEL_NAMES,
     MODEL_OVERRIDES,
     Seq2SeqConfig,
@@ -39,7 +41,9 @@ def test_unknown_model_in_config() -> None:
 
 @pytest.mark.parametrize("bad, message", [
     ({"teacher_forcing_schedule": "cosine"}, "Unknown teacher_forcing_schedule 'cosine'; use 'constant' or 'linear'"),
-    ({"lr_schedule": "step"}, "Unknown lr_schedule 'step'; use 'constant' or 'plateau'"),
+    ({"lr_schedule": "step"}, "Unknown lr_schedule 'step'; use 'constant' or 'plateau' or 'inverse_sqrt'"),
+    ({"lr_schedule": "inverse_sqrt"}, "lr_schedule='inverse_sqrt' needs warmup_steps of at least 1"),
+    ({"batch_tokens": -5}, "batch_tokens must be 0 .batches of batch_size sequences. or positive, got -5"),
     ({"teacher_forcing": 1.5}, "teacher_forcing must lie in"),
     ({"label_smoothing": 1.0}, "label_smoothing in"),
     ({"fast_path": "yes"}, "Unknown fast_path 'yes'; use 'auto', 'on' or 'off'"),
@@ -87,3 +91,15 @@ def test_resolve_fast_path() -> None:
     assert not resolve_fast_path("off", "cpu") and not resolve_fast_path("off", "cuda")
     with pytest.raises(ValueError, match="Unknown fast_path 'fast'"):
         resolve_fast_path("fast", "cpu")
+
+
+def test_learning_rate_scales_with_the_square_root_of_the_token_batch() -> None:
+    assert Seq2SeqConfig(lr=3e-3).learning_rate == 3e-3  # batches of sequences: the rate as given
+    assert Seq2SeqConfig(lr=3e-3, batch_tokens=LR_REFERENCE_TOKENS).learning_rate == pytest.approx(3e-3)
+    assert Seq2SeqConfig(lr=3e-3, batch_tokens=4 * LR_REFERENCE_TOKENS).learning_rate == pytest.approx(6e-3)
+
+
+def test_the_transformer_warms_up_at_least_its_minimum() -> None:
+    assert make_config("transformer").warmup_steps == MIN_WARMUP["transformer"]
+    assert make_config("transformer", warmup_steps=1000).warmup_steps == 1000  # a longer shared warmup stands
+    assert make_config("attention", warmup_steps=50).warmup_steps == 50

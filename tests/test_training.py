@@ -9,7 +9,7 @@ import torch
 
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import Seq2SeqConfig
-from utils.training import teacher_forcing_ratio, train_model
+from utils.training import schedule_factor, teacher_forcing_ratio, train_model
 from utils.vocabulary import SPECIALS, Vocabulary
 
 # Fields of a history record that depend on the computation, not on the clock.
@@ -204,10 +204,11 @@ def stopped():
 if stop.startswith("batch:"):
     _, stop_epoch, stop_after = stop.split(":")
     real_batches, calls = training.bucketed_batches, []
-    def batches(examples, batch_size, shuffle=True, seed=0):
+    def batches(examples, batch_size, shuffle=True, seed=0, batch_tokens=0):
         if shuffle:
             calls.append(seed)
-        for i, batch in enumerate(real_batches(examples, batch_size, shuffle=shuffle, seed=seed)):
+        for i, batch in enumerate(real_batches(examples, batch_size, shuffle=shuffle, seed=seed,
+                                               batch_tokens=batch_tokens)):
             if shuffle and len(calls) == int(stop_epoch) and i == int(stop_after):
                 stopped()
             yield batch
@@ -237,7 +238,8 @@ vocab = Vocabulary(SPECIALS + words)
 train, valid = (encode_pairs(rows(n), vocab, vocab, with_copy=True) for n in (96, 16))
 config = Seq2SeqConfig(model="attention", src_vocab_size=len(vocab), trg_vocab_size=len(vocab), embed_dim=16,
                        hidden_dim=32, num_layers=2, dropout=0.3, teacher_forcing=0.5, max_src_len=10,
-                       max_trg_len=10, batch_size=16, epochs=3, patience=3, lr=1e-2, seed=3)
+                       max_trg_len=10, batch_size=16, epochs=3, patience=3, lr=1e-2, seed=3,
+                       batch_tokens=64, lr_schedule="inverse_sqrt", warmup_steps=4)  # the schedule resumes too
 result = training.train_model(config, train, valid, vocab, vocab, checkpoint_dir=ckpt_dir, device="cpu",
                               progress=False)
 torch.save({"model": result.model.state_dict(), "history": result.history}, result_file)
@@ -344,3 +346,35 @@ def test_checkpoint_from_before_the_recipe_fields_resumes(tmp_path, run) -> None
     assert result.resumed_from_epoch == 1 and len(result.history) == 2
     with pytest.raises(CheckpointError, match="label_smoothing=0.0 \\(now 0.1\\)"):
         run(tmp_path, epochs=3, label_smoothing=0.1)
+
+
+def test_learning_rate_schedules_warm_up_then_hold_or_fall() -> None:
+    """Linear warmup to the peak over warmup_steps; then "constant" (and "plateau", whose cuts come per
+    epoch) hold it, "inverse_sqrt" falls as 1/sqrt(step): a quarter of the peak at 16x the warmup."""
+    isqrt = Seq2SeqConfig(lr_schedule="inverse_sqrt", warmup_steps=10)
+    assert [schedule_factor(isqrt, s) for s in (0, 4, 9, 39, 159)] == pytest.approx([0.1, 0.5, 1.0, 0.5, 0.25])
+    for schedule in ("constant", "plateau"):
+        held = Seq2SeqConfig(lr_schedule=schedule, warmup_steps=10)
+        assert [schedule_factor(held, s) for s in (0, 9, 500)] == pytest.approx([0.1, 1.0, 1.0])
+    assert schedule_factor(Seq2SeqConfig(), 0) == 1.0  # no warmup: the peak from the first step
+
+
+def test_token_batches_train_with_the_scaled_rate_on_the_schedule(tmp_path, run, splits) -> None:
+    """Batches of at most 40 target positions; the rate each epoch ends with follows inverse_sqrt from
+    the peak lr * sqrt(40 / LR_REFERENCE_TOKENS), step by step."""
+    from utils.batch import batch_indices
+    from utils.config import LR_REFERENCE_TOKENS
+
+    result, _ = run(tmp_path, epochs=2, batch_tokens=40, lr_schedule="inverse_sqrt", warmup_steps=3)
+    train = splits[0]
+    steps = [len(batch_indices(train, 16, seed=e, batch_tokens=40)) for e in (1, 2)]  # seed 0 + epoch
+    assert steps[0] > len(train) / 16  # smaller batches than 16 sequences: more steps
+    peak = 1e-2 * (40 / LR_REFERENCE_TOKENS) ** 0.5
+    ends = [peak * (3 / (sum(steps[:e]) + 1)) ** 0.5 for e in (1, 2)]  # the factor of the step after the last
+    assert [h["lr"] for h in result.history] == pytest.approx(ends)
+
+
+def test_a_token_batch_smaller_than_a_target_is_refused_before_training(tmp_path, run) -> None:
+    with pytest.raises(ValueError, match="batch_tokens=4 is smaller than the longest target sequence"):
+        run(tmp_path, batch_tokens=4)
+    assert not any(tmp_path.iterdir())  # nothing written

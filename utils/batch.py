@@ -2,7 +2,8 @@
 
 A ``Batch`` shifts the target into decoder input and loss target, builds the source mask and
 counts real target tokens. ``bucketed_batches`` sorts examples by length inside large shuffled
-pools so that a batch carries little padding (the main speed lever on a CPU).
+pools so that a batch carries little padding (the main speed lever on a CPU), and cuts them into
+batches of a number of sequences or, as fairseq and JoeyNMT do, of a number of target pieces.
 """
 from __future__ import annotations
 
@@ -83,35 +84,79 @@ def make_batch(examples: Sequence[Example]) -> Batch:
     return batch
 
 
+def target_positions(example: Example) -> int:
+    """The target positions ``example`` takes in a batch: its pieces and <EOS>."""
+    return len(example.trg) + 1
+
+
+def check_batch_tokens(examples: Sequence[Example], batch_tokens: int) -> None:
+    """A ValueError naming the setting and the length when one target does not fit ``batch_tokens``."""
+    if batch_tokens <= 0 or not examples:
+        return
+    longest = max(range(len(examples)), key=lambda i: target_positions(examples[i]))
+    need = target_positions(examples[longest])
+    if need > batch_tokens:
+        raise ValueError(f"batch_tokens={batch_tokens} is smaller than the longest target sequence ({need} "
+                         f"pieces with <EOS>, pair {examples[longest].index}): set batch_tokens to at least "
+                         f"{need}, or to 0 to batch by batch_size sequences.")
+
+
+def _cut(order: list[int], examples: Sequence[Example], batch_size: int, batch_tokens: int) -> list[list[int]]:
+    """Cut length-sorted indices into batches: ``batch_size`` sequences each, or with ``batch_tokens``
+    as many as fit in that many padded target positions (sequences x the longest target)."""
+    if batch_tokens <= 0:
+        return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+    chunks: list[list[int]] = [[]]
+    for i in order:  # ascending target length: the newest pair is the longest of its batch
+        if chunks[-1] and (len(chunks[-1]) + 1) * target_positions(examples[i]) > batch_tokens:
+            chunks.append([])
+        chunks[-1].append(i)
+    return chunks if chunks[0] else []
+
+
+def batch_indices(
+    examples: Sequence[Example],
+    batch_size: int,
+    shuffle: bool = True,
+    pool_batches: int = 50,
+    seed: int = 0,
+    batch_tokens: int = 0,
+) -> list[list[int]]:
+    """The examples' indices, batch by batch, as ``bucketed_batches`` cuts them."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    check_batch_tokens(examples, batch_tokens)
+    idx = list(range(len(examples)))
+    key = lambda i: (len(examples[i].trg), len(examples[i].src))  # noqa: E731
+    if not shuffle:
+        return _cut(sorted(idx, key=key), examples, batch_size, batch_tokens)
+    rng = random.Random(seed)
+    rng.shuffle(idx)
+    mean = sum(map(target_positions, examples)) / max(len(examples), 1)
+    pool = pool_batches * (max(1, int(batch_tokens / mean)) if batch_tokens > 0 else batch_size)
+    chunks: list[list[int]] = []
+    for p in range(0, len(idx), pool):
+        chunks.extend(_cut(sorted(idx[p : p + pool], key=key), examples, batch_size, batch_tokens))
+    rng.shuffle(chunks)
+    return chunks
+
+
 def bucketed_batches(
     examples: Sequence[Example],
     batch_size: int,
     shuffle: bool = True,
     pool_batches: int = 50,
     seed: int = 0,
+    batch_tokens: int = 0,
 ) -> Iterator[Batch]:
     """Yield batches of similar lengths: shuffle, cut into pools of ``pool_batches`` batches,
     sort each pool by (target, source) length, cut into batches, shuffle the batch order.
 
+    A batch holds ``batch_size`` sequences, or with ``batch_tokens`` > 0 at most that many target
+    positions, padding included (``check_batch_tokens`` first: every target must fit).
     Without ``shuffle`` the order is a plain length sort of the whole split (evaluation).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    idx = list(range(len(examples)))
-    rng = random.Random(seed)
-    key = lambda i: (len(examples[i].trg), len(examples[i].src))  # noqa: E731
-    if shuffle:
-        rng.shuffle(idx)
-        pool = batch_size * pool_batches
-        chunks: list[list[int]] = []
-        for p in range(0, len(idx), pool):
-            part = sorted(idx[p : p + pool], key=key)
-            chunks.extend(part[b : b + batch_size] for b in range(0, len(part), batch_size))
-        rng.shuffle(chunks)
-    else:
-        idx.sort(key=key)
-        chunks = [idx[b : b + batch_size] for b in range(0, len(idx), batch_size)]
-    for chunk in chunks:
+    for chunk in batch_indices(examples, batch_size, shuffle, pool_batches, seed, batch_tokens):
         yield make_batch([examples[i] for i in chunk])
 
 

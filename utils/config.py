@@ -13,7 +13,10 @@ from utils.precision import check_precision
 MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
 VOCABULARIES = ("word", "bpe")
 TEACHER_FORCING_SCHEDULES = ("constant", "linear")
-LR_SCHEDULES = ("constant", "plateau")
+LR_SCHEDULES = ("constant", "plateau", "inverse_sqrt")
+# The batch of target positions that ``lr`` is meant for when batches are counted in tokens: about what
+# 64 functions of the default corpus take (57 pieces and <EOS> on average, padding apart).
+LR_REFERENCE_TOKENS = 4000
 FAST_PATHS = ("auto", "on", "off")
 # What a model reads beside the docstring: nothing, or the code of the nearest training function
 # (retrieve and edit, ``utils.neighbours``). A model name with RETRIEVAL_SUFFIX reads it.
@@ -44,6 +47,9 @@ class Seq2SeqConfig:
     weight_decay: float = 1e-4
     clip: float = 1.0
     batch_size: int = 64
+    # Target positions per training batch, padding included (fairseq's --max-tokens); 0 batches by
+    # ``batch_size`` sequences. The rate then scales with the batch: ``learning_rate``.
+    batch_tokens: int = 0
     teacher_forcing: float = 0.5
     # "constant": every step feeds the reference with probability ``teacher_forcing``; "linear":
     # that probability falls from 1.0 to ``teacher_forcing`` over the first
@@ -51,8 +57,9 @@ class Seq2SeqConfig:
     teacher_forcing_schedule: str = "constant"
     teacher_forcing_decay_epochs: int = 5
     label_smoothing: float = 0.0
-    # "constant", or "plateau": the learning rate is multiplied by ``lr_decay`` after every epoch
-    # whose validation loss does not improve
+    # After ``warmup_steps`` steps of linear warmup: "constant"; "plateau": the learning rate is
+    # multiplied by ``lr_decay`` after every epoch whose validation loss does not improve;
+    # "inverse_sqrt": it falls as 1/sqrt(step) (Vaswani et al. 2017; needs a warmup)
     lr_schedule: str = "constant"
     lr_decay: float = 0.5
     epochs: int = 25
@@ -84,6 +91,12 @@ class Seq2SeqConfig:
             raise ValueError(f"Unknown fast_path {self.fast_path!r}; use 'auto', 'on' or 'off'.")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}; use {' or '.join(map(repr, LR_SCHEDULES))}.")
+        if self.lr_schedule == "inverse_sqrt" and self.warmup_steps < 1:
+            raise ValueError("lr_schedule='inverse_sqrt' needs warmup_steps of at least 1 (it falls from the "
+                             f"rate reached at the end of the warmup); got warmup_steps={self.warmup_steps}.")
+        if self.batch_tokens < 0:
+            raise ValueError(f"batch_tokens must be 0 (batches of batch_size sequences) or positive, got "
+                             f"{self.batch_tokens}.")
         if self.retrieval_input not in RETRIEVAL_INPUTS:
             raise ValueError(f"Unknown retrieval_input {self.retrieval_input!r}; use "
                              f"{' or '.join(map(repr, RETRIEVAL_INPUTS))}.")
@@ -96,6 +109,12 @@ class Seq2SeqConfig:
         """The run's name (checkpoint files, table rows): the model, with RETRIEVAL_SUFFIX if it reads
         retrieved code."""
         return self.model + (RETRIEVAL_SUFFIX if self.retrieval_input != "none" else "")
+
+    @property
+    def learning_rate(self) -> float:
+        """Adam's peak rate: ``lr``, times sqrt(batch_tokens / LR_REFERENCE_TOKENS) for token batches
+        (the square-root rule for adaptive optimizers, Malladi et al. 2022)."""
+        return self.lr * (self.batch_tokens / LR_REFERENCE_TOKENS) ** 0.5 if self.batch_tokens else self.lr
 
     @property
     def source_symbols(self) -> int:
@@ -155,10 +174,12 @@ def resolve_fast_path(setting: str, device: str | torch.device) -> bool:
 
 
 # Settings a model needs whatever the shared parameters say. The Transformer is trained with full
-# teacher forcing (its decoder then runs all steps in parallel), a lower dropout and a warm-up.
+# teacher forcing (its decoder then runs all steps in parallel) and a lower dropout.
 MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
-    "transformer": {"teacher_forcing": 1.0, "dropout": 0.1, "warmup_steps": 400},
+    "transformer": {"teacher_forcing": 1.0, "dropout": 0.1},
 }
+# ... and a warmup of at least this many steps (a longer shared warmup stands)
+MIN_WARMUP: dict[str, int] = {"transformer": 400}
 
 
 def make_config(name: str, **params: Any) -> Seq2SeqConfig:
@@ -177,6 +198,7 @@ def make_config(name: str, **params: Any) -> Seq2SeqConfig:
     cfg = Seq2SeqConfig(model=model, **params)
     for key, value in MODEL_OVERRIDES.get(model, {}).items():
         setattr(cfg, key, value)
+    cfg.warmup_steps = max(cfg.warmup_steps, MIN_WARMUP.get(model, 0))
     if retrieval:  # docstring, separator, retrieved code (a training function: within the target limit)
         cfg.max_positions = max(cfg.max_positions, cfg.max_src_len + 1 + cfg.max_trg_len + 2)
     return cfg

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from utils.batch import Batch, Example, bucketed_batches
+from utils.batch import Batch, Example, batch_indices, bucketed_batches, check_batch_tokens
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import Seq2SeqConfig, resolve_device, resolve_fast_path
 from utils.decoding import decode_examples
@@ -41,7 +41,7 @@ ARCHITECTURE_FIELDS = ("model", "vocabulary", "src_vocab_size", "trg_vocab_size"
                        "num_layers", "n_heads", "ff_dim", "max_positions", "retrieval_input")
 # Fields that change how training goes on: resuming with other values would mix two runs in one
 # history. (``epochs`` and ``patience`` may change: more epochs continue a finished run.)
-TRAINING_FIELDS = ("dropout", "lr", "weight_decay", "clip", "batch_size", "teacher_forcing",
+TRAINING_FIELDS = ("dropout", "lr", "weight_decay", "clip", "batch_size", "batch_tokens", "teacher_forcing",
                    "teacher_forcing_schedule", "teacher_forcing_decay_epochs", "label_smoothing", "lr_schedule",
                    "lr_decay", "warmup_steps", "seed", "max_src_len", "max_trg_len", "precision")
 # ``fast_path`` is not among them: the fast and the plain loss compute the same function
@@ -79,13 +79,14 @@ def training_loss(model: Seq2SeqModel, batch: Batch, teacher_forcing: float, gen
 
 @torch.no_grad()
 def evaluate_loss(model: Seq2SeqModel, examples: Sequence[Example], batch_size: int,
-                  device: torch.device, precision: str = "fp32", fast_path: str = "auto") -> float:
+                  device: torch.device, precision: str = "fp32", fast_path: str = "auto",
+                  batch_tokens: int = 0) -> float:
     """Teacher-forced mean cross-entropy per target token (dropout off), in a resolved ``precision``,
-    on the loss path ``fast_path`` chooses (``resolve_fast_path``)."""
+    on the loss path ``fast_path`` chooses (``resolve_fast_path``), batched as in training."""
     model.eval()
     fast = resolve_fast_path(fast_path, device)
     total, tokens = 0.0, 0
-    for batch in bucketed_batches(examples, batch_size, shuffle=False):
+    for batch in bucketed_batches(examples, batch_size, shuffle=False, batch_tokens=batch_tokens):
         with autocast(precision, device):
             loss, n = training_loss(model, batch.to(device), 1.0, None, 0.0, fast)
         total += float(loss)
@@ -103,8 +104,16 @@ def greedy_token_accuracy(model: Seq2SeqModel, examples: Sequence[Example], devi
     return 100.0 * sum(accs) / max(len(accs), 1)
 
 
-def _warmup(step: int, warmup_steps: int) -> float:
-    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+def schedule_factor(config: Seq2SeqConfig, step: int) -> float:
+    """The learning rate at ``step`` (0-based) over ``config.learning_rate``: a linear warmup over
+    ``warmup_steps``, then 1 or, for "inverse_sqrt", sqrt(warmup_steps / (step + 1)). ("plateau"'s
+    reductions come on top, per epoch: ``TrainingState.lr_factor``.)"""
+    warmup = config.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.lr_schedule == "inverse_sqrt":
+        return (warmup / (step + 1)) ** 0.5
+    return 1.0
 
 
 def teacher_forcing_ratio(config: Seq2SeqConfig, step: int, steps_per_epoch: int) -> float:
@@ -165,9 +174,9 @@ class Optimisation:
     @classmethod
     def create(cls, model: Seq2SeqModel, config: Seq2SeqConfig, state: TrainingState, precision: str,
                device: torch.device) -> "Optimisation":
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: _warmup(s, config.warmup_steps) * state.lr_factor)
+            optimizer, lambda s: schedule_factor(config, s) * state.lr_factor)
         scaler = grad_scaler(precision, device)  # fp16 only; bf16 and fp32 need none
         return cls(optimizer, scheduler, scaler, torch.Generator().manual_seed(config.seed))
 
@@ -194,9 +203,10 @@ def train_epoch(model: Seq2SeqModel, examples: Sequence[Example], config: Seq2Se
     """One pass over the training pairs (``epoch`` counts from 1): the record's training figures."""
     model.train()
     fast = resolve_fast_path(config.fast_path, device)
-    n_batches = math.ceil(len(examples) / config.batch_size)
-    bar = tqdm(bucketed_batches(examples, config.batch_size, shuffle=True, seed=config.seed + epoch),
-               total=n_batches, desc=f"{config.name} epoch {epoch}", disable=not progress,
+    batching = dict(shuffle=True, seed=config.seed + epoch, batch_tokens=config.batch_tokens)
+    n_batches = len(batch_indices(examples, config.batch_size, **batching))
+    bar = tqdm(bucketed_batches(examples, config.batch_size, **batching), total=n_batches,
+               desc=f"{config.name} epoch {epoch}", disable=not progress,
                file=sys.stdout, ascii=True, ncols=110, mininterval=10.0)
     total_loss, total_tokens, ratios, e0 = 0.0, 0, [], time.perf_counter()
     for i, batch in enumerate(bar):
@@ -226,7 +236,8 @@ def _validate(model: Seq2SeqModel, valid_examples: Sequence[Example], config: Se
               precision: str, epoch: int, trained: dict) -> dict:
     """The epoch's record: its training figures, the teacher-forced validation loss and perplexity,
     and the free-running greedy token accuracy."""
-    val_loss = evaluate_loss(model, valid_examples, config.batch_size, device, precision, config.fast_path)
+    val_loss = evaluate_loss(model, valid_examples, config.batch_size, device, precision, config.fast_path,
+                             config.batch_tokens)
     return {
         "epoch": epoch,
         "train_loss": trained["train_loss"],
@@ -288,6 +299,7 @@ def train_model(
     """
     if not train_examples or not valid_examples:
         raise ValueError("Training needs non-empty train and valid splits; run notebooks/01_preprocess.ipynb first.")
+    check_batch_tokens(train_examples, config.batch_tokens)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     ckpt_dir = project_path(checkpoint_dir)
     best_path, last_path = ckpt_dir / f"{config.name}_best.pt", ckpt_dir / f"{config.name}_last.pt"
