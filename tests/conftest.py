@@ -73,7 +73,7 @@ def tiny_config(toy_vocab: Vocabulary) -> Callable[..., Seq2SeqConfig]:
         params = dict(model=model, src_vocab_size=len(toy_vocab), trg_vocab_size=len(toy_vocab),
                       embed_dim=16, hidden_dim=32, num_layers=1, dropout=0.0, n_heads=2, ff_dim=64,
                       max_positions=64, teacher_forcing=1.0, max_src_len=10, max_trg_len=10,
-                      batch_size=32, seed=0)
+                      batch_size=32, seed=0, precision="fp32")  # exact comparisons hold on every CPU
         params.update(overrides)
         return Seq2SeqConfig(**params)
 
@@ -185,7 +185,9 @@ def ckpt_dir(tmp_path_factory, vocabs):
 
 @pytest.fixture(scope="session")
 def loaded(ckpt_dir):
-    return load_trained(ckpt_dir, ["rnn", "lstm", "attention", "copy", "transformer"], "cpu", log=lambda s: None)
+    # fp32 on every CPU ("auto" is bf16 where the CPU has it), so outputs compare exactly
+    return load_trained(ckpt_dir, ["rnn", "lstm", "attention", "copy", "transformer"], "cpu", log=lambda s: None,
+                        precision="fp32")
 
 
 @pytest.fixture(scope="session")

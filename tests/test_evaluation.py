@@ -27,6 +27,7 @@ from utils.evaluation import (
 )
 from utils.length_penalty import chosen_length_penalties
 from utils.metrics import evaluate_outputs
+from utils.precision import resolve_precision
 from utils.source_reliance import source_reliance
 
 
@@ -45,7 +46,9 @@ def test_evaluation_setup_reads_the_test_split_and_the_models(tmp_path, rows, ck
     got_rows, loaded, dev = evaluation_setup(tmp_path, ckpt_dir, "rnn,attention", "cpu", max_examples=3,
                                             log=lines.append)
     assert got_rows == rows[:3] and list(loaded) == ["rnn", "attention"] and dev.type == "cpu"
-    assert lines[-1] == "3 test examples; models: rnn, attention; device: cpu; precision: fp32"
+    # "auto" decodes in bf16 on a CPU with native bf16, else in fp32
+    precision = resolve_precision("auto", "cpu")
+    assert lines[-1] == f"3 test examples; models: rnn, attention; device: cpu; precision: {precision}"
     assert evaluation_setup(tmp_path, ckpt_dir, ["rnn"], "cpu", log=lines.append)[0] == rows  # 0: all
     with pytest.raises(FileNotFoundError, match="No processed data"):
         evaluation_setup(tmp_path / "nothing", ckpt_dir, ["rnn"], "cpu")
