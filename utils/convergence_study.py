@@ -34,7 +34,7 @@ from utils.training import train_model
 TODAY: dict[str, Any] = {"batch_size": 64, "batch_tokens": 0, "lr": 3e-3, "lr_schedule": "constant",
                          "warmup_steps": 0, "precision": "fp32"}
 # recipe -> what it changes from TODAY. 4,000 target positions hold about 64 functions (the rate stays
-# 3e-3, ``LR_REFERENCE_TOKENS``); 8,000 about 128 (the rate grows by sqrt(2)).
+# 3e-3, ``LR_REFERENCE_TOKENS``); 8,000 about 128 (the rate grows by sqrt(2)); 16,000 about 256 (by 2).
 RECIPES: dict[str, dict[str, Any]] = {
     "today": {},
     "today-bf16": {"precision": "bf16"},
@@ -43,6 +43,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "tokens8k-plateau": {"batch_tokens": 8000, "lr_schedule": "plateau", "warmup_steps": 50, "precision": "bf16"},
     "tokens-plateau-fp32": {"batch_tokens": 4000, "lr_schedule": "plateau", "warmup_steps": 100,
                             "precision": "fp32"},
+    "tokens16k-plateau": {"batch_tokens": 16000, "lr_schedule": "plateau", "warmup_steps": 25, "precision": "bf16"},
 }
 
 
