@@ -170,3 +170,13 @@ def test_merge_attention_sums_source_pieces_and_averages_output_pieces() -> None
     merged = merge_attention(a, ["get_", "##name", "x"], ["<SOS>", "a", "##b"])
     assert merged.shape == (2, 2)
     assert np.allclose(merged, [[0.25, 0.75], [0.2, 0.8]]) and np.allclose(merged.sum(1), 1.0)
+
+
+def test_a_subword_vocabulary_travels_to_another_process_and_splits_the_same() -> None:
+    import pickle
+
+    vocab = Vocabulary.from_subwords(Subwords.train([tokenize_code(CODE)] * 3, vocab_size=120))
+    tokens = tokenize_code(CODE)
+    pieces = vocab.splitter().split(tokens)  # the splitter's cache is filled before the copy
+    copy = pickle.loads(pickle.dumps(vocab))  # what a training worker receives
+    assert copy.itos == vocab.itos and copy.splitter().split(tokens) == pieces

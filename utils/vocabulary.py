@@ -38,6 +38,11 @@ class Vocabulary:
                 raise ValueError(f"The vocabulary's {len(self.itos)} symbols do not match its BPE tokenizer's "
                                  f"{len(pieces)} pieces; write both again with notebooks/01_preprocess.ipynb.")
 
+    def __getstate__(self) -> dict:
+        """What a copy for another process carries: the splitter is left out (its cache cannot be
+        pickled) and built again from ``subwords`` when first needed."""
+        return {**self.__dict__, "_splitter": None}
+
     @property
     def is_subword(self) -> bool:
         return self.subwords is not None
