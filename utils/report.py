@@ -7,7 +7,8 @@ vocabularies, from the ``_last.pt`` checkpoints; ``vocabulary_comparison.csv``; 
 and ``study_settings_epochs.csv``), so a fresh clone without the runs prints the same tables from
 those files, and prints the Markdown tables:
 
-- the results table (``plots/results.csv``: models, decodings and the two baseline rows);
+- the README's short results table (``headline_markdown``) and the whole one (``plots/results.csv``:
+  models, decodings and the two baseline rows);
 - word against BPE, per model and decoding (``vocabulary_comparison``);
 - seconds per training epoch under each vocabulary (``epoch_times``);
 - wall time of each stage (``timings.json`` of ``utils.run_notebooks``);
@@ -52,6 +53,17 @@ README_COLUMNS: list[tuple[str, str, int | None]] = [
     ("parameters", "params", None),
     ("train_seconds", "train s", 0),
 ]
+# The README's short table: each model greedy and with its best-tuned decoding, beside the two baselines.
+HEADLINE_COLUMNS: list[tuple[str, str, int | None]] = [
+    ("model", "model", 0),
+    ("decoding", "decoding", 0),
+    ("bleu", "BLEU", 1),
+    ("codebleu", "CodeBLEU", 1),
+    ("syntax_valid", "syntax valid %", 1),
+    ("distinct_outputs", "distinct outputs %", 1),
+    ("source_gap", "docstring gap (TF)", 2),
+]
+HEADLINE_DECODINGS = ("greedy", "beam5+syntax")
 # The columns the word-vs-BPE comparison puts side by side.
 COMPARED: list[tuple[str, str]] = [
     ("bleu", "BLEU"),
@@ -87,6 +99,13 @@ def results_markdown(results: pd.DataFrame) -> str:
     """``plots/results.csv`` as the README's table."""
     rows = [[_cell(r.get(col), d) for col, _, d in README_COLUMNS] for r in results.to_dict("records")]
     return markdown_table(rows, [h for _, h, _ in README_COLUMNS])
+
+
+def headline_markdown(results: pd.DataFrame) -> str:
+    """The README's short table: the rows of ``HEADLINE_DECODINGS`` and the baselines, fewer columns."""
+    rows = results[results["decoding"].isin(HEADLINE_DECODINGS) | ~results["decoding"].map(_is_model_row)]
+    return markdown_table([[_cell(r.get(col), d) for col, _, d in HEADLINE_COLUMNS] for r in rows.to_dict("records")],
+                          [h for _, h, _ in HEADLINE_COLUMNS])
 
 
 def vocabulary_comparison(bpe: pd.DataFrame, word: pd.DataFrame,
@@ -310,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     plots, word, study = project_path(args.plots), project_path(args.word_run), project_path(args.study_run)
     results = pd.read_csv(plots / "results.csv")
+    print("## Results, short (README)\n\n" + headline_markdown(results) + "\n")
     print("## Results\n\n" + results_markdown(results) + "\n")
     saved_epochs = pd.read_csv(plots / "training_epochs.csv") if (plots / "training_epochs.csv").exists() else None
     history = _runs_epochs(args.checkpoints, args.models, args.vocabulary, saved_epochs)
