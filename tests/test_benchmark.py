@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from utils.batch import make_batch
 from utils.benchmark import examples_macs, main, reference_macs, synthetic_examples, train_macs
 from utils.config import Seq2SeqConfig
+from utils.data.batch import make_batch
 from utils.paths import REPO_ROOT
 
 
@@ -103,7 +103,7 @@ def test_time_interleaved_takes_turns_and_sums() -> None:
 
 
 def test_benchmark_decode_on_an_empty_test_split_stops_with_one_line(tmp_path, capsys) -> None:
-    from utils.vocabulary import Vocabulary
+    from utils.data.vocabulary import Vocabulary
 
     row = {"docstring_tokens": ["add", "one"], "code_tokens": ["def", "f", "(", ")", ":"]}
     (tmp_path / "train.jsonl").write_text(json.dumps(row) + "\n")
@@ -121,7 +121,7 @@ def test_benchmark_decode_on_an_empty_test_split_stops_with_one_line(tmp_path, c
 def test_benchmark_on_real_data_takes_the_corpus_length_limits(tmp_path, capsys) -> None:
     """A target longer than the default position table (128): the Transformer is built, as in training,
     with room for the corpus's longest target."""
-    from utils.vocabulary import Vocabulary
+    from utils.data.vocabulary import Vocabulary
 
     row = {"docstring_tokens": ["add", "one"], "code_tokens": ["x"] * 150}
     (tmp_path / "train.jsonl").write_text(json.dumps(row) + "\n")

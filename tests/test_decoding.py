@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.batch import Batch, Example, make_batch
+from utils.data.batch import Batch, Example, make_batch
+from utils.data.vocabulary import EOS, PAD, SOS, SPECIALS, UNK, Vocabulary
 from utils.decoding import beam_search, decode_batch, decode_examples, greedy_decode, ids_to_tokens
 from utils.models import MODEL_CLASSES, build_model
-from utils.vocabulary import EOS, PAD, SOS, SPECIALS, UNK, Vocabulary
 
 ALL_MODELS = list(MODEL_CLASSES)
 MAX_LEN = 12

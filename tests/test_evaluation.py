@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.batch import encode_pairs, make_batch
+from utils.data.batch import encode_pairs, make_batch
 from utils.evaluation import (
     FLOOR_MODEL,
     RESULT_COLUMNS,

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from utils import training
-from utils.batch import encode_pairs, make_batch
+from utils.data.batch import encode_pairs, make_batch
+from utils.data.vocabulary import PAD, SPECIALS, Vocabulary
 from utils.fast import fast_forward, fast_loss
 from utils.models import build_model
 from utils.training import train_model
-from utils.vocabulary import PAD, SPECIALS, Vocabulary
 
 MODELS = ["rnn", "lstm", "attention", "copy", "transformer"]
 RATIOS = [1.0, 0.5, 0.0]

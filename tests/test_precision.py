@@ -13,8 +13,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import utils.precision as precision_module
 from inference import example_inference
 from inference.inference import clear_cache, generate_code
-from utils.batch import make_batch
 from utils.checkpoint import load_model, save_checkpoint
+from utils.data.batch import make_batch
 from utils.decoding import beam_search, decode_examples, greedy_decode
 from utils.models import MODEL_CLASSES, build_model
 from utils.precision import AUTO_ON_BF16_CPU, autocast, check_precision, compute_dtype, resolve_precision
@@ -154,7 +154,7 @@ def test_the_precision_study_writes_its_table(tmp_path, monkeypatch) -> None:
     import json
 
     from utils import precision_study
-    from utils.vocabulary import Vocabulary
+    from utils.data.vocabulary import Vocabulary
 
     data = tmp_path / "data"
     data.mkdir()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from utils.config import make_config
-from utils.data import model_lengths
+from utils.data.processed import model_lengths
 from utils.screening import ScreeningData, greedy_figures, train_and_validate
 
 

@@ -7,15 +7,15 @@ import pytest
 import torch
 from test_tokenizer import ROUND_TRIP_ROOTS
 
-from utils.batch import Example, make_batch
 from utils.config import Seq2SeqConfig
-from utils.data import build_python_corpus
+from utils.data.batch import Example, make_batch
+from utils.data.processed import build_python_corpus
+from utils.data.tokenizer import DEDENT, INDENT, NEWLINE
+from utils.data.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 from utils.decoding import beam_search, greedy_decode
 from utils.metrics import is_valid_syntax
 from utils.models import build_model
 from utils.syntax_constraints import PythonSyntaxConstraint
-from utils.tokenizer import DEDENT, INDENT, NEWLINE
-from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import utils.syntax_constraints as constraints
 import utils.syntax_rules as rules
+from utils.data.tokenizer import INDENT, NEWLINE
+from utils.data.vocabulary import SPECIALS, Vocabulary
 from utils.syntax_constraints import PythonSyntaxConstraint
 from utils.syntax_rules import SyntaxMaskRules
-from utils.tokenizer import INDENT, NEWLINE
-from utils.vocabulary import SPECIALS, Vocabulary
 
 WORDS = ["def", "async", "@", "f", "x", "(", ")", ":", ",", "=", "+", "return", "pass", NEWLINE, INDENT]
 

@@ -9,8 +9,8 @@ import torch
 
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import Seq2SeqConfig
+from utils.data.vocabulary import SPECIALS, Vocabulary
 from utils.training import schedule_factor, teacher_forcing_ratio, train_model
-from utils.vocabulary import SPECIALS, Vocabulary
 
 # Fields of a history record that depend on the computation, not on the clock.
 METRICS = ("epoch", "train_loss", "val_loss", "val_ppl", "val_token_acc_greedy", "lr")
@@ -190,9 +190,9 @@ TRAIN_SCRIPT = r'''
 import io, json, os, random, sys, time
 import torch
 import utils.training as training
-from utils.batch import encode_pairs
+from utils.data.batch import encode_pairs
 from utils.config import Seq2SeqConfig
-from utils.vocabulary import SPECIALS, Vocabulary
+from utils.data.vocabulary import SPECIALS, Vocabulary
 
 torch.set_num_threads(1)
 ckpt_dir, result_file, stop = sys.argv[1:4]
@@ -362,8 +362,8 @@ def test_learning_rate_schedules_warm_up_then_hold_or_fall() -> None:
 def test_token_batches_train_with_the_scaled_rate_on_the_schedule(tmp_path, run, splits) -> None:
     """Batches of at most 40 target positions; the rate each epoch ends with follows inverse_sqrt from
     the peak lr * sqrt(40 / LR_REFERENCE_TOKENS), step by step."""
-    from utils.batch import batch_indices
     from utils.config import LR_REFERENCE_TOKENS
+    from utils.data.batch import batch_indices
 
     result, _ = run(tmp_path, epochs=2, batch_tokens=40, lr_schedule="inverse_sqrt", warmup_steps=3)
     train = splits[0]

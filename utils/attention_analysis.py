@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from utils.batch import SEPARATOR
+from utils.data.batch import SEPARATOR
 from utils.evaluation import DecodedSplit
 from utils.metrics import attention_copy_alignment, attention_entropy, is_identifier
 

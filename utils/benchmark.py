@@ -22,7 +22,6 @@ from typing import Iterable
 
 import torch
 
-from utils.batch import Example, encode_pairs
 from utils.benchmark_decoding import benchmark_decoding, benchmark_decoding_precision
 from utils.benchmark_training import (
     benchmark_precision,
@@ -36,7 +35,8 @@ from utils.benchmark_training import (
     training_stepper,
 )
 from utils.config import MODEL_NAMES, RETRIEVAL_SUFFIX, make_config, resolve_device, split_name
-from utils.data import load_split, load_vocabs, model_lengths
+from utils.data.batch import Example, encode_pairs
+from utils.data.processed import load_split, load_vocabs, model_lengths
 from utils.precision import PRECISIONS, resolve_precision
 
 # the timing functions are importable from here too

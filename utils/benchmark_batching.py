@@ -20,10 +20,10 @@ from typing import Iterable
 
 import torch
 
-from utils.batch import bucketed_batches, encode_pairs
 from utils.benchmark_training import _fast_loss, _fresh_model, time_interleaved, training_stepper
 from utils.config import make_config
-from utils.data import load_split, load_vocabs, model_lengths
+from utils.data.batch import bucketed_batches, encode_pairs
+from utils.data.processed import load_split, load_vocabs, model_lengths
 from utils.precision import resolve_precision
 from utils.run_notebooks import load_params
 

@@ -15,8 +15,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from utils.batch import Batch, Example, bucketed_batches, make_batch
 from utils.config import Seq2SeqConfig
+from utils.data.batch import Batch, Example, bucketed_batches, make_batch
 from utils.fast import fast_loss
 from utils.models import Seq2SeqModel, build_model
 from utils.precision import autocast

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 from utils.config import Seq2SeqConfig
+from utils.data.vocabulary import Vocabulary
 from utils.files import atomic_write, disk_full
 from utils.models import Seq2SeqModel, build_model
 from utils.paths import TRAIN_HINT
-from utils.vocabulary import Vocabulary
 
 FORMAT = "seq2seq-checkpoint-v1"
 REQUIRED_KEYS = ("format", "config", "model_state", "src_vocab", "trg_vocab")

@@ -15,12 +15,12 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from utils.batch import Batch, Example, make_batch
+from utils.data.batch import Batch, Example, make_batch
+from utils.data.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 from utils.models import Seq2SeqModel, State
 from utils.piece_syntax import piece_syntax_constraint
 from utils.precision import autocast, resolve_precision
 from utils.syntax_constraints import PythonSyntaxConstraint, SyntaxState, syntax_constraint
-from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 
 
 @dataclass

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from utils.data.tokenizer import DEDENT, INDENT
 from utils.metrics import (
     BUILTIN_NAMES,
     LAYOUT_TOKENS,
@@ -34,7 +35,6 @@ from utils.metrics import (
     parse_error,
     strip_special,
 )
-from utils.tokenizer import DEDENT, INDENT
 
 SYNTAX_BRACKETS = "syntax: unbalanced brackets"
 SYNTAX_INDENT = "syntax: bad indentation"

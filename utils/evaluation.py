@@ -20,20 +20,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from utils.batch import SEPARATOR, encode_pairs, retrieved_code, source_symbols
 from utils.checkpoint import LoadedModel, load_checkpoint
 from utils.config import model_names, resolve_device
-from utils.data import load_split
+from utils.data.batch import SEPARATOR, encode_pairs, retrieved_code, source_symbols
+from utils.data.processed import load_split
+from utils.data.retrieval import retrieval_outputs
+from utils.data.subwords import join_pieces, merge_attention
+from utils.data.vocabulary import Vocabulary, known_tokens
 from utils.decoding import check_length_penalty, decode_examples, ids_to_tokens
 from utils.files import save_csv
 from utils.metrics import edit_figures, evaluate_outputs, length_bucket_table, perplexity
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
-from utils.retrieval import retrieval_outputs
 from utils.source_reliance import source_reliance
-from utils.subwords import join_pieces, merge_attention
 from utils.training import evaluate_loss
-from utils.vocabulary import Vocabulary, known_tokens
 
 FLOOR_MODEL = "reference-shuffled (floor)"
 FLOOR_DECODING = "other reference"
@@ -307,7 +307,7 @@ def shuffled_reference_baseline(rows: Sequence[dict], trg_vocab: Vocabulary | No
 
 def retrieval_baseline(train_rows: Sequence[dict], rows: Sequence[dict],
                        trg_vocab: Vocabulary | None = None) -> dict[str, float]:
-    """Metrics of the retrieval baseline (``utils.retrieval``): each row answered with the training
+    """Metrics of the retrieval baseline (``utils.data.retrieval``): each row answered with the training
     function whose docstring is most similar to its own."""
     refs, docs = _references(rows)
     return evaluate_outputs(retrieval_outputs(train_rows, rows), refs, docs, trg_vocab)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from utils.data import load_split
+from utils.data.processed import load_split
 from utils.decoding import check_length_penalty
 from utils.evaluation import LengthPenalties, LoadedModel, _references, decode_split
 from utils.files import save_csv

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from utils.tokenizer import detokenize
+from utils.data.tokenizer import detokenize
 
 
 def code_block(text: str, language: str = "python") -> str:

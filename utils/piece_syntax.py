@@ -29,10 +29,10 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from utils.subwords import CONTINUATION
+from utils.data.subwords import CONTINUATION
+from utils.data.tokenizer import DEDENT, INDENT, NEWLINE
+from utils.data.vocabulary import EOS, SPECIALS, UNK, Vocabulary
 from utils.syntax_constraints import ATOM_KEYWORDS, PythonSyntaxConstraint, SyntaxState
-from utils.tokenizer import DEDENT, INDENT, NEWLINE
-from utils.vocabulary import EOS, SPECIALS, UNK, Vocabulary
 
 NAME_REP, NUMBER_REP, STRING_REP, BYTES_REP = "x", "0", "''", "b''"
 LAYOUT = (NEWLINE, INDENT, DEDENT)

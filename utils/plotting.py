@@ -11,7 +11,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from utils.batch import SEPARATOR
+from utils.data.batch import SEPARATOR
 from utils.files import atomic_write
 from utils.paths import project_path
 

@@ -21,9 +21,9 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from utils.batch import encode_pairs
 from utils.config import make_config, model_names, resolve_device
-from utils.data import load_split, load_vocabs
+from utils.data.batch import encode_pairs
+from utils.data.processed import load_split, load_vocabs
 from utils.evaluation import decode_split, evaluation_setup
 from utils.files import save_csv
 from utils.metrics import evaluate_outputs

@@ -22,9 +22,9 @@ from typing import Iterable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from utils.batch import Batch, bucketed_batches, encode_pairs
 from utils.config import make_config, model_names
-from utils.data import load_split, load_vocabs, model_lengths
+from utils.data.batch import Batch, bucketed_batches, encode_pairs
+from utils.data.processed import load_split, load_vocabs, model_lengths
 from utils.fast import fast_loss
 from utils.models import build_model
 from utils.precision import autocast, resolve_precision

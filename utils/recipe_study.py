@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from utils.config import make_config, model_names
-from utils.data import model_lengths, preprocess
+from utils.data.processed import model_lengths, preprocess
 from utils.files import save_csv
 from utils.run_notebooks import load_params
 from utils.screening import ScreeningData, baseline_figures, train_and_validate

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.batch import Example, encode_pairs
 from utils.config import Seq2SeqConfig
-from utils.data import load_split, load_vocabs
+from utils.data.batch import Example, encode_pairs
+from utils.data.processed import load_split, load_vocabs
+from utils.data.vocabulary import Vocabulary, known_tokens
 from utils.evaluation import (
     FLOOR_MODEL,
     RETRIEVAL_MODEL,
@@ -24,7 +25,6 @@ from utils.metrics import evaluate_outputs
 from utils.precision import resolve_precision
 from utils.source_reliance import source_reliance
 from utils.training import train_model
-from utils.vocabulary import Vocabulary, known_tokens
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from utils.config import Seq2SeqConfig, make_config, model_names
-from utils.data import load_split, model_lengths
+from utils.data.processed import load_split, model_lengths
 from utils.files import save_csv
 from utils.run_notebooks import load_params
 from utils.screening import ScreeningData, greedy_figures

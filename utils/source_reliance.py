@@ -21,15 +21,15 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from utils.batch import encode_pairs
 from utils.checkpoint import LoadedModel, load_checkpoint
 from utils.config import MODEL_NAMES
-from utils.data import load_split
+from utils.data.batch import encode_pairs
+from utils.data.processed import load_split
+from utils.data.vocabulary import Vocabulary
 from utils.files import save_csv
 from utils.models import Seq2SeqModel
 from utils.paths import project_path
 from utils.training import evaluate_loss
-from utils.vocabulary import Vocabulary
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Syntax-aware decoding: at each step, only tokens that keep the partial program on a path to
 valid Python are allowed.
 
-Cheap incremental checks over the token stream of ``utils.tokenizer.tokenize_code``:
+Cheap incremental checks over the token stream of ``utils.data.tokenizer.tokenize_code``:
 - brackets close in order (only the bracket matching the innermost open one may close);
 - ``<NEWLINE>`` only outside brackets, never on an empty line, never after an operator that still
   needs its right operand, and after a ``:`` only on a line that starts a compound statement;
@@ -26,6 +26,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from utils.data.tokenizer import DEDENT, INDENT, NEWLINE
+from utils.data.vocabulary import Vocabulary
 from utils.syntax_rules import (
     ATOM_KEYWORDS,
     AUGMENTED,
@@ -56,8 +58,6 @@ from utils.syntax_rules import (
     SyntaxMaskRules,
     _is_bytes,
 )
-from utils.tokenizer import DEDENT, INDENT, NEWLINE
-from utils.vocabulary import Vocabulary
 
 # the token classes and mask rules are importable from here too
 __all__ = [

@@ -11,8 +11,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from utils.tokenizer import DEDENT, INDENT, NEWLINE
-from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
+from utils.data.tokenizer import DEDENT, INDENT, NEWLINE
+from utils.data.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 
 OPEN = {"(": ")", "[": "]", "{": "}"}
 CLOSE = set(OPEN.values())

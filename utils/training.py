@@ -25,16 +25,16 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from utils.batch import Batch, Example, batch_indices, bucketed_batches, check_batch_tokens
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import Seq2SeqConfig, resolve_device, resolve_fast_path
+from utils.data.batch import Batch, Example, batch_indices, bucketed_batches, check_batch_tokens
+from utils.data.vocabulary import Vocabulary
 from utils.decoding import decode_examples
 from utils.fast import fast_loss
 from utils.metrics import token_accuracy
 from utils.models import Seq2SeqModel, build_model
 from utils.paths import project_path
 from utils.precision import autocast, grad_scaler, resolve_precision
-from utils.vocabulary import Vocabulary
 
 # Fields that change the architecture: a checkpoint that differs in any of them cannot be resumed.
 ARCHITECTURE_FIELDS = ("model", "vocabulary", "src_vocab_size", "trg_vocab_size", "embed_dim", "hidden_dim",

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from utils.config import make_config, model_names
-from utils.data import model_lengths, preprocess
+from utils.data.processed import model_lengths, preprocess
 from utils.files import save_csv
 from utils.run_notebooks import load_params
 from utils.screening import ScreeningData, train_and_validate

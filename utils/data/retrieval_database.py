@@ -3,9 +3,9 @@
 ``notebooks/02_train.ipynb`` writes ``<checkpoint_dir>/retrieval_db.json`` (JSON, never pickle)
 when it trains a "+retrieval" model: every training docstring and function, the corpus hash and a
 fingerprint of the source vocabulary. Inference rebuilds the same TF-IDF retriever from it
-(``utils.retrieval``), so a new docstring gets the neighbour 01 would have found for it.
+(``utils.data.retrieval``), so a new docstring gets the neighbour 01 would have found for it.
 
-    python -m utils.retrieval_database --data-dir data/processed --checkpoint-dir checkpoints
+    python -m utils.data.retrieval_database --data-dir data/processed --checkpoint-dir checkpoints
 """
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from utils.data import load_manifest, load_split, load_vocabs
+from utils.data.processed import load_manifest, load_split, load_vocabs
+from utils.data.retrieval import TfidfRetriever
+from utils.data.vocabulary import Vocabulary
 from utils.files import read_format, write_text
 from utils.paths import project_path
-from utils.retrieval import TfidfRetriever
-from utils.vocabulary import Vocabulary
 
 DATABASE_FILE = "retrieval_db.json"
 _FORMAT = "seq2seq-retrieval-db-v1"
 
 
 def rebuild_hint(checkpoint_dir: str | Path) -> str:
-    return (f"rebuild it with `python -m utils.retrieval_database --data-dir <the model's data_dir> "
+    return (f"rebuild it with `python -m utils.data.retrieval_database --data-dir <the model's data_dir> "
             f"--checkpoint-dir {checkpoint_dir}` (or run notebooks/02_train.ipynb again)")
 
 

@@ -3,7 +3,7 @@
 Rows follow the CodeSearchNet schema (repo, path, func_name, original_string, language, code, code_tokens,
 docstring, docstring_tokens, partition) plus ``summary``, ``url``, ``lineno``. ``code`` is the generation target:
 the function without its docstring statement; ``docstring_tokens`` tokenize the docstring's first paragraph.
-The row building, deduplication and parallel map here also serve ``utils.codesearchnet``.
+The row building, deduplication and parallel map here also serve ``utils.data.codesearchnet``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from utils.corpus_sources import (
+from utils.data.corpus_sources import (
     SKIPPED_DIRS,
     distribution_files,
     environment_roots,
@@ -26,7 +26,7 @@ from utils.corpus_sources import (
     python_files,
     stdlib_root,
 )
-from utils.tokenizer import docstring_summary, tokenize_code, tokenize_docstring
+from utils.data.tokenizer import docstring_summary, tokenize_code, tokenize_docstring
 
 # The partitions a row's ``partition`` names once the corpus is split (CodeSearchNet's).
 SPLITS = ("train", "valid", "test")
@@ -212,7 +212,7 @@ def parallel_map(func: Callable[[Any], tuple[list[dict], Counter]], jobs: Sequen
 def build_python_corpus(roots: list[Path] | None = None, keep_docstring: bool = False,
                         max_files: int | None = None, stats: Counter | None = None) -> list[dict]:
     """Docstring/code rows from the .py files under ``roots`` (default: the standard library and the
-    running environment's site-packages; ``utils.corpus_sources.corpus_roots`` gives the pinned ones).
+    running environment's site-packages; ``utils.data.corpus_sources.corpus_roots`` gives the pinned ones).
 
     Filters follow CodeSearchNet: no test names/files, no dunders, >= 3 lines, >= 3 docstring tokens,
     exact duplicates dropped (first kept). Deterministic: files sorted, results in file order.

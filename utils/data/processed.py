@@ -1,6 +1,6 @@
 """The processed corpus: filter rows by length, split them by file, fit vocabularies, save, load.
 
-Rows come from ``utils.python_corpus`` (installed Python sources) or ``utils.codesearchnet``, in the
+Rows come from ``utils.data.python_corpus`` (installed Python sources) or ``utils.data.codesearchnet``, in the
 CodeSearchNet schema described there; ``preprocess`` turns them into the splits, vocabularies and manifest
 that the notebooks read back with ``load_split``, ``load_vocabs`` and ``load_manifest``.
 """
@@ -15,15 +15,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from utils.codesearchnet import load_codesearchnet  # re-exported, as callers import it from here
-from utils.corpus_sources import PACKAGES_FILE, SOURCES_DIR, corpus_roots
+from utils.data.codesearchnet import load_codesearchnet  # re-exported, as callers import it from here
+from utils.data.corpus_sources import PACKAGES_FILE, SOURCES_DIR, corpus_roots
+from utils.data.manifest import build_manifest, sha256_file
+from utils.data.neighbours import NEIGHBOURS_FILE, attach_retrieved, find_neighbours, load_neighbours, save_neighbours
+from utils.data.python_corpus import SPLITS, build_python_corpus, code_key  # SPLITS and the builder re-exported
+from utils.data.subwords import Subwords
+from utils.data.vocabulary import Vocabulary
 from utils.files import atomic_write, write_text
-from utils.manifest import build_manifest, sha256_file
-from utils.neighbours import NEIGHBOURS_FILE, attach_retrieved, find_neighbours, load_neighbours, save_neighbours
 from utils.paths import project_path
-from utils.python_corpus import SPLITS, build_python_corpus, code_key  # SPLITS and the builder re-exported
-from utils.subwords import Subwords
-from utils.vocabulary import Vocabulary
 
 SOURCES = ("python", "codesearchnet")
 MISSING_DATA_HINT = "run notebooks/01_preprocess.ipynb or `make main`"
@@ -147,7 +147,7 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
     ``corpus_packages="environment"``. ``vocabulary="word"`` keeps tokens seen ``min_freq`` times;
     ``"bpe"`` learns ``bpe_size`` subword pieces (one model for both sides when ``bpe_shared``) and
     also drops pairs over twice the token limits in pieces. Unless ``retrieval_input`` is "none", each
-    row's nearest training function is found and saved too (``utils.neighbours``).
+    row's nearest training function is found and saved too (``utils.data.neighbours``).
     """
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"Unknown vocabulary {vocabulary!r}; use 'word' (whole tokens, the original study's) "
@@ -185,7 +185,7 @@ def preprocess(source: str = "python", out_dir: str | Path = "data/processed", m
 
 
 def _write_neighbours(out: Path, splits: dict[str, list[dict]], manifest: dict, retrieval_input: str) -> None:
-    """Each row's nearest training function (``utils.neighbours``) into ``out``, noted in the manifest;
+    """Each row's nearest training function (``utils.data.neighbours``) into ``out``, noted in the manifest;
     kept out of the corpus hash, so the splits are the same corpus whether or not it is made."""
     if retrieval_input == "none":
         (out / NEIGHBOURS_FILE).unlink(missing_ok=True)
@@ -263,7 +263,7 @@ def _missing(path: Path) -> FileNotFoundError:
 def load_split(data_dir: str | Path, split: str, required: bool = False, with_retrieved: bool = True) -> list[dict]:
     """Rows of one processed split (train/valid/test); with ``required``, a ValueError if it has none.
     With ``with_retrieved`` and a ``neighbours.json`` beside the splits, each row also carries its
-    nearest training function as ``row["retrieved"]`` (``utils.neighbours``)."""
+    nearest training function as ``row["retrieved"]`` (``utils.data.neighbours``)."""
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
     rows = _read_split(project_path(data_dir) / f"{split}.jsonl")

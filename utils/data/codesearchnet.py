@@ -1,6 +1,6 @@
 """The CodeSearchNet Python corpus (local parquet/jsonl/json files, or the Hugging Face hub) as rows.
 
-Each row's target and tokens are re-derived from its code the way ``utils.python_corpus`` does for installed
+Each row's target and tokens are re-derived from its code the way ``utils.data.python_corpus`` does for installed
 sources, so both sources give the same schema.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from utils.data.python_corpus import FUNCTION_NODES, SHARED_DROPS, SPLITS, dedupe, make_row, parallel_map
 from utils.paths import project_path
-from utils.python_corpus import FUNCTION_NODES, SHARED_DROPS, SPLITS, dedupe, make_row, parallel_map
 
 HUB_DATASET = "Nan-Do/code-search-net-python"
 CODESEARCHNET_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json")

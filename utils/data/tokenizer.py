@@ -12,7 +12,7 @@ import tokenize
 NEWLINE = "<NEWLINE>"
 INDENT = "<INDENT>"
 DEDENT = "<DEDENT>"
-# The four symbols every vocabulary holds at fixed ids (utils.vocabulary re-exports them).
+# The four symbols every vocabulary holds at fixed ids (utils.data.vocabulary re-exports them).
 PAD, SOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<PAD>", "<SOS>", "<EOS>", "<UNK>"]
 

@@ -2,8 +2,8 @@
 
 A model with ``retrieval_input="top1"`` reads its docstring, a separator, then the code of the
 training function whose docstring is most similar by the retrieval baseline's TF-IDF cosine
-(``utils.retrieval``), and learns to copy what fits and change what does not (Hashimoto et al. 2018;
-Hayati et al. 2018; Parvez et al. 2021). ``find_neighbours`` runs once, in ``utils.data.preprocess``,
+(``utils.data.retrieval``), and learns to copy what fits and change what does not (Hashimoto et al. 2018;
+Hayati et al. 2018; Parvez et al. 2021). ``find_neighbours`` runs once, in ``utils.data.processed.preprocess``,
 and writes ``neighbours.json`` beside the splits, so runs reproduce; ``load_split`` then attaches
 each row's neighbour as ``row["retrieved"]``.
 
@@ -19,10 +19,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
+from utils.data.python_corpus import code_key
+from utils.data.retrieval import TfidfRetriever
 from utils.files import read_format, write_text
 from utils.paths import project_path
-from utils.python_corpus import code_key
-from utils.retrieval import TfidfRetriever
 
 NEIGHBOURS_FILE = "neighbours.json"
 _FORMAT = "seq2seq-neighbours-v1"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.corpus_sources import corpus_hash
-from utils.data import (
+from utils.data.corpus_sources import corpus_hash
+from utils.data.processed import (
     build_python_corpus,
     check_split_sizes,
     file_bucket,

@@ -16,8 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from utils.data.tokenizer import DEDENT, INDENT, NEWLINE, SPECIALS, UNK
 from utils.files import write_text
-from utils.tokenizer import DEDENT, INDENT, NEWLINE, SPECIALS, UNK
 
 CONTINUATION = "##"
 WHOLE = frozenset({NEWLINE, INDENT, DEDENT, *SPECIALS})

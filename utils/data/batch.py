@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
+from utils.data.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 
 
 @dataclass
@@ -194,7 +194,7 @@ SEPARATOR = "<SEP>"
 
 
 def retrieved_code(row: dict) -> list[str]:
-    """The code tokens of the row's nearest training function (``utils.neighbours``; none: [])."""
+    """The code tokens of the row's nearest training function (``utils.data.neighbours``; none: [])."""
     found = row.get("retrieved")
     if found is None:
         raise ValueError("A model with retrieval_input 'top1' needs each row's nearest training function, and "

@@ -6,9 +6,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+from utils.data.subwords import Subwords
+from utils.data.tokenizer import EOS, PAD, SOS, SPECIALS, UNK
 from utils.files import write_text
-from utils.subwords import Subwords
-from utils.tokenizer import EOS, PAD, SOS, SPECIALS, UNK
 
 __all__ = ["EOS", "PAD", "SOS", "SPECIALS", "UNK", "Vocabulary", "known_tokens"]
 
@@ -19,7 +19,7 @@ class Vocabulary:
     """Maps symbols to ids; ids 0..3 are always <PAD>, <SOS>, <EOS>, <UNK>.
 
     A word vocabulary's symbols are the tokens themselves. A subword vocabulary also carries the BPE
-    model (``subwords``: the tokenizer's JSON, see ``utils.subwords``) that splits tokens into its
+    model (``subwords``: the tokenizer's JSON, see ``utils.data.subwords``) that splits tokens into its
     symbols, the pieces; ``symbols(tokens)`` gives what a model reads or writes either way.
     """
 
@@ -48,7 +48,7 @@ class Vocabulary:
         return self.subwords is not None
 
     def splitter(self) -> Subwords:
-        """The ``utils.subwords.Subwords`` of a subword vocabulary (built once)."""
+        """The ``utils.data.subwords.Subwords`` of a subword vocabulary (built once)."""
         if self._splitter is None:
             self._splitter = Subwords.from_json(self.subwords)
         return self._splitter

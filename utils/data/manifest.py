@@ -1,4 +1,4 @@
-"""The manifest of a processed corpus: what ``utils.data.preprocess`` made and from what (sources,
+"""The manifest of a processed corpus: what ``utils.data.processed.preprocess`` made and from what (sources,
 parameters, what each filter removed, sizes, symbols per pair, ``<UNK>`` rates, file hashes)."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from utils.corpus_sources import corpus_hash, installed_versions, stdlib_root
+from utils.data.corpus_sources import corpus_hash, installed_versions, stdlib_root
+from utils.data.vocabulary import UNK, Vocabulary
 from utils.paths import REPO_ROOT
-from utils.vocabulary import UNK, Vocabulary
 
 # Every counter key in the order the filters run, so reports can show what each step removed.
 FILTER_STEPS = (
