@@ -37,7 +37,7 @@ from utils.data.retrieval_database import DATABASE_FILE, RetrievalDatabase, Retr
 from utils.data.subwords import join_pieces, merge_attention
 from utils.data.tokenizer import detokenize, docstring_summary, tokenize_docstring
 from utils.data.vocabulary import SPECIALS, UNK, Vocabulary
-from utils.decoding import check_length_penalty, decode_batch, ids_to_tokens
+from utils.decoding.search import check_length_penalty, decode_batch, ids_to_tokens
 from utils.paths import project_path, user_path
 from utils.precision import autocast, check_precision, resolve_precision
 

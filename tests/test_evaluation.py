@@ -105,7 +105,7 @@ def test_greedy_equals_model_ids(loaded, rows):
     lm = loaded["rnn"]
     d = decode_split(lm, rows, beam_size=1, max_len=12)
     ex = encode_pairs(rows, lm.src_vocab, lm.trg_vocab)
-    from utils.decoding import greedy_decode
+    from utils.decoding.search import greedy_decode
     hyp = greedy_decode(lm.model, make_batch(ex), max_len=12)
     assert d.hypotheses == [[lm.trg_vocab.itos[i] for i in ids] for ids in hyp.tokens]
 

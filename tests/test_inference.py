@@ -30,7 +30,7 @@ from utils.config import Seq2SeqConfig
 from utils.data.batch import bucketed_batches, encode_pairs, make_batch
 from utils.data.tokenizer import tokenize_code, tokenize_docstring
 from utils.data.vocabulary import Vocabulary
-from utils.decoding import beam_search, greedy_decode
+from utils.decoding.search import beam_search, greedy_decode
 from utils.models import MODEL_CLASSES, build_model
 
 REPO = Path(__file__).resolve().parents[1]

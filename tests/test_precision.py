@@ -15,7 +15,7 @@ from inference import example_inference
 from inference.inference import clear_cache, generate_code
 from utils.checkpoint import load_model, save_checkpoint
 from utils.data.batch import make_batch
-from utils.decoding import beam_search, decode_examples, greedy_decode
+from utils.decoding.search import beam_search, decode_examples, greedy_decode
 from utils.models import MODEL_CLASSES, build_model
 from utils.precision import AUTO_ON_BF16_CPU, autocast, check_precision, compute_dtype, resolve_precision
 from utils.training import train_model

@@ -16,7 +16,7 @@ from utils.data.processed import load_split, load_vocabs, model_lengths, preproc
 from utils.data.subwords import Subwords, join_pieces, merge_attention, token_starts
 from utils.data.tokenizer import detokenize, tokenize_code
 from utils.data.vocabulary import UNK, Vocabulary, known_tokens
-from utils.decoding import decode_examples
+from utils.decoding.search import decode_examples
 from utils.metrics import is_valid_syntax, parse_error
 from utils.models import build_model
 

@@ -12,10 +12,10 @@ from utils.data.batch import Example, make_batch
 from utils.data.processed import build_python_corpus
 from utils.data.tokenizer import DEDENT, INDENT, NEWLINE
 from utils.data.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
-from utils.decoding import beam_search, greedy_decode
+from utils.decoding.search import beam_search, greedy_decode
+from utils.decoding.syntax_constraints import PythonSyntaxConstraint
 from utils.metrics import is_valid_syntax
 from utils.models import build_model
-from utils.syntax_constraints import PythonSyntaxConstraint
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from utils.checkpoint import load_model
 from utils.config import Seq2SeqConfig
 from utils.data.batch import Example, encode_pairs, make_batch
 from utils.data.processed import load_split, load_vocabs
-from utils.decoding import decode_examples, greedy_decode, source_length_batches
+from utils.decoding.search import decode_examples, greedy_decode, source_length_batches
 from utils.models import Seq2SeqModel
 from utils.paths import project_path
 from utils.precision import autocast

@@ -27,7 +27,7 @@ from utils.data.processed import load_split
 from utils.data.retrieval import retrieval_outputs
 from utils.data.subwords import join_pieces, merge_attention
 from utils.data.vocabulary import Vocabulary, known_tokens
-from utils.decoding import check_length_penalty, decode_examples, ids_to_tokens
+from utils.decoding.search import check_length_penalty, decode_examples, ids_to_tokens
 from utils.files import save_csv
 from utils.metrics import edit_figures, evaluate_outputs, length_bucket_table, perplexity
 from utils.paths import TRAIN_HINT, project_path

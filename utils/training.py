@@ -29,7 +29,7 @@ from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import Seq2SeqConfig, resolve_device, resolve_fast_path
 from utils.data.batch import Batch, Example, batch_indices, bucketed_batches, check_batch_tokens
 from utils.data.vocabulary import Vocabulary
-from utils.decoding import decode_examples
+from utils.decoding.search import decode_examples
 from utils.fast import fast_loss
 from utils.metrics import token_accuracy
 from utils.models import Seq2SeqModel, build_model

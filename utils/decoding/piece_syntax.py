@@ -1,6 +1,6 @@
 """Syntax-aware decoding over BPE pieces.
 
-The token-level rules of ``utils.syntax_constraints`` decide which *tokens* may come next. With an
+The token-level rules of ``utils.decoding.syntax_constraints`` decide which *tokens* may come next. With an
 open vocabulary a token is written as several pieces, and the tokens themselves are unbounded (any
 identifier, number or string). So the token rules run over a small vocabulary of representatives:
 every keyword, operator and layout token as itself, and one stand-in each for a name, a number, a
@@ -32,7 +32,7 @@ from torch import Tensor
 from utils.data.subwords import CONTINUATION
 from utils.data.tokenizer import DEDENT, INDENT, NEWLINE
 from utils.data.vocabulary import EOS, SPECIALS, UNK, Vocabulary
-from utils.syntax_constraints import ATOM_KEYWORDS, PythonSyntaxConstraint, SyntaxState
+from utils.decoding.syntax_constraints import ATOM_KEYWORDS, PythonSyntaxConstraint, SyntaxState
 
 NAME_REP, NUMBER_REP, STRING_REP, BYTES_REP = "x", "0", "''", "b''"
 LAYOUT = (NEWLINE, INDENT, DEDENT)

@@ -1,7 +1,7 @@
-"""The rules behind syntax-aware decoding's masks (``utils.syntax_constraints``): the token classes of
+"""The rules behind syntax-aware decoding's masks (``utils.decoding.syntax_constraints``): the token classes of
 Python, the ``MaskKey`` a mask depends on, and ``SyntaxMaskRules._build``, which turns a key into the
 allowed next tokens of a target vocabulary. The decoding-time state machine that yields the keys lives
-in ``utils.syntax_constraints``.
+in ``utils.decoding.syntax_constraints``.
 """
 from __future__ import annotations
 

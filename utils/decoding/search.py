@@ -17,10 +17,10 @@ from torch import Tensor
 
 from utils.data.batch import Batch, Example, make_batch
 from utils.data.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
+from utils.decoding.piece_syntax import piece_syntax_constraint
+from utils.decoding.syntax_constraints import PythonSyntaxConstraint, SyntaxState, syntax_constraint
 from utils.models import Seq2SeqModel, State
-from utils.piece_syntax import piece_syntax_constraint
 from utils.precision import autocast, resolve_precision
-from utils.syntax_constraints import PythonSyntaxConstraint, SyntaxState, syntax_constraint
 
 
 @dataclass

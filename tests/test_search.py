@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from utils.data.batch import Batch, Example, make_batch
 from utils.data.vocabulary import EOS, PAD, SOS, SPECIALS, UNK, Vocabulary
-from utils.decoding import beam_search, decode_batch, decode_examples, greedy_decode, ids_to_tokens
+from utils.decoding.search import beam_search, decode_batch, decode_examples, greedy_decode, ids_to_tokens
 from utils.models import MODEL_CLASSES, build_model
 
 ALL_MODELS = list(MODEL_CLASSES)
@@ -276,7 +276,7 @@ def test_ids_to_tokens() -> None:
 def test_top_candidates_break_ties_to_the_lower_index_like_max() -> None:
     """Beam search's candidates: best first, ties to the lower index, as greedy's ``max`` picks them
     (bf16 logits tie often; ``topk`` alone picks among ties arbitrarily)."""
-    from utils.decoding import top_candidates
+    from utils.decoding.search import top_candidates
 
     values, idx = top_candidates(torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0], [5.0, 1.0, 1.0, 1.0, 0.0]]), 2)
     assert idx.tolist() == [[1, 2], [0, 1]] and values.tolist() == [[3.0, 3.0], [5.0, 1.0]]

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from utils.data.tokenizer import DEDENT, INDENT, NEWLINE
 from utils.data.vocabulary import Vocabulary
-from utils.syntax_rules import (
+from utils.decoding.syntax_rules import (
     ATOM_KEYWORDS,
     AUGMENTED,
     CLOSE,
