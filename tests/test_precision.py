@@ -18,7 +18,7 @@ from utils.data.batch import make_batch
 from utils.decoding.search import beam_search, decode_examples, greedy_decode
 from utils.models import MODEL_CLASSES, build_model
 from utils.precision import AUTO_ON_BF16_CPU, autocast, check_precision, compute_dtype, resolve_precision
-from utils.training import train_model
+from utils.training.trainer import train_model
 
 ALL_MODELS = list(MODEL_CLASSES)
 PRODUCTS = {"mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "linear", "_addmm_activation",

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from utils import report
-from utils.training import train_model
+from utils.training.trainer import train_model
 
 
 def _results(bleu: float, unk: float) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from utils.config import make_config
 from utils.files import save_csv
 from utils.run_notebooks import load_params
 from utils.screening import ScreeningData
-from utils.training import train_model
+from utils.training.trainer import train_model
 
 TODAY: dict[str, Any] = {"batch_size": 64, "batch_tokens": 0, "lr": 3e-3, "lr_schedule": "constant",
                          "warmup_steps": 0, "precision": "fp32"}

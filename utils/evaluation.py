@@ -33,7 +33,7 @@ from utils.metrics import edit_figures, evaluate_outputs, length_bucket_table, p
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
 from utils.source_reliance import source_reliance
-from utils.training import evaluate_loss
+from utils.training.trainer import evaluate_loss
 
 FLOOR_MODEL = "reference-shuffled (floor)"
 FLOOR_DECODING = "other reference"

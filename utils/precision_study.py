@@ -29,7 +29,7 @@ from utils.files import save_csv
 from utils.metrics import evaluate_outputs
 from utils.precision import EMULATE_ENV, cpu_has_bf16
 from utils.run_notebooks import load_params
-from utils.training import train_model
+from utils.training.trainer import train_model
 
 COLUMNS = ["model", "precision", "epoch", "train_loss", "val_loss", "epoch_seconds", "kept",
            "test_bleu", "test_token_accuracy", "test_syntax_valid", "test_distinct_outputs"]

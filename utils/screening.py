@@ -24,7 +24,7 @@ from utils.evaluation import (
 from utils.metrics import evaluate_outputs
 from utils.precision import resolve_precision
 from utils.source_reliance import source_reliance
-from utils.training import train_model
+from utils.training.trainer import train_model
 
 
 @dataclass

@@ -29,7 +29,7 @@ from utils.data.processed import load_split, model_lengths
 from utils.files import save_csv
 from utils.run_notebooks import load_params
 from utils.screening import ScreeningData, greedy_figures
-from utils.training import train_model
+from utils.training.trainer import train_model
 
 METRICS = ("bleu", "codebleu", "exact_match", "distinct_outputs", "syntax_valid")
 

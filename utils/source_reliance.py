@@ -29,7 +29,7 @@ from utils.data.vocabulary import Vocabulary
 from utils.files import save_csv
 from utils.models import Seq2SeqModel
 from utils.paths import project_path
-from utils.training import evaluate_loss
+from utils.training.trainer import evaluate_loss
 
 
 @dataclass

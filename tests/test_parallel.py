@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from utils.parallel_training import resolve_workers, train_models
-from utils.training import train_model
+from utils.training.parallel import resolve_workers, train_models
+from utils.training.trainer import train_model
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

@@ -23,7 +23,7 @@ from utils.config import Seq2SeqConfig, resolve_device
 from utils.data.batch import Example
 from utils.data.vocabulary import Vocabulary
 from utils.paths import project_path
-from utils.training import TrainResult, train_model
+from utils.training.trainer import TrainResult, train_model
 
 # relative cost of an epoch (the screening size's epoch times, docs/benchmarks.md): the order of training
 EPOCH_COST = {"rnn": 1.0, "lstm": 1.7, "transformer": 3.1, "attention": 4.1, "copy": 5.1}

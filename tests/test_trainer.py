@@ -10,7 +10,7 @@ import torch
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import Seq2SeqConfig
 from utils.data.vocabulary import SPECIALS, Vocabulary
-from utils.training import schedule_factor, teacher_forcing_ratio, train_model
+from utils.training.trainer import schedule_factor, teacher_forcing_ratio, train_model
 
 # Fields of a history record that depend on the computation, not on the clock.
 METRICS = ("epoch", "train_loss", "val_loss", "val_ppl", "val_token_acc_greedy", "lr")
@@ -189,7 +189,7 @@ def test_empty_splits_rejected(tmp_path, tiny_config, toy_vocab, splits) -> None
 TRAIN_SCRIPT = r'''
 import io, json, os, random, sys, time
 import torch
-import utils.training as training
+import utils.training.trainer as training
 from utils.data.batch import encode_pairs
 from utils.config import Seq2SeqConfig
 from utils.data.vocabulary import SPECIALS, Vocabulary
