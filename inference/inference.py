@@ -382,7 +382,7 @@ def _label(token: str) -> str:
 def plot_attention(result: AttentionResult, path: str | os.PathLike):
     """Save ``result``'s attention as a heatmap PNG (rows: generated tokens, columns: source tokens).
 
-    Drawn by ``utils.plotting.plot_attention_heatmap``; relative paths resolve against the repository
+    Drawn by ``utils.evaluation.plotting.plot_attention_heatmap``; relative paths resolve against the repository
     root (like every figure of the project). Returns the matplotlib Figure.
     """
     if not isinstance(result, AttentionResult):
@@ -393,7 +393,7 @@ def plot_attention(result: AttentionResult, path: str | os.PathLike):
                          "use a model with attention (e.g. --model attention).")
     if result.attention.shape[0] == 0:
         raise ValueError("The model generated no tokens for this docstring, so there is no attention to plot.")
-    from utils.plotting import plot_attention_heatmap
+    from utils.evaluation.plotting import plot_attention_heatmap
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from")  # emoji, CJK: drawn as boxes

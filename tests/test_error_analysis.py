@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from utils.data.tokenizer import DEDENT, INDENT, NEWLINE, tokenize_code
-from utils.error_analysis import (
+from utils.evaluation.error_analysis import (
     FAILURE_CLASSES,
     brackets_balanced,
     classify_output,

@@ -78,7 +78,7 @@ def test_constraint_guarantees_on_untrained_models(corpus, name: str) -> None:
     """Random weights are adversarial; still, under the constraint every output has balanced
     brackets, consistent blocks and no special tokens, and more outputs parse than without it.
     (Trained models' syntax validity with and without the constraint is in notebooks/03_bleu.)"""
-    from utils.error_analysis import brackets_balanced, indentation_consistent
+    from utils.evaluation.error_analysis import brackets_balanced, indentation_consistent
 
     _, vocab = corpus
     torch.manual_seed(0)

@@ -127,7 +127,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expected_mo
 @dataclass
 class LoadedModel:
     """A trained model ready to decode, with what its checkpoint recorded about its training: what
-    evaluation (``utils.evaluation.load_trained``) and inference (``inference.load_generator``) hold."""
+    evaluation (``utils.evaluation.results.load_trained``) and inference (``inference.load_generator``) hold."""
 
     model: Seq2SeqModel
     src_vocab: Vocabulary

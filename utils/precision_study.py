@@ -24,7 +24,7 @@ import pandas as pd
 from utils.config import make_config, model_names, resolve_device
 from utils.data.batch import encode_pairs
 from utils.data.processed import load_split, load_vocabs
-from utils.evaluation import decode_split, evaluation_setup
+from utils.evaluation.results import decode_split, evaluation_setup
 from utils.files import save_csv
 from utils.metrics import evaluate_outputs
 from utils.precision import EMULATE_ENV, cpu_has_bf16

@@ -13,7 +13,7 @@ from utils.config import Seq2SeqConfig
 from utils.data.batch import Example, encode_pairs
 from utils.data.processed import load_split, load_vocabs
 from utils.data.vocabulary import Vocabulary, known_tokens
-from utils.evaluation import (
+from utils.evaluation.results import (
     FLOOR_MODEL,
     RETRIEVAL_MODEL,
     decode_split,
@@ -21,9 +21,9 @@ from utils.evaluation import (
     retrieval_baseline,
     shuffled_reference_baseline,
 )
+from utils.evaluation.source_reliance import source_reliance
 from utils.metrics import evaluate_outputs
 from utils.precision import resolve_precision
-from utils.source_reliance import source_reliance
 from utils.training.trainer import train_model
 
 
@@ -57,7 +57,7 @@ def greedy_figures(checkpoint_dir: str | Path, model: str, rows: list[dict], trg
 def train_and_validate(config: Seq2SeqConfig, data: ScreeningData, checkpoint_dir: str | Path) -> dict:
     """Train ``config`` (resuming what ``checkpoint_dir`` holds), then its free-running validation
     figures: greedy decoding, metrics on tokens; the best epoch's teacher-forced loss and how much
-    the docstring lowers it (``utils.source_reliance``)."""
+    the docstring lowers it (``utils.evaluation.source_reliance``)."""
     result = train_model(config, data.train, data.valid, data.src, data.trg, checkpoint_dir=checkpoint_dir,
                          device="cpu", progress=False)
     m = greedy_figures(checkpoint_dir, config.model, data.valid_rows, data.trg)

@@ -1,4 +1,4 @@
-"""utils.evaluation on tiny untrained models saved as real checkpoints in a temporary folder."""
+"""utils.evaluation.results on tiny untrained models saved as real checkpoints in a temporary folder."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from utils.data.batch import encode_pairs, make_batch
-from utils.evaluation import (
+from utils.evaluation.length_penalty import chosen_length_penalties
+from utils.evaluation.results import (
     FLOOR_MODEL,
     RESULT_COLUMNS,
     decode_models,
@@ -25,10 +26,9 @@ from utils.evaluation import (
     teacher_forced_figures,
     teacher_forced_perplexity,
 )
-from utils.length_penalty import chosen_length_penalties
+from utils.evaluation.source_reliance import source_reliance
 from utils.metrics import evaluate_outputs
 from utils.precision import resolve_precision
-from utils.source_reliance import source_reliance
 
 
 def test_load_trained_skips_missing_with_a_note(ckpt_dir, saved_history, capsys):

@@ -1,6 +1,6 @@
 """Evaluating trained checkpoints on a split: loading, decoding, the results table with its baseline
-rows, length buckets. (The length penalty is chosen in ``utils.length_penalty``, attention is analysed
-in ``utils.attention_analysis``, the study's quoted numbers live in ``utils.study_results``.)
+rows, length buckets. (The length penalty is chosen in ``utils.evaluation.length_penalty``, attention is analysed
+in ``utils.evaluation.attention_analysis``, the study's quoted numbers live in ``utils.evaluation.study_results``.)
 
 Free-running metrics (BLEU, token accuracy, exact match, syntax validity, ``<UNK>`` rate, copied
 identifiers) are computed by :func:`utils.metrics.evaluate_outputs` on decoded outputs, where the
@@ -28,11 +28,11 @@ from utils.data.retrieval import retrieval_outputs
 from utils.data.subwords import join_pieces, merge_attention
 from utils.data.vocabulary import Vocabulary, known_tokens
 from utils.decoding.search import check_length_penalty, decode_examples, ids_to_tokens
+from utils.evaluation.source_reliance import source_reliance
 from utils.files import save_csv
 from utils.metrics import edit_figures, evaluate_outputs, length_bucket_table, perplexity
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
-from utils.source_reliance import source_reliance
 from utils.training.trainer import evaluate_loss
 
 FLOOR_MODEL = "reference-shuffled (floor)"
@@ -237,7 +237,7 @@ def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_
     return out
 
 
-# -- the beam's length penalty (chosen in utils.length_penalty) ------------------------------------
+# -- the beam's length penalty (chosen in utils.evaluation.length_penalty) ------------------------------------
 
 def penalty_for(length_penalty: LengthPenalties, model: str, decoding: str) -> float:
     """The length penalty of ``model``'s ``decoding`` (e.g. "beam5+syntax") in ``length_penalty``."""
@@ -273,7 +273,7 @@ def teacher_forced_perplexity(loaded: LoadedModel, rows: Sequence[dict], device:
 def teacher_forced_figures(loaded: LoadedModel, rows: Sequence[dict], device: str | torch.device | None = None,
                            batch_size: int = 128) -> tuple[float, float]:
     """(perplexity, docstring gap) of ``rows``, from one pass over them as they are and one with their
-    docstrings swapped (``utils.source_reliance``): the gap is how much worse the model predicts each
+    docstrings swapped (``utils.evaluation.source_reliance``): the gap is how much worse the model predicts each
     reference given another row's docstring, in nats per symbol, 0 for a model that ignores it.
     With fewer than two rows there is nothing to swap: the gap is NaN."""
     if len(rows) < 2:

@@ -10,7 +10,7 @@ import torch
 
 from utils.data.processed import load_split
 from utils.decoding.search import check_length_penalty
-from utils.evaluation import LengthPenalties, LoadedModel, _references, decode_split
+from utils.evaluation.results import LengthPenalties, LoadedModel, _references, decode_split
 from utils.files import save_csv
 from utils.metrics import corpus_bleu_score, distinct_outputs, output_length
 from utils.paths import project_path

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 
 from utils.data.batch import SEPARATOR
-from utils.evaluation import DecodedSplit
+from utils.evaluation.results import DecodedSplit
 from utils.metrics import attention_copy_alignment, attention_entropy, is_identifier
 
 

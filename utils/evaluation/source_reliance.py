@@ -7,7 +7,7 @@ target symbol). Free-running metrics show the symptom (the same program for ever
 distinct outputs); this number measures the cause, and it needs no decoding. A retrieval model's
 whole source moves with the docstring (its retrieved code too): the gap says whether it reads its input.
 
-    python -m utils.source_reliance --data-dir data/processed --checkpoint-dir checkpoints \
+    python -m utils.evaluation.source_reliance --data-dir data/processed --checkpoint-dir checkpoints \
         --csv plots/source_reliance.csv      # every trained model, on the validation split
 """
 from __future__ import annotations
