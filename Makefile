@@ -93,15 +93,15 @@ benchmark: setup
 
 # How the training recipe was chosen: one lever at a time on the validation split (plots/recipe_study.csv).
 recipe-study: setup
-	$(PY) -m utils.recipe_study --models attention
-	$(PY) -m utils.recipe_study --models lstm rnn --recipes study combined
+	$(PY) -m utils.studies.recipe --models attention
+	$(PY) -m utils.studies.recipe --models lstm rnn --recipes study combined
 
 # The classic models under three seeds, scored on the test split (plots/seed_study.csv): the main run's
 # own seed (42) is read from its checkpoints, two more are trained. Needs the main job's corpus and
 # checkpoints; `make seeds SEED_PARAMS=params/small.yaml` does it for `make main-small`.
 SEED_PARAMS ?= params/full.yaml
 seeds: setup
-	$(PY) -m utils.seed_study --params $(SEED_PARAMS) --models rnn lstm attention --seeds 42 1 2
+	$(PY) -m utils.studies.seeds --params $(SEED_PARAMS) --models rnn lstm attention --seeds 42 1 2
 
 clean-runs:
 	rm -rf $(RUNS)

@@ -154,8 +154,8 @@ def test_stopping_markdown_says_what_ended_training():
 
 
 def test_recipe_markdown_names_what_each_recipe_changes() -> None:
-    from utils.recipe_study import STUDY
     from utils.report import recipe_markdown
+    from utils.studies.recipe import STUDY
 
     base = {**STUDY, "train_size": 10000.0, "model": "attention", "val_loss": 4.5, "val_bleu": 8.0,
             "val_codebleu": 9.0, "val_distinct_outputs": 1.0, "val_syntax_valid": 0.0, "val_exact_match": 0.0,

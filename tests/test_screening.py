@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from utils.config import make_config
 from utils.data.processed import model_lengths
-from utils.screening import ScreeningData, greedy_figures, train_and_validate
+from utils.studies.screening import ScreeningData, greedy_figures, train_and_validate
 
 
 def test_train_and_validate_reports_validation_figures(tiny_corpus, tmp_path) -> None:

@@ -27,8 +27,8 @@ import pandas as pd
 from utils.checkpoint import load_checkpoint
 from utils.files import save_csv
 from utils.paths import project_path
-from utils.recipe_study import STUDY
-from utils.seed_study import ranking_holds, read_table, summary
+from utils.studies.recipe import STUDY
+from utils.studies.seeds import ranking_holds, read_table, summary
 
 # (column in plots/results.csv, header in the README, digits); None digits = integer with separators
 README_COLUMNS: list[tuple[str, str, int | None]] = [

@@ -1,9 +1,9 @@
 """How fast does a recipe converge? Batching, learning-rate schedule and precision, judged on the
 validation split by the loss reached and the training time until early stopping.
 
-    python -m utils.convergence_study --recipes today tokens-plateau      # one after the other
-    python -m utils.convergence_study --recipes today --threads 1 &       # or side by side,
-    python -m utils.convergence_study --recipes tokens-plateau --threads 1  # one core each
+    python -m utils.studies.convergence --recipes today tokens-plateau      # one after the other
+    python -m utils.studies.convergence --recipes today --threads 1 &       # or side by side,
+    python -m utils.studies.convergence --recipes tokens-plateau --threads 1  # one core each
 
 Every recipe trains one model (``--model``, default attention) at ``--params``'s size (default the
 screening size, ``params/small.yaml``) on the first ``--train-size`` pairs of the processed training
@@ -28,7 +28,7 @@ import torch
 from utils.config import make_config
 from utils.files import save_csv
 from utils.run_notebooks import load_params
-from utils.screening import ScreeningData
+from utils.studies.screening import ScreeningData
 from utils.training.trainer import train_model
 
 TODAY: dict[str, Any] = {"batch_size": 64, "batch_tokens": 0, "lr": 3e-3, "lr_schedule": "constant",

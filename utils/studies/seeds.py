@@ -1,7 +1,7 @@
 """Does the comparison hold across seeds? The models retrained with other seeds, scored on the test split.
 
-    python -m utils.seed_study                                  # rnn, lstm, attention; seeds 42 1 2
-    python -m utils.seed_study --params params/small.yaml --models rnn lstm attention copy transformer
+    python -m utils.studies.seeds                                  # rnn, lstm, attention; seeds 42 1 2
+    python -m utils.studies.seeds --params params/small.yaml --models rnn lstm attention copy transformer
 
 Every model trains with ``--params``' recipe and its processed corpus (run notebook 01 with those
 parameters first); only the seed changes (initial weights, dropout, teacher-forcing draws, batch
@@ -28,7 +28,7 @@ from utils.config import Seq2SeqConfig, make_config, model_names
 from utils.data.processed import load_split, model_lengths
 from utils.files import save_csv
 from utils.run_notebooks import load_params
-from utils.screening import ScreeningData, greedy_figures
+from utils.studies.screening import ScreeningData, greedy_figures
 from utils.training.trainer import train_model
 
 METRICS = ("bleu", "codebleu", "exact_match", "distinct_outputs", "syntax_valid")

@@ -1,8 +1,8 @@
 """Screening runs on the validation split: train one model on a processed corpus, decode the
 validation docstrings greedily and score them on tokens, as notebook 03 scores the test split.
 
-Shared by the studies that choose the project's settings (``utils.vocabulary_study``,
-``utils.recipe_study``). The test split is never read here.
+Shared by the studies that choose the project's settings (``utils.studies.vocabulary``,
+``utils.studies.recipe``). The test split is never read here.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Which vocabulary? Word against BPE of several sizes, judged on the validation split.
 
-    python -m utils.vocabulary_study                     # word, bpe 2000/4000/8000, bpe 4000 unshared
-    python -m utils.vocabulary_study --models attention --settings word bpe:4000
+    python -m utils.studies.vocabulary                     # word, bpe 2000/4000/8000, bpe 4000 unshared
+    python -m utils.studies.vocabulary --models attention --settings word bpe:4000
 
 For each setting the full corpus (``params/full.yaml``'s data parameters) is preprocessed into
 ``<out>/<setting>/data``; each model trains there at a screening size (``--embed-dim``,
@@ -23,7 +23,7 @@ from utils.config import make_config, model_names
 from utils.data.processed import model_lengths, preprocess
 from utils.files import save_csv
 from utils.run_notebooks import load_params
-from utils.screening import ScreeningData, train_and_validate
+from utils.studies.screening import ScreeningData, train_and_validate
 
 DEFAULT_SETTINGS = ("word", "bpe:2000", "bpe:4000", "bpe:8000", "bpe:4000:unshared")
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from utils import recipe_study
 from utils.paths import project_path
-from utils.recipe_study import LEVERS, LOSS_MARGIN, RECIPES, STUDY, combined_settings, recipe_settings
+from utils.studies import recipe as recipe_study
+from utils.studies.recipe import LEVERS, LOSS_MARGIN, RECIPES, STUDY, combined_settings, recipe_settings
 
 
 def _table(loss: dict[str, float], model: str = "attention") -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Does bf16 keep the quality of fp32? Train the same models both ways and compare.
 
-    python -m utils.precision_study                      # attention and lstm, params/full.yaml
-    python -m utils.precision_study --models lstm --epochs 1 --out runs/precision-smoke
+    python -m utils.studies.precision                      # attention and lstm, params/full.yaml
+    python -m utils.studies.precision --models lstm --epochs 1 --out runs/precision-smoke
 
 Each model trains with the full parameters (``params/full.yaml``: same seed, same epochs, same
 data) once in fp32 and once in bf16, into ``<out>/<precision>/`` (resumable: an interrupted study

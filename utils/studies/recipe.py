@@ -1,9 +1,9 @@
 """Which training recipe? One lever at a time from the original study's recipe, then the winners
 together, judged on the validation split.
 
-    python -m utils.recipe_study                          # attention: every lever, then "combined"
-    python -m utils.recipe_study --models lstm rnn --recipes study combined   # confirm on other models
-    python -m utils.recipe_study --recipes tf-1.0@12      # a screened recipe trained on, up to 12 epochs
+    python -m utils.studies.recipe                          # attention: every lever, then "combined"
+    python -m utils.studies.recipe --models lstm rnn --recipes study combined   # confirm on other models
+    python -m utils.studies.recipe --recipes tf-1.0@12      # a screened recipe trained on, up to 12 epochs
 
 The base recipe is the study's (teacher forcing 0.5, dropout 0.5, no label smoothing, Adam at a
 constant learning rate of 1e-3 with weight decay 1e-4, 10,000 training pairs, ``params/full.yaml``'s
@@ -29,7 +29,7 @@ from utils.config import make_config, model_names
 from utils.data.processed import model_lengths, preprocess
 from utils.files import save_csv
 from utils.run_notebooks import load_params
-from utils.screening import ScreeningData, baseline_figures, train_and_validate
+from utils.studies.screening import ScreeningData, baseline_figures, train_and_validate
 
 STUDY: dict[str, Any] = {"teacher_forcing": 0.5, "teacher_forcing_schedule": "constant", "dropout": 0.5,
                          "label_smoothing": 0.0, "lr": 1e-3, "lr_schedule": "constant", "weight_decay": 1e-4,

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from utils import convergence_study
-from utils.convergence_study import RECIPES, TODAY, table
+from utils.studies import convergence as convergence_study
+from utils.studies.convergence import RECIPES, TODAY, table
 
 
 def test_every_recipe_changes_only_what_today_sets() -> None:

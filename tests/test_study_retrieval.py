@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from utils.retrieval_study import merge_run, study_table
+from utils.studies.retrieval import merge_run, study_table
 
 
 def _results(models: list[str], floor_bleu: float = 10.0) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Retrieve and edit against the docstring alone, on the validation split: the choice of
 ``retrieval_input`` in the parameter files (``plots/retrieval_study.csv``).
 
-    python -m utils.retrieval_study --checkpoints runs/small/checkpoints --run-plots plots
+    python -m utils.studies.retrieval --checkpoints runs/small/checkpoints --run-plots plots
 
 For each model trained both ways (``<model>`` and ``<model>+retrieval``): its best epoch, teacher-forced
 validation loss and greedy validation token accuracy (from its checkpoint's history, or, for a model

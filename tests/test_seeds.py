@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import pytest
 
-from utils import seed_study
-from utils.seed_study import ranking_holds, summary
+from utils.studies import seeds as seed_study
+from utils.studies.seeds import ranking_holds, summary
 
 
 def _table() -> pd.DataFrame:
