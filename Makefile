@@ -89,7 +89,7 @@ notebooks-smoke: setup
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-cell-timeout=900 $(addprefix $(RUNS)/smoke/,$(notdir $(NOTEBOOKS)))
 
 benchmark: setup
-	$(PY) -m utils.benchmark --synthetic --batches 20
+	$(PY) -m utils.bench.steps --synthetic --batches 20
 
 # How the training recipe was chosen: one lever at a time on the validation split (plots/recipe_study.csv).
 recipe-study: setup

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from utils import profile_training
-from utils.profile_training import COLUMNS, op_seconds
+from utils.bench import profiling as profile_training
+from utils.bench.profiling import COLUMNS, op_seconds
 
 
 def test_operations_are_sorted_into_products_loss_and_the_rest() -> None:

@@ -9,14 +9,14 @@ import sys
 import pytest
 import torch
 
-from utils.benchmark import examples_macs, main, reference_macs, synthetic_examples, train_macs
+from utils.bench.steps import examples_macs, main, reference_macs, synthetic_examples, train_macs
 from utils.config import Seq2SeqConfig
 from utils.data.batch import make_batch
 from utils.paths import REPO_ROOT
 
 
 def test_benchmark_cli_prints_one_json_line_per_model() -> None:
-    cmd = [sys.executable, "-m", "utils.benchmark", "--synthetic", "--model", "rnn", "--model", "transformer",
+    cmd = [sys.executable, "-m", "utils.bench.steps", "--synthetic", "--model", "rnn", "--model", "transformer",
            "--batches", "2", "--batch-size", "8", "--src-vocab", "50", "--trg-vocab", "60", "--threads", "1"]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -38,7 +38,7 @@ def test_benchmark_cli_prints_one_json_line_per_model() -> None:
 
 
 def test_benchmark_cli_rejects_bad_arguments() -> None:
-    proc = subprocess.run([sys.executable, "-m", "utils.benchmark", "--batches", "0"], cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "utils.bench.steps", "--batches", "0"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--batches and --batch-size must be at least 1" in proc.stderr
@@ -87,7 +87,7 @@ def test_train_macs_grow_with_tokens(model) -> None:
 
 def test_time_interleaved_takes_turns_and_sums() -> None:
     """Steppers run batch by batch in turn (a shorter list just stops), and each gets its own totals."""
-    from utils.benchmark import time_interleaved
+    from utils.bench.steps import time_interleaved
 
     calls = []
 
@@ -159,7 +159,7 @@ def test_reference_macs_count_padded_targets(model) -> None:
 def test_benchmark_decoding_reports_rates_and_flops(tmp_path, trained_models, toy_vocab, monkeypatch) -> None:
     """On a tiny processed folder and a saved checkpoint: both rates, their ratio and the batched
     path's approximate compute rate are reported, for the checkpoint that was asked for."""
-    from utils.benchmark import benchmark_decoding, benchmark_decoding_precision
+    from utils.bench.steps import benchmark_decoding, benchmark_decoding_precision
     from utils.checkpoint import save_checkpoint
 
     data = tmp_path / "data"

@@ -1,7 +1,7 @@
 """Training throughput by batching and precision, side by side: the same training pairs cut into
 batches of sequences (``batch_size``) or of target pieces (``batch_tokens``), in fp32 or bf16.
 
-    python -m utils.benchmark_batching --data-dir data/processed --params params/full.yaml \\
+    python -m utils.bench.batching --data-dir data/processed --params params/full.yaml \\
         --model attention --setting 64:fp32 --setting 64:bf16 --setting 12000t:bf16
 
 A setting is ``<n>:<precision>``: ``<n>`` sequences per batch, or ``<n>t`` target positions per
@@ -20,7 +20,7 @@ from typing import Iterable
 
 import torch
 
-from utils.benchmark_training import _fast_loss, _fresh_model, time_interleaved, training_stepper
+from utils.bench.training import _fast_loss, _fresh_model, time_interleaved, training_stepper
 from utils.config import make_config
 from utils.data.batch import bucketed_batches, encode_pairs
 from utils.data.processed import load_split, load_vocabs, model_lengths

@@ -1,6 +1,6 @@
 """Timing greedy decoding of the test split: batched against one sequence at a time
 (``benchmark_decoding``), or batched in fp32 and in bf16 (``benchmark_decoding_precision``), on the
-trained checkpoint when there is one. The command line is ``utils.benchmark --decode``.
+trained checkpoint when there is one. The command line is ``utils.bench.steps --decode``.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from utils.benchmark_training import _fresh_model, examples_macs
+from utils.bench.training import _fresh_model, examples_macs
 from utils.checkpoint import load_model
 from utils.config import Seq2SeqConfig
 from utils.data.batch import Example, encode_pairs, make_batch

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from utils import benchmark_batching
-from utils.benchmark_batching import parse_setting
+from utils.bench import batching as benchmark_batching
+from utils.bench.batching import parse_setting
 
 
 def test_settings_are_sequences_or_target_pieces_with_a_precision() -> None:

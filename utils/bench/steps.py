@@ -1,8 +1,8 @@
 """Time training steps (and decoding) and print one JSON object per model.
 
-    python -m utils.benchmark --synthetic --model attention --batches 20
-    python -m utils.benchmark --synthetic --compare-precision
-    python -m utils.benchmark --data-dir data/processed --model lstm --decode
+    python -m utils.bench.steps --synthetic --model attention --batches 20
+    python -m utils.bench.steps --synthetic --compare-precision
+    python -m utils.bench.steps --data-dir data/processed --model lstm --decode
 
 Training throughput is measured side by side, in one run, for the fast path (length-bucketed
 batches, packed encoder, keys projected once, vocabulary projection over real tokens only) and for
@@ -22,8 +22,8 @@ from typing import Iterable
 
 import torch
 
-from utils.benchmark_decoding import benchmark_decoding, benchmark_decoding_precision
-from utils.benchmark_training import (
+from utils.bench.decoding import benchmark_decoding, benchmark_decoding_precision
+from utils.bench.training import (
     benchmark_precision,
     benchmark_training,
     examples_macs,

@@ -5,7 +5,7 @@ over real tokens only) is timed against the models' own training loss (``Seq2Seq
 model (same initial weights) and the same examples (``benchmark_training``), or in fp32 and in bf16
 (``benchmark_precision``). Whatever is compared takes turns batch by batch (``time_interleaved``), so
 both see the same machine load. Costs are rough counts of multiply-accumulates (``train_macs``) and
-this machine's matrix-multiply rate (``matmul_peak_gflops``). The command line is ``utils.benchmark``.
+this machine's matrix-multiply rate (``matmul_peak_gflops``). The command line is ``utils.bench.steps``.
 """
 from __future__ import annotations
 
