@@ -43,7 +43,7 @@ main: setup
 # runs/small/: about 75 minutes on a 2-core CPU for the five models without retrieval (the two
 # "+retrieval" models add about 70 more). Its figures and tables go to plots/ like the main job's.
 main-small: setup
-	$(PY) -m utils.run_notebooks --params params/small.yaml --out $(RUNS)/small $(NOTEBOOKS)
+	$(PY) -m utils.run_notebooks --params params/studies/small.yaml --out $(RUNS)/small $(NOTEBOOKS)
 
 # The same recipes with the original study's word vocabulary (the README's word-vs-BPE table): 01 and
 # 02 build and train in runs/<name>-word/, then 03-05 score those checkpoints on the BPE run's
@@ -55,20 +55,20 @@ word_run = $(PY) -m utils.run_notebooks --params $(1) --out $(2) $(WORD_TRAINED)
 	$(PY) -m utils.run_notebooks --params $(1) --set data_dir=data/processed --out $(2)/scored $(WORD_SCORED)
 
 main-word: setup
-	$(call word_run,params/full_word.yaml,$(RUNS)/full-word)
+	$(call word_run,params/studies/full_word.yaml,$(RUNS)/full-word)
 
 main-small-word: setup
-	$(call word_run,params/small_word.yaml,$(RUNS)/small-word)
+	$(call word_run,params/studies/small_word.yaml,$(RUNS)/small-word)
 
 # The original study's exact settings (word vocabulary, teacher forcing 0.5, dropout 0.5, up to 25
 # epochs, the three classic models), into runs/study/.
 study: setup
-	$(PY) -m utils.run_notebooks --params params/study.yaml --out $(RUNS)/study $(NOTEBOOKS)
+	$(PY) -m utils.run_notebooks --params params/studies/study.yaml --out $(RUNS)/study $(NOTEBOOKS)
 
 # The same at the recipe study's screening size (embedding 64, hidden 128), into runs/study-small/:
 # the README's study-settings table (the study's sizes take more than a session here).
 study-small: setup
-	$(PY) -m utils.run_notebooks --params params/study_small.yaml --out $(RUNS)/study-small $(NOTEBOOKS)
+	$(PY) -m utils.run_notebooks --params params/studies/study_small.yaml --out $(RUNS)/study-small $(NOTEBOOKS)
 
 # A quick look (minutes): small data and models, same chain.
 quick: setup
@@ -98,7 +98,7 @@ recipe-study: setup
 
 # The classic models under three seeds, scored on the test split (plots/seed_study.csv): the main run's
 # own seed (42) is read from its checkpoints, two more are trained. Needs the main job's corpus and
-# checkpoints; `make seeds SEED_PARAMS=params/small.yaml` does it for `make main-small`.
+# checkpoints; `make seeds SEED_PARAMS=params/studies/small.yaml` does it for `make main-small`.
 SEED_PARAMS ?= params/full.yaml
 seeds: setup
 	$(PY) -m utils.studies.seeds --params $(SEED_PARAMS) --models rnn lstm attention --seeds 42 1 2

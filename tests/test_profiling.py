@@ -39,6 +39,6 @@ def test_one_models_profile_on_a_tiny_corpus(tmp_path, tiny_corpus, capsys) -> N
 
 def test_a_missing_corpus_stops_with_one_line(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
-        profile_training.main(["--params", "params/small.yaml", "--data-dir", str(tmp_path)])
+        profile_training.main(["--params", "params/studies/small.yaml", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "Traceback" not in err

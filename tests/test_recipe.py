@@ -28,7 +28,7 @@ def test_each_lever_recipe_changes_one_setting_of_the_study() -> None:
         recipe_settings("tf-2", empty, "attention")
 
 
-@pytest.mark.parametrize("name", ["study.yaml", "study_small.yaml"])
+@pytest.mark.parametrize("name", ["studies/study.yaml", "studies/study_small.yaml"])
 def test_the_study_parameter_files_hold_the_studys_recipe(name) -> None:
     """`make study` and `make study-small` train with every setting of STUDY (the recipe the screening
     starts from), the word vocabulary, up to 25 epochs and the three classic models."""
@@ -38,7 +38,8 @@ def test_the_study_parameter_files_hold_the_studys_recipe(name) -> None:
     assert params["models"] == ["rnn", "lstm", "attention"]
 
 
-@pytest.mark.parametrize("name", ["small.yaml", "small_word.yaml", "full_word.yaml", "quick.yaml"])
+@pytest.mark.parametrize("name", ["studies/small.yaml", "studies/small_word.yaml", "studies/full_word.yaml",
+                                  "quick.yaml"])
 def test_the_other_parameter_files_train_with_the_recipe_of_full_yaml(name) -> None:
     """One shared recipe: the smaller and the word-vocabulary runs change sizes, data or vocabulary,
     never how the models are trained."""

@@ -186,3 +186,10 @@ def test_seed_markdown_gives_spread_and_ranking() -> None:
     text = seed_markdown(pd.DataFrame(rows), ["rnn", "lstm", "attention"])
     assert "| rnn | 2 | 5.00 ± 1.41 (4.00-6.00) |" in text
     assert "rnn < lstm by test BLEU: holds in 1 of 2 seeds (seed 1: yes, seed 2: no)." in text
+
+
+def test_a_seed_rows_parameter_file_is_found_where_it_lives() -> None:
+    from utils.report import params_file
+
+    assert params_file("full") == "params/full.yaml"
+    assert params_file("small") == "params/studies/small.yaml"

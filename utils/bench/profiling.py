@@ -2,7 +2,7 @@
 the loss, the optimizer, the data, and Python (the per-step loop, autograd's bookkeeping, dispatch).
 
     python -m utils.bench.profiling --params params/full.yaml            # every model of the file
-    python -m utils.bench.profiling --params params/small.yaml --model attention --batches 20
+    python -m utils.bench.profiling --params params/studies/small.yaml --model attention --batches 20
 
 Each model trains ``--batches`` batches of real training pairs (``--data-dir``), batched and in the
 precision of the parameter file, twice: once timed by phase with a clock (building the batches, the

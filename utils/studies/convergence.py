@@ -6,7 +6,7 @@ validation split by the loss reached and the training time until early stopping.
     python -m utils.studies.convergence --recipes tokens-plateau --threads 1  # one core each
 
 Every recipe trains one model (``--model``, default attention) at ``--params``'s size (default the
-screening size, ``params/small.yaml``) on the first ``--train-size`` pairs of the processed training
+screening size, ``params/studies/small.yaml``) on the first ``--train-size`` pairs of the processed training
 split, until early stopping (patience from the parameter file) or ``--epochs``, into
 ``<out>/<recipe>/``; an interrupted run resumes. ``today`` is the recipe of the main job before token
 batches and schedules (64 sequences per batch, Adam at a constant 3e-3, fp32); each other recipe
@@ -80,7 +80,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--model", default="attention")
-    p.add_argument("--params", default="params/small.yaml")
+    p.add_argument("--params", default="params/studies/small.yaml")
     p.add_argument("--train-size", type=int, default=10000, help="training pairs (0: all)")
     p.add_argument("--epochs", type=int, default=15, help="the cap; early stopping should end a run first")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -1,7 +1,7 @@
 """Does the comparison hold across seeds? The models retrained with other seeds, scored on the test split.
 
     python -m utils.studies.seeds                                  # rnn, lstm, attention; seeds 42 1 2
-    python -m utils.studies.seeds --params params/small.yaml --models rnn lstm attention copy transformer
+    python -m utils.studies.seeds --params params/studies/small.yaml --models rnn lstm attention copy transformer
 
 Every model trains with ``--params``' recipe and its processed corpus (run notebook 01 with those
 parameters first); only the seed changes (initial weights, dropout, teacher-forcing draws, batch
