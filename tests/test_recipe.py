@@ -30,8 +30,9 @@ def test_each_lever_recipe_changes_one_setting_of_the_study() -> None:
 
 @pytest.mark.parametrize("name", ["studies/study.yaml", "studies/study_small.yaml"])
 def test_the_study_parameter_files_hold_the_studys_recipe(name) -> None:
-    """`make study` and `make study-small` train with every setting of STUDY (the recipe the screening
-    starts from), the word vocabulary, up to 25 epochs and the three classic models."""
+    """`python -m utils.studies original` and `python -m utils.studies original-small` train with every
+    setting of STUDY (the recipe the screening starts from), the word vocabulary, up to 25 epochs and the
+    three classic models."""
     params = yaml.safe_load(project_path(f"params/{name}").read_text())
     assert {k: params[k] for k in STUDY} == STUDY
     assert params["vocabulary"] == "word" and params["epochs"] == 25
