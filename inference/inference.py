@@ -32,12 +32,24 @@ import torch
 import utils.checkpoint as _checkpoint
 from utils.checkpoint import CheckpointError, LoadedModel
 from utils.config import resolve_device
-from utils.data.batch import SEPARATOR, Example, encode_source, make_batch
-from utils.data.retrieval_database import DATABASE_FILE, RetrievalDatabase, Retrieved
-from utils.data.subwords import join_pieces, merge_attention
-from utils.data.tokenizer import detokenize, docstring_summary, tokenize_docstring
-from utils.data.vocabulary import SPECIALS, UNK, Vocabulary
-from utils.decoding.search import check_length_penalty, decode_batch, ids_to_tokens
+from utils.data import (
+    DATABASE_FILE,
+    SEPARATOR,
+    SPECIALS,
+    UNK,
+    Example,
+    RetrievalDatabase,
+    Retrieved,
+    Vocabulary,
+    detokenize,
+    docstring_summary,
+    encode_source,
+    join_pieces,
+    make_batch,
+    merge_attention,
+    tokenize_docstring,
+)
+from utils.decoding import check_length_penalty, decode_batch, ids_to_tokens
 from utils.paths import project_path, user_path
 from utils.precision import autocast, check_precision, resolve_precision
 
@@ -393,7 +405,7 @@ def plot_attention(result: AttentionResult, path: str | os.PathLike):
                          "use a model with attention (e.g. --model attention).")
     if result.attention.shape[0] == 0:
         raise ValueError("The model generated no tokens for this docstring, so there is no attention to plot.")
-    from utils.evaluation.plotting import plot_attention_heatmap
+    from utils.evaluation import plot_attention_heatmap
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from")  # emoji, CJK: drawn as boxes
