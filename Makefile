@@ -1,5 +1,5 @@
 # Two commands on a fresh clone:  `make main` (the whole pipeline)  and  `make test` (the tests).
-# Both create the virtual environment they need first.
+# Both create the virtual environment they need first; `make` alone lists the targets and the studies.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +11,20 @@ PIP_EXTRA ?=
 # CodeBLEU's data-flow match depends on Python's string hashing: fixed, so results repeat.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lock main main-small main-word main-small-word study study-small quick test lint unit notebooks-smoke benchmark recipe-study seeds clean-runs
+.DEFAULT_GOAL := help
+.PHONY: help setup lock main quick test lint unit notebooks-smoke study benchmark clean-runs
+
+# What there is to run (before the environment exists too: the list of studies needs only Python).
+help:
+	@echo "make main            the whole pipeline: every notebook with params/full.yaml (runs/full/)"
+	@echo "make quick           the same chain on less data with smaller models, in minutes (runs/quick/)"
+	@echo "make test            the linter, the unit tests, every notebook under nbval (lint, unit, notebooks-smoke)"
+	@echo "make study NAME=...  one study or notebook run: python -m utils.studies NAME ARGS (below)"
+	@echo "make benchmark       training throughput on synthetic data (python -m utils.bench.steps)"
+	@echo "make setup           the virtual environment from requirements.lock (make lock: a new lock)"
+	@echo "make clean-runs      remove runs/ (executed notebooks, the studies' runs)"
+	@echo
+	@$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m utils.studies --list
 
 setup: $(VENV)/.installed
 
@@ -39,37 +52,6 @@ lock:
 main: setup
 	$(PY) -m utils.run_notebooks --params params/full.yaml --out $(RUNS)/full $(NOTEBOOKS)
 
-# The same recipe at a smaller size (the recipe study's screening size, at most 3 epochs), into
-# runs/small/: about 75 minutes on a 2-core CPU for the five models without retrieval (the two
-# "+retrieval" models add about 70 more). Its figures and tables go to plots/ like the main job's.
-main-small: setup
-	$(PY) -m utils.run_notebooks --params params/small.yaml --out $(RUNS)/small $(NOTEBOOKS)
-
-# The same recipes with the original study's word vocabulary (the README's word-vs-BPE table): 01 and
-# 02 build and train in runs/<name>-word/, then 03-05 score those checkpoints on the BPE run's
-# test functions (data/processed, from `make main` / `make main-small` first), so both read the same ones.
-WORD_TRAINED := $(filter %01_preprocess.ipynb %02_train.ipynb,$(NOTEBOOKS))
-WORD_SCORED  := $(filter-out $(WORD_TRAINED),$(NOTEBOOKS))
-# $(call word_run,<parameter file>,<output folder>)
-word_run = $(PY) -m utils.run_notebooks --params $(1) --out $(2) $(WORD_TRAINED) && \
-	$(PY) -m utils.run_notebooks --params $(1) --set data_dir=data/processed --out $(2)/scored $(WORD_SCORED)
-
-main-word: setup
-	$(call word_run,params/full_word.yaml,$(RUNS)/full-word)
-
-main-small-word: setup
-	$(call word_run,params/small_word.yaml,$(RUNS)/small-word)
-
-# The original study's exact settings (word vocabulary, teacher forcing 0.5, dropout 0.5, up to 25
-# epochs, the three classic models), into runs/study/.
-study: setup
-	$(PY) -m utils.run_notebooks --params params/study.yaml --out $(RUNS)/study $(NOTEBOOKS)
-
-# The same at the recipe study's screening size (embedding 64, hidden 128), into runs/study-small/:
-# the README's study-settings table (the study's sizes take more than a session here).
-study-small: setup
-	$(PY) -m utils.run_notebooks --params params/study_small.yaml --out $(RUNS)/study-small $(NOTEBOOKS)
-
 # A quick look (minutes): small data and models, same chain.
 quick: setup
 	$(PY) -m utils.run_notebooks --params params/quick.yaml --out $(RUNS)/quick $(NOTEBOOKS)
@@ -89,19 +71,12 @@ notebooks-smoke: setup
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-cell-timeout=900 $(addprefix $(RUNS)/smoke/,$(notdir $(NOTEBOOKS)))
 
 benchmark: setup
-	$(PY) -m utils.benchmark --synthetic --batches 20
+	$(PY) -m utils.bench.steps --synthetic --batches 20
 
-# How the training recipe was chosen: one lever at a time on the validation split (plots/recipe_study.csv).
-recipe-study: setup
-	$(PY) -m utils.recipe_study --models attention
-	$(PY) -m utils.recipe_study --models lstm rnn --recipes study combined
-
-# The classic models under three seeds, scored on the test split (plots/seed_study.csv): the main run's
-# own seed (42) is read from its checkpoints, two more are trained. Needs the main job's corpus and
-# checkpoints; `make seeds SEED_PARAMS=params/small.yaml` does it for `make main-small`.
-SEED_PARAMS ?= params/full.yaml
-seeds: setup
-	$(PY) -m utils.seed_study --params $(SEED_PARAMS) --models rnn lstm attention --seeds 42 1 2
+# One study, or one of the README's other notebook runs (`python -m utils.studies --list` names them):
+# `make study NAME=seeds ARGS="--params params/studies/small.yaml"`, `make study NAME=small`; without NAME, the list.
+study: setup
+	$(PY) -m utils.studies $(NAME) $(ARGS)
 
 clean-runs:
 	rm -rf $(RUNS)

@@ -159,7 +159,7 @@ def _header(docstring: str) -> str:
 
 def _retrieved_text(found) -> str:
     """The retrieved neighbour as '# ' comment lines, then a blank comment line before the generated code."""
-    from utils.tokenizer import detokenize
+    from utils.data import detokenize
 
     if found is None or found.index is None:
         return ("# retrieved: none (no training docstring shares a word with this one: the model read the "

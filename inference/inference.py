@@ -8,12 +8,12 @@ and device), so repeated calls do not read the checkpoint again. Generated code 
 returned as text: nothing here executes it.
 
 The docstring goes through the same preparation as the training data: its first paragraph (the
-summary, ``utils.tokenizer.docstring_summary``) is tokenized with ``utils.tokenizer.tokenize_docstring``
+summary, ``utils.data.tokenizer.docstring_summary``) is tokenized with ``utils.data.tokenizer.tokenize_docstring``
 and cut to the model's source limit (``config.max_src_len`` tokens, with a warning). Words outside
 the source vocabulary become ``<UNK>`` (the copy model can still copy them into the code).
 
 A "+retrieval" model also reads the training function whose docstring is most similar, from the
-``retrieval_db.json`` saved beside its checkpoint (``utils.retrieval_database``); ``retrieve`` says
+``retrieval_db.json`` saved beside its checkpoint (``utils.data.retrieval_database``); ``retrieve`` says
 which one it started from. A docstring that shares no word with any training docstring gets none.
 """
 from __future__ import annotations
@@ -30,16 +30,28 @@ import numpy as np
 import torch
 
 import utils.checkpoint as _checkpoint
-from utils.batch import SEPARATOR, Example, encode_source, make_batch
 from utils.checkpoint import CheckpointError, LoadedModel
 from utils.config import resolve_device
+from utils.data import (
+    DATABASE_FILE,
+    SEPARATOR,
+    SPECIALS,
+    UNK,
+    Example,
+    RetrievalDatabase,
+    Retrieved,
+    Vocabulary,
+    detokenize,
+    docstring_summary,
+    encode_source,
+    join_pieces,
+    make_batch,
+    merge_attention,
+    tokenize_docstring,
+)
 from utils.decoding import check_length_penalty, decode_batch, ids_to_tokens
 from utils.paths import project_path, user_path
 from utils.precision import autocast, check_precision, resolve_precision
-from utils.retrieval_database import DATABASE_FILE, RetrievalDatabase, Retrieved
-from utils.subwords import join_pieces, merge_attention
-from utils.tokenizer import detokenize, docstring_summary, tokenize_docstring
-from utils.vocabulary import SPECIALS, UNK, Vocabulary
 
 __all__ = [
     "AttentionResult", "CheckpointError", "LoadedModel", "Retrieved", "batch_generate", "clear_cache",
@@ -382,7 +394,7 @@ def _label(token: str) -> str:
 def plot_attention(result: AttentionResult, path: str | os.PathLike):
     """Save ``result``'s attention as a heatmap PNG (rows: generated tokens, columns: source tokens).
 
-    Drawn by ``utils.plotting.plot_attention_heatmap``; relative paths resolve against the repository
+    Drawn by ``utils.evaluation.plotting.plot_attention_heatmap``; relative paths resolve against the repository
     root (like every figure of the project). Returns the matplotlib Figure.
     """
     if not isinstance(result, AttentionResult):
@@ -393,7 +405,7 @@ def plot_attention(result: AttentionResult, path: str | os.PathLike):
                          "use a model with attention (e.g. --model attention).")
     if result.attention.shape[0] == 0:
         raise ValueError("The model generated no tokens for this docstring, so there is no attention to plot.")
-    from utils.plotting import plot_attention_heatmap
+    from utils.evaluation import plot_attention_heatmap
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph .* missing from")  # emoji, CJK: drawn as boxes

@@ -13,13 +13,13 @@ from typing import Callable, Sequence
 import pytest
 import torch
 
-from utils.batch import Example, bucketed_batches, encode_pairs
 from utils.checkpoint import save_checkpoint
 from utils.config import Seq2SeqConfig
-from utils.evaluation import decode_models, load_trained
+from utils.data.batch import Example, bucketed_batches, encode_pairs
+from utils.data.tokenizer import tokenize_code
+from utils.data.vocabulary import SPECIALS, Vocabulary
+from utils.evaluation.results import decode_models, load_trained
 from utils.models import Seq2SeqModel, build_model
-from utils.tokenizer import tokenize_code
-from utils.vocabulary import SPECIALS, Vocabulary
 
 TOY_WORDS = [f"t{i}" for i in range(12)]
 
@@ -123,7 +123,7 @@ def trained_models(tiny_config, toy_examples) -> dict[str, Seq2SeqModel]:
 def tiny_corpus(tmp_path_factory) -> Path:
     """A processed corpus of real Python functions (the running environment's first 60 files, BPE of
     300 pieces, 60 / 15 / 15 pairs): for the studies that train and score on processed splits."""
-    from utils.data import preprocess
+    from utils.data.processed import preprocess
 
     out = tmp_path_factory.mktemp("tiny_corpus") / "data"
     preprocess("python", out_dir=out, split_sizes=(60, 15, 15), min_freq=1, vocabulary="bpe", bpe_size=300,

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from utils.attention_analysis import attention_statistics, pick_heatmap_examples
-from utils.evaluation import DecodedSplit
+from utils.evaluation.attention_analysis import attention_statistics, pick_heatmap_examples
+from utils.evaluation.results import DecodedSplit
 
 
 def _split(attention, src, hyps) -> DecodedSplit:

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from utils.batch import (
+from utils.data.batch import (
     Example,
     batch_indices,
     bucketed_batches,
@@ -15,7 +15,7 @@ from utils.batch import (
     make_batch,
     pad_sequences,
 )
-from utils.vocabulary import EOS, PAD, SOS, SPECIALS, UNK, Vocabulary
+from utils.data.vocabulary import EOS, PAD, SOS, SPECIALS, UNK, Vocabulary
 
 
 def _examples(n: int, seed: int = 0, max_src: int = 30, max_trg: int = 40) -> list[Example]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.batch import make_batch
 from utils.checkpoint import FORMAT, CheckpointError, LoadedModel, load_checkpoint, load_model, save_checkpoint
+from utils.data.batch import make_batch
+from utils.data.vocabulary import SPECIALS, Vocabulary
 from utils.models import MODEL_CLASSES, build_model
-from utils.vocabulary import SPECIALS, Vocabulary
 
 MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / "seq2seq_test_checkpoint_code_ran"
 

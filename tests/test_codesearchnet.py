@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from utils.codesearchnet import load_codesearchnet
+from utils.data.codesearchnet import load_codesearchnet
 
 GOOD_CODE = 'def add(a, b):\n    """Add two numbers together."""\n    return a + b\n'
 METHOD_CODE = 'def scale(self, k):\n        """Scale all values by k."""\n        self.v = [x * k for x in self.v]\n'

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from utils import corpus_sources
-from utils.corpus_sources import (
+from utils.data import corpus_sources
+from utils.data.corpus_sources import (
     ENVIRONMENT,
     CorpusSourceError,
     compare_with_reference,
@@ -22,7 +22,7 @@ from utils.corpus_sources import (
     read_package_list,
     stdlib_root,
 )
-from utils.data import build_python_corpus
+from utils.data.processed import build_python_corpus
 from utils.paths import REPO_ROOT
 
 MODULE = '''

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from utils.error_analysis import (
+from utils.data.tokenizer import DEDENT, INDENT, NEWLINE, tokenize_code
+from utils.evaluation.error_analysis import (
     FAILURE_CLASSES,
     brackets_balanced,
     classify_output,
@@ -15,7 +16,6 @@ from utils.error_analysis import (
     syntax_class,
 )
 from utils.metrics import is_valid_syntax
-from utils.tokenizer import DEDENT, INDENT, NEWLINE, tokenize_code
 
 REF = tokenize_code("def scale(values, factor):\n    return [v * factor for v in values]\n")
 DOC = ["Multiply", "each", "of", "the", "values", "by", "factor", "."]

@@ -9,12 +9,12 @@ import random
 import pytest
 import torch
 
-from utils import training
-from utils.batch import encode_pairs, make_batch
+from utils.data.batch import encode_pairs, make_batch
+from utils.data.vocabulary import PAD, SPECIALS, Vocabulary
 from utils.fast import fast_forward, fast_loss
 from utils.models import build_model
-from utils.training import train_model
-from utils.vocabulary import PAD, SPECIALS, Vocabulary
+from utils.training import trainer
+from utils.training.trainer import train_model
 
 MODELS = ["rnn", "lstm", "attention", "copy", "transformer"]
 RATIOS = [1.0, 0.5, 0.0]
@@ -129,7 +129,7 @@ def test_training_off_the_fast_path_gives_the_same_losses(name, tmp_path, tiny_c
     another order), and a run resumes under the other path (``fast_path`` is no training field)."""
     splits = toy_examples(48, seed=1, min_len=2, max_len=6), toy_examples(12, seed=2, min_len=2, max_len=6)
     calls = []  # the fast loss's calls, per run
-    monkeypatch.setattr(training, "fast_loss", lambda *args: calls.append(1) or fast_loss(*args))
+    monkeypatch.setattr(trainer, "fast_loss", lambda *args: calls.append(1) or fast_loss(*args))
     histories, fast_calls = {}, {}
     for path in ("on", "off"):
         config = tiny_config(name, fast_path=path, epochs=2, batch_size=16, lr=1e-2, teacher_forcing=0.5,

@@ -25,13 +25,13 @@ from inference.inference import (
     load_generator,
     plot_attention,
 )
-from utils.batch import bucketed_batches, encode_pairs, make_batch
 from utils.checkpoint import save_checkpoint
 from utils.config import Seq2SeqConfig
-from utils.decoding import beam_search, greedy_decode
+from utils.data.batch import bucketed_batches, encode_pairs, make_batch
+from utils.data.tokenizer import tokenize_code, tokenize_docstring
+from utils.data.vocabulary import Vocabulary
+from utils.decoding.search import beam_search, greedy_decode
 from utils.models import MODEL_CLASSES, build_model
-from utils.tokenizer import tokenize_code, tokenize_docstring
-from utils.vocabulary import Vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = REPO / "inference" / "example_inference.py"
@@ -453,7 +453,7 @@ def test_cli_file_and_long_docstring(tiny, tmp_path, capsys) -> None:
 @pytest.fixture(scope="module")
 def bpe_checkpoint(tmp_path_factory, one_thread) -> Path:
     """An attention model on BPE pieces (one vocabulary for both sides), trained a little."""
-    from utils.subwords import Subwords
+    from utils.data.subwords import Subwords
 
     rows = _toy_rows()
     vocab = Vocabulary.from_subwords(Subwords.train(([*r["docstring_tokens"], *r["code_tokens"]] for r in rows), 110))

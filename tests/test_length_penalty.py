@@ -5,9 +5,14 @@ import json
 
 import pytest
 
-import utils.length_penalty as lp
-from utils.evaluation import decode_split
-from utils.length_penalty import TUNING_CSV, choose_length_penalty, chosen_length_penalties, tune_length_penalty
+import utils.evaluation.length_penalty as lp
+from utils.evaluation.length_penalty import (
+    TUNING_CSV,
+    choose_length_penalty,
+    chosen_length_penalties,
+    tune_length_penalty,
+)
+from utils.evaluation.results import decode_split
 from utils.metrics import corpus_bleu_score
 
 

@@ -1,8 +1,8 @@
 """The manifest's parts: what each filter removed, <UNK> rates, symbols per pair."""
 from __future__ import annotations
 
-from utils.manifest import filter_table, oov_rate, piece_summary, sequence_limits
-from utils.vocabulary import SPECIALS, Vocabulary
+from utils.data.manifest import filter_table, oov_rate, piece_summary, sequence_limits
+from utils.data.vocabulary import SPECIALS, Vocabulary
 
 
 def test_filter_table_counts_down_from_what_was_seen() -> None:

@@ -1,7 +1,7 @@
 """Markdown rendering of examples."""
 from __future__ import annotations
 
-from utils.markdown import code_block, render_example
+from utils.evaluation.markdown import code_block, render_example
 
 
 def test_code_block_and_render_example(rows):

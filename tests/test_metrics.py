@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from utils.data.tokenizer import INDENT, tokenize_code
 from utils.metrics import (
     LENGTH_BUCKETS,
     attention_copy_alignment,
@@ -27,7 +28,6 @@ from utils.metrics import (
     token_accuracy_micro,
     unk_rate,
 )
-from utils.tokenizer import INDENT, tokenize_code
 
 SNIPPET = "def add_one(x):\n    return x + 1\n"
 # Eight tokens: a hypothesis that only gets the last one wrong has n-gram precisions

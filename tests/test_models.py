@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.batch import Batch, encode_pairs, make_batch
 from utils.config import MODEL_NAMES, Seq2SeqConfig
-from utils.decoding import decode_examples, ids_to_tokens
+from utils.data.batch import Batch, encode_pairs, make_batch
+from utils.data.vocabulary import PAD, SPECIALS, UNK, Vocabulary
+from utils.decoding.search import decode_examples, ids_to_tokens
 from utils.models import MODEL_CLASSES, build_model, teacher_forcing_mask
-from utils.vocabulary import PAD, SPECIALS, UNK, Vocabulary
 
 ALL_MODELS = list(MODEL_CLASSES)
 

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from utils.batch import SEPARATOR, encode_pairs, source_symbols
 from utils.config import make_config, model_names
-from utils.data import load_split, preprocess
+from utils.data.batch import SEPARATOR, encode_pairs, source_symbols
+from utils.data.neighbours import NEIGHBOURS_FILE, attach_retrieved, file_key, find_neighbours, training_exclusions
+from utils.data.processed import load_split, preprocess
+from utils.data.vocabulary import PAD, SPECIALS, Vocabulary
 from utils.models import build_model
-from utils.neighbours import NEIGHBOURS_FILE, attach_retrieved, file_key, find_neighbours, training_exclusions
-from utils.vocabulary import PAD, SPECIALS, Vocabulary
 
 
 def _row(doc: str, code: str, path: str) -> dict:
@@ -84,7 +84,7 @@ def test_retrieval_model_names_and_configs(toy_vocab: Vocabulary) -> None:
 def test_preprocess_stores_the_neighbours_outside_the_corpus_hash(tmp_path, monkeypatch) -> None:
     """01 writes neighbours.json beside the splits (load_split attaches them), and the corpus hash
     is the same with or without it."""
-    import utils.data as data
+    import utils.data.processed as data
 
     rows = [_row(f"return the {w} of the list number {i}", f"def f{i} ( ) : return {w}", f"m{i}.py")
             for i in range(60) for w in ("sum",)]

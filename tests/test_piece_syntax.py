@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from utils.data import load_split, load_vocabs, preprocess
+from utils.data.processed import load_split, load_vocabs, preprocess
+from utils.data.subwords import join_pieces
+from utils.data.vocabulary import EOS
+from utils.decoding.piece_syntax import PieceSyntaxConstraint, _complete_as, _string_state, piece_syntax_constraint
 from utils.metrics import is_valid_syntax
-from utils.piece_syntax import PieceSyntaxConstraint, _complete_as, _string_state, piece_syntax_constraint
-from utils.subwords import join_pieces
-from utils.vocabulary import EOS
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""utils.plotting: every figure is saved, drawn from the data given, and labelled where it should be."""
+"""utils.evaluation.plotting: every figure is saved, drawn from the data given, and labelled where it should be."""
 from __future__ import annotations
 
 import matplotlib
@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from utils.plotting import (  # noqa: E402
+from utils.evaluation.plotting import (  # noqa: E402
     plot_attention_heatmap,
     plot_failure_classes,
     plot_length_buckets,

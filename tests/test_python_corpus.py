@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.python_corpus import build_python_corpus
-from utils.tokenizer import tokenize_code
+from utils.data.python_corpus import build_python_corpus
+from utils.data.tokenizer import tokenize_code
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from utils import report
-from utils.training import train_model
+from utils.training.trainer import train_model
 
 
 def _results(bleu: float, unk: float) -> pd.DataFrame:
@@ -154,8 +154,8 @@ def test_stopping_markdown_says_what_ended_training():
 
 
 def test_recipe_markdown_names_what_each_recipe_changes() -> None:
-    from utils.recipe_study import STUDY
     from utils.report import recipe_markdown
+    from utils.studies.recipe import STUDY
 
     base = {**STUDY, "train_size": 10000.0, "model": "attention", "val_loss": 4.5, "val_bleu": 8.0,
             "val_codebleu": 9.0, "val_distinct_outputs": 1.0, "val_syntax_valid": 0.0, "val_exact_match": 0.0,
@@ -201,3 +201,10 @@ def test_headline_markdown_keeps_greedy_and_beam_syntax_rows_and_the_baselines()
     assert lines[0].startswith("| model | decoding | BLEU | CodeBLEU")
     assert [line.split(" | ")[1] for line in lines[2:]] == ["greedy", "beam5+syntax", "nearest training docstring"]
     assert "| 13.0 |" in lines[2] and lines[-1].endswith("| 83.5 |  |")  # one decimal; no gap for a baseline
+
+
+def test_a_seed_rows_parameter_file_is_found_where_it_lives() -> None:
+    from utils.report import params_file
+
+    assert params_file("full") == "params/full.yaml"
+    assert params_file("small") == "params/studies/small.yaml"

@@ -8,14 +8,14 @@ import torch
 
 from inference import example_inference
 from inference.inference import AttentionResult, clear_cache, generate_code, generate_with_attention, retrieve
-from utils.batch import SEPARATOR, bucketed_batches, encode_pairs
 from utils.checkpoint import save_checkpoint
 from utils.config import make_config
+from utils.data.batch import SEPARATOR, bucketed_batches, encode_pairs
+from utils.data.neighbours import find_neighbours
+from utils.data.retrieval_database import DATABASE_FILE, RetrievalDatabase, vocabulary_fingerprint
+from utils.data.tokenizer import tokenize_code, tokenize_docstring
+from utils.data.vocabulary import Vocabulary
 from utils.models import build_model
-from utils.neighbours import find_neighbours
-from utils.retrieval_database import DATABASE_FILE, RetrievalDatabase, vocabulary_fingerprint
-from utils.tokenizer import tokenize_code, tokenize_docstring
-from utils.vocabulary import Vocabulary
 
 OPS = {"sum": "+", "difference": "-", "product": "*"}
 NAMES = ["a", "b", "x", "y"]
@@ -91,11 +91,11 @@ def test_a_missing_or_mismatched_database_names_the_file_and_the_command(trained
     lonely = tmp_path / "copy+retrieval_best.pt"
     lonely.write_bytes(trained["path"].read_bytes())
     clear_cache()
-    with pytest.raises(FileNotFoundError, match=f"{DATABASE_FILE}.*python -m utils.retrieval_database"):
+    with pytest.raises(FileNotFoundError, match=f"{DATABASE_FILE}.*python -m utils.data.retrieval_database"):
         generate_code(DOC, lonely)
     other = json.loads((trained["dir"] / DATABASE_FILE).read_text()) | {"vocabulary_sha256": "0" * 64}
     (tmp_path / DATABASE_FILE).write_text(json.dumps(other))
-    with pytest.raises(ValueError, match="another corpus or vocabulary.*python -m utils.retrieval_database"):
+    with pytest.raises(ValueError, match="another corpus or vocabulary.*python -m utils.data.retrieval_database"):
         generate_code(DOC, lonely)
     (tmp_path / DATABASE_FILE).write_text("not json")
     code = example_inference.main(["--checkpoint", str(lonely), "-d", DOC])

@@ -105,7 +105,8 @@ def test_set_overrides_one_parameter_of_the_file(tmp_path, capsys) -> None:
     assert "must read NAME=VALUE" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("params", sorted(project_path("params").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("params", sorted(project_path("params").rglob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(project_path("params"))))
 def test_every_parameter_file_is_declared_by_the_chain(params, tmp_path) -> None:
     """Every key of every parameter set (the study's recipe settings included) is a notebook parameter."""
     assert main([*map(str, chain_notebooks()), "--params", str(params), "--out", str(tmp_path), "--prepare-only"]) == 0

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from utils.config import make_config
-from utils.data import model_lengths
-from utils.screening import ScreeningData, greedy_figures, train_and_validate
+from utils.data.processed import model_lengths
+from utils.studies.screening import ScreeningData, greedy_figures, train_and_validate
 
 
 def test_train_and_validate_reports_validation_figures(tiny_corpus, tmp_path) -> None:

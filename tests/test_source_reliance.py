@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
+from utils.evaluation.source_reliance import main, source_reliance, swap_docstrings
 from utils.models import build_model
-from utils.source_reliance import main, source_reliance, swap_docstrings
 
 
 def test_swap_moves_every_docstring_and_keeps_the_code(toy_rows) -> None:

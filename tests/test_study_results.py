@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from utils.evaluation import results_table
-from utils.study_results import study_comparison, study_table
+from utils.evaluation.results import results_table
+from utils.evaluation.study_results import study_comparison, study_table
 
 
 def test_study_table_is_labelled_as_quoted():

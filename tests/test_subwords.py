@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from utils.batch import encode_pairs
 from utils.checkpoint import CheckpointError, load_model, save_checkpoint
 from utils.config import Seq2SeqConfig
-from utils.data import load_split, load_vocabs, model_lengths, preprocess
-from utils.decoding import decode_examples
+from utils.data.batch import encode_pairs
+from utils.data.processed import load_split, load_vocabs, model_lengths, preprocess
+from utils.data.subwords import Subwords, join_pieces, merge_attention, token_starts
+from utils.data.tokenizer import detokenize, tokenize_code
+from utils.data.vocabulary import UNK, Vocabulary, known_tokens
+from utils.decoding.search import decode_examples
 from utils.metrics import is_valid_syntax, parse_error
 from utils.models import build_model
-from utils.subwords import Subwords, join_pieces, merge_attention, token_starts
-from utils.tokenizer import detokenize, tokenize_code
-from utils.vocabulary import UNK, Vocabulary, known_tokens
 
 CODE = '''def get_user_name(self, user_id=None):
     if user_id is None:
@@ -55,7 +55,7 @@ def test_pieces_join_back_into_the_tokens_exactly() -> None:
 # (huggingface/tokenizers#1794) two processes disagree on them (seen here: 5 of 5 runs differed).
 _TRAIN_IN_A_PROCESS = """
 import hashlib, random, sys
-from utils.subwords import Subwords
+from utils.data.subwords import Subwords
 rng = random.Random(0)
 words = ["".join(rng.choice("abcdefgh_") for _ in range(rng.randint(2, 9))) for _ in range(3000)]
 print(hashlib.sha256(Subwords.train([words], vocab_size=300).to_json().encode()).hexdigest())
@@ -124,7 +124,7 @@ def test_models_train_and_decode_pieces_without_unk(name, corpus, tmp_path) -> N
                            hidden_dim=32, num_layers=1, dropout=0.0, vocabulary="bpe", **model_lengths(out))
     model = build_model(config)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    from utils.batch import bucketed_batches
+    from utils.data.batch import bucketed_batches
 
     for batch in bucketed_batches(examples, 16, seed=0):
         loss, n = model.loss(batch, 0.5, torch.Generator().manual_seed(0))

@@ -7,15 +7,15 @@ import pytest
 import torch
 from test_tokenizer import ROUND_TRIP_ROOTS
 
-from utils.batch import Example, make_batch
 from utils.config import Seq2SeqConfig
-from utils.data import build_python_corpus
-from utils.decoding import beam_search, greedy_decode
+from utils.data.batch import Example, make_batch
+from utils.data.processed import build_python_corpus
+from utils.data.tokenizer import DEDENT, INDENT, NEWLINE
+from utils.data.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
+from utils.decoding.search import beam_search, greedy_decode
+from utils.decoding.syntax_constraints import PythonSyntaxConstraint
 from utils.metrics import is_valid_syntax
 from utils.models import build_model
-from utils.syntax_constraints import PythonSyntaxConstraint
-from utils.tokenizer import DEDENT, INDENT, NEWLINE
-from utils.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_constraint_guarantees_on_untrained_models(corpus, name: str) -> None:
     """Random weights are adversarial; still, under the constraint every output has balanced
     brackets, consistent blocks and no special tokens, and more outputs parse than without it.
     (Trained models' syntax validity with and without the constraint is in notebooks/03_bleu.)"""
-    from utils.error_analysis import brackets_balanced, indentation_consistent
+    from utils.evaluation.error_analysis import brackets_balanced, indentation_consistent
 
     _, vocab = corpus
     torch.manual_seed(0)

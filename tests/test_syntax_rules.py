@@ -1,13 +1,13 @@
-"""The mask rules work from a ``MaskKey`` alone (no decoding state), and ``utils.syntax_constraints``
+"""The mask rules work from a ``MaskKey`` alone (no decoding state), and ``utils.decoding.syntax_constraints``
 re-exports them unchanged."""
 from __future__ import annotations
 
-import utils.syntax_constraints as constraints
-import utils.syntax_rules as rules
-from utils.syntax_constraints import PythonSyntaxConstraint
-from utils.syntax_rules import SyntaxMaskRules
-from utils.tokenizer import INDENT, NEWLINE
-from utils.vocabulary import SPECIALS, Vocabulary
+import utils.decoding.syntax_constraints as constraints
+import utils.decoding.syntax_rules as rules
+from utils.data.tokenizer import INDENT, NEWLINE
+from utils.data.vocabulary import SPECIALS, Vocabulary
+from utils.decoding.syntax_constraints import PythonSyntaxConstraint
+from utils.decoding.syntax_rules import SyntaxMaskRules
 
 WORDS = ["def", "async", "@", "f", "x", "(", ")", ":", ",", "=", "+", "return", "pass", NEWLINE, INDENT]
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.data import build_python_corpus
-from utils.tokenizer import DEDENT, INDENT, NEWLINE, detokenize, tokenize_code, tokenize_docstring
+from utils.data.processed import build_python_corpus
+from utils.data.tokenizer import DEDENT, INDENT, NEWLINE, detokenize, tokenize_code, tokenize_docstring
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 # A fixed, varied slice of the standard library: decorators, async code, f-strings, nested classes.
@@ -85,7 +85,7 @@ def test_round_trip_preserves_the_ast_on_real_code() -> None:
 
 
 def test_docstring_summary_is_the_first_paragraph_collapsed() -> None:
-    from utils.tokenizer import docstring_summary
+    from utils.data.tokenizer import docstring_summary
 
     text = """Return the sum
         of two numbers.

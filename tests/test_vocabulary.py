@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.vocabulary import EOS, PAD, SOS, SPECIALS, UNK, Vocabulary
+from utils.data.vocabulary import EOS, PAD, SOS, SPECIALS, UNK, Vocabulary
 
 TOKENS = [["b", "a", "a", "c"], ["a", "b", "d"], ["b", "e"]]  # a:3 b:3 c:1 d:1 e:1
 

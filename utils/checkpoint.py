@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 from utils.config import Seq2SeqConfig
+from utils.data.vocabulary import Vocabulary
 from utils.files import atomic_write, disk_full
 from utils.models import Seq2SeqModel, build_model
 from utils.paths import TRAIN_HINT
-from utils.vocabulary import Vocabulary
 
 FORMAT = "seq2seq-checkpoint-v1"
 REQUIRED_KEYS = ("format", "config", "model_state", "src_vocab", "trg_vocab")
@@ -127,7 +127,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expected_mo
 @dataclass
 class LoadedModel:
     """A trained model ready to decode, with what its checkpoint recorded about its training: what
-    evaluation (``utils.evaluation.load_trained``) and inference (``inference.load_generator``) hold."""
+    evaluation (``utils.evaluation.results.load_trained``) and inference (``inference.load_generator``) hold."""
 
     model: Seq2SeqModel
     src_vocab: Vocabulary

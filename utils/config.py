@@ -19,7 +19,7 @@ LR_SCHEDULES = ("constant", "plateau", "inverse_sqrt")
 LR_REFERENCE_TOKENS = 4000
 FAST_PATHS = ("auto", "on", "off")
 # What a model reads beside the docstring: nothing, or the code of the nearest training function
-# (retrieve and edit, ``utils.neighbours``). A model name with RETRIEVAL_SUFFIX reads it.
+# (retrieve and edit, ``utils.data.neighbours``). A model name with RETRIEVAL_SUFFIX reads it.
 RETRIEVAL_INPUTS = ("none", "top1")
 RETRIEVAL_SUFFIX = "+retrieval"
 
@@ -72,10 +72,10 @@ class Seq2SeqConfig:
     # (``Seq2SeqModel.loss``), "auto" on a CPU only (see ``resolve_fast_path``). The same function
     # either way, so not a setting a resumed run must match.
     fast_path: str = "auto"
-    # Symbols: "word" (whole tokens, <UNK> for rare ones) or "bpe" (subword pieces, utils.subwords)
+    # Symbols: "word" (whole tokens, <UNK> for rare ones) or "bpe" (subword pieces, utils.data.subwords)
     vocabulary: str = "word"
     # "none": the source is the docstring; "top1": the docstring, a separator (id ``src_vocab_size``,
-    # one past the vocabulary) and the code of the nearest training function (``utils.neighbours``)
+    # one past the vocabulary) and the code of the nearest training function (``utils.data.neighbours``)
     retrieval_input: str = "none"
 
     def __post_init__(self) -> None:

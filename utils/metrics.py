@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu
 
-from utils.tokenizer import DEDENT, INDENT, NEWLINE, detokenize
+from utils.data.tokenizer import DEDENT, INDENT, NEWLINE, detokenize
 
 SPECIAL_TOKENS: frozenset[str] = frozenset({"<PAD>", "<SOS>", "<EOS>"})
 UNK_TOKEN = "<UNK>"

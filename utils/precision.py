@@ -4,7 +4,7 @@
 arithmetic, or a GPU); master weights, optimizer state, the loss's log-softmax and reduction, the
 attention softmax and the decoders' log-probabilities stay float32. On a CUDA device without bf16,
 ``auto`` picks fp16 with a gradient scaler. What ``auto`` picks on a CPU with bf16 is
-``AUTO_ON_BF16_CPU``, chosen from a measured quality comparison (``utils.precision_study``).
+``AUTO_ON_BF16_CPU``, chosen from a measured quality comparison (``utils.studies.precision``).
 """
 from __future__ import annotations
 

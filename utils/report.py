@@ -28,8 +28,8 @@ import pandas as pd
 from utils.checkpoint import load_checkpoint
 from utils.files import save_csv
 from utils.paths import project_path
-from utils.recipe_study import STUDY
-from utils.seed_study import ranking_holds, read_table, summary
+from utils.studies.recipe import STUDY
+from utils.studies.seeds import ranking_holds, read_table, summary
 
 # (column in plots/results.csv, header in the README, digits); None digits = integer with separators
 README_COLUMNS: list[tuple[str, str, int | None]] = [
@@ -314,6 +314,13 @@ def _study_settings(run: Path, plots: Path) -> None:
         print("## Study settings: when each model stopped\n\n" + stopping_markdown(epoch_times(history)) + "\n")
 
 
+def params_file(name: str) -> str:
+    """The parameter file a seed-study row names by its stem: ``params/<name>.yaml``, or
+    ``params/studies/<name>.yaml`` for the studies' own files."""
+    study = f"params/studies/{name}.yaml"
+    return study if project_path(study).is_file() else f"params/{name}.yaml"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plots", default="plots", help="the main run's plots folder")
@@ -358,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if (plots / "seed_study.csv").exists():
         seeds = read_table(plots / "seed_study.csv")
         for name, rows in seeds.groupby("params"):
-            print(f"## Seeds (test split, greedy): params/{name}.yaml\n\n" + seed_markdown(rows, args.models) + "\n")
+            print(f"## Seeds (test split, greedy): {params_file(name)}\n\n" + seed_markdown(rows, args.models) + "\n")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from utils.batch import Batch
+from utils.data.batch import Batch
+from utils.data.vocabulary import PAD, UNK
 from utils.fast.dropout import cheap_dropout
 from utils.fast.encoder import StackWeights, active_rows, first_rows, run_encoder
 from utils.fast.layers import LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy, linear_into, missing_ranges
@@ -46,7 +47,6 @@ from utils.models import (
     TransformerState,
     teacher_forcing_mask,
 )
-from utils.vocabulary import PAD, UNK
 
 # predict(features_t [n, F], t, attention_t [n, S] | None) -> the argmax tokens [n] fed to step t + 1
 Predict = Callable[[Tensor, int, Tensor | None], Tensor]

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from utils.batch import Batch
 from utils.config import Seq2SeqConfig
+from utils.data.batch import Batch
+from utils.data.vocabulary import PAD
 from utils.models.base import Seq2SeqModel, run_packed
-from utils.vocabulary import PAD
 
 
 @dataclass

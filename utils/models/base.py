@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from utils.batch import Batch
 from utils.config import Seq2SeqConfig
-from utils.vocabulary import PAD, UNK
+from utils.data.batch import Batch
+from utils.data.vocabulary import PAD, UNK
 
 Hidden = Tensor | tuple[Tensor, Tensor]  # [L, B, H], or (h, c) for an LSTM
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from utils.config import Seq2SeqConfig
+from utils.data.vocabulary import PAD
 from utils.models.base import Hidden, Seq2SeqModel, run_packed, select_hidden
-from utils.vocabulary import PAD
 
 
 @dataclass

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from utils.config import Seq2SeqConfig
+from utils.data.vocabulary import PAD
 from utils.models.base import Seq2SeqModel, teacher_forcing_mask
-from utils.vocabulary import PAD
 
 
 def sinusoidal_positions(n: int, dim: int) -> Tensor:

@@ -1,0 +1,10 @@
+"""The studies: experiments run with the library, each writing its table to ``plots/``.
+
+``recipe`` chooses the training recipe one lever at a time, ``seeds`` checks that the comparison
+holds across seeds, ``vocabulary`` compares words with BPE of several sizes, ``precision`` compares
+bf16 with fp32, ``retrieval`` chooses what the retrieval models read, and ``convergence`` compares
+batching, schedule and precision by the time to early stopping; ``screening`` is what they share
+(train one model on a processed corpus and score it on the validation split). ``python -m
+utils.studies <name>`` runs any of them, and the notebook chains of the README's other runs
+(``python -m utils.studies --list``). The studies sit on top: nothing in the library imports them.
+"""
