@@ -57,7 +57,7 @@ def test_a_study_name_runs_its_module_main_with_the_remaining_arguments(name, mo
 
 
 def test_the_recipe_study_without_arguments_makes_both_passes(monkeypatch) -> None:
-    """What `make recipe-study` ran: attention on every lever, then lstm and rnn on study and combined."""
+    """The recipe study's two passes: attention on every lever, then lstm and rnn on study and combined."""
     import utils.studies.recipe as recipe
 
     calls = _record(monkeypatch, recipe)
