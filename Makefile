@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Executed notebooks go to runs/<parameter set>/ (git-ignored); sources stay output-free.
 RUNS   := runs
+# The main job's parameter file: `make main PARAMS=params/large.yaml` for the original study's sizes.
+PARAMS ?= params/full.yaml
 # More pip options, e.g. PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu" (CPU-only torch)
 PIP_EXTRA ?=
 # CodeBLEU's data-flow match depends on Python's string hashing: fixed, so results repeat.
@@ -16,7 +18,8 @@ export PYTHONHASHSEED := 0
 
 # What there is to run (before the environment exists too: the list of studies needs only Python).
 help:
-	@echo "make main            the whole pipeline: every notebook with params/full.yaml (runs/full/)"
+	@echo "make main            the whole pipeline: every notebook with params/full.yaml (runs/full/), one hour on 2 cores"
+	@echo "make main PARAMS=params/large.yaml   the same at the original study's sizes, to early stopping (a GPU or a long CPU run)"
 	@echo "make quick           the same chain on less data with smaller models, in minutes (runs/quick/)"
 	@echo "make test            the linter, the unit tests, every notebook under nbval (lint, unit, notebooks-smoke)"
 	@echo "make study NAME=...  one study or notebook run: python -m utils.studies NAME ARGS (below)"
@@ -48,9 +51,9 @@ lock:
 	  .venv-lock/bin/python -m pip freeze --all | sed -E 's/^(torch==[^+]*)\+.*/\1/'; } > requirements.lock
 	rm -rf .venv-lock
 
-# The main job: every numbered notebook, in order, with the full parameter set.
+# The main job: every numbered notebook, in order, with the full parameter set (or PARAMS=...).
 main: setup
-	$(PY) -m utils.run_notebooks --params params/full.yaml --out $(RUNS)/full $(NOTEBOOKS)
+	$(PY) -m utils.run_notebooks --params "$(PARAMS)" --out $(RUNS)/$(basename $(notdir $(PARAMS))) $(NOTEBOOKS)
 
 # A quick look (minutes): small data and models, same chain.
 quick: setup

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from utils.training.parallel import resolve_workers, train_models
+from utils.config import make_config
+from utils.training.parallel import resolve_workers, train_models, training_cost
 from utils.training.trainer import train_model
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -20,6 +21,15 @@ def test_workers_one_per_core_at_most_one_per_model_and_one_on_cuda(monkeypatch)
     assert resolve_workers(0, CUDA, 7) == 1 and resolve_workers(4, CUDA, 7) == 1
     with pytest.raises(ValueError, match="workers must be 0 \\(one per core\\) or more, got -1"):
         resolve_workers(-1, CPU, 7)
+
+
+def test_the_training_cost_counts_the_epochs_and_the_retrieved_code() -> None:
+    """The longest training starts first: an epoch's cost times the epochs, so an rnn with many epochs
+    can outlast an attention model with few; reading retrieved code costs more per epoch."""
+    cost = {name: training_cost(make_config(name, epochs=4)) for name in ("rnn", "attention", "copy+retrieval")}
+    assert cost["rnn"] < cost["attention"] < cost["copy+retrieval"]
+    assert training_cost(make_config("attention", epochs=8)) == 2 * cost["attention"]
+    assert training_cost(make_config("rnn", epochs=40)) > cost["attention"]
 
 
 @pytest.fixture(scope="module")

@@ -150,3 +150,16 @@ def test_the_runner_fixes_string_hashing_for_its_kernels(tmp_path, monkeypatch) 
     assert main(["notebooks/03_bleu.ipynb", "--params", "params/smoke.yaml", "--out", str(tmp_path),
                  "--prepare-only"]) == 0
     assert os.environ["PYTHONHASHSEED"] == HASH_SEED
+
+
+@pytest.mark.parametrize("bad, message", [({"epochs": 0}, "epochs must be a whole number of at least 1, got 0"),
+                                          ({"lr_schedule": "cosine"}, "Unknown lr_schedule 'cosine'"),
+                                          ({"models": ["rnn", "gpt"]}, "Unknown or missing model name")])
+def test_an_invalid_value_stops_the_run_naming_the_parameter(bad, message, tmp_path, capsys) -> None:
+    """``epochs: 0`` once ended in a misleading "No best checkpoint" after preprocessing; now nothing runs."""
+    params = _params(tmp_path / "p.yaml", {**load_params("params/smoke.yaml"), **bad})
+    out = tmp_path / "out"
+    assert main([*map(str, chain_notebooks()), "--params", params, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "p.yaml" in err
+    assert not out.exists()

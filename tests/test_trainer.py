@@ -10,7 +10,7 @@ import torch
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.config import Seq2SeqConfig
 from utils.data.vocabulary import SPECIALS, Vocabulary
-from utils.training.trainer import schedule_factor, teacher_forcing_ratio, train_model
+from utils.training.trainer import schedule_factor, schedule_steps, teacher_forcing_ratio, train_model
 
 # Fields of a history record that depend on the computation, not on the clock.
 METRICS = ("epoch", "train_loss", "val_loss", "val_ppl", "val_token_acc_greedy", "lr")
@@ -378,3 +378,58 @@ def test_a_token_batch_smaller_than_a_target_is_refused_before_training(tmp_path
     with pytest.raises(ValueError, match="batch_tokens=4 is smaller than the longest target sequence"):
         run(tmp_path, batch_tokens=4)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_linear_schedule_warms_up_then_falls_to_zero_at_its_horizon() -> None:
+    linear = Seq2SeqConfig(lr_schedule="linear", warmup_steps=10)
+    factors = [schedule_factor(linear, s, 110) for s in (0, 9, 10, 60, 109, 110, 200)]
+    assert factors == pytest.approx([0.1, 1.0, 1.0, 0.5, 0.01, 0.0, 0.0])
+
+
+def test_schedule_steps_count_every_epochs_batches(splits) -> None:
+    from utils.data.batch import batch_indices
+
+    config = Seq2SeqConfig(epochs=3, batch_size=16, batch_tokens=40)
+    expected = sum(len(batch_indices(splits[0], 16, seed=config.seed + e, batch_tokens=40)) for e in (1, 2, 3))
+    assert schedule_steps(splits[0], config) == expected
+
+
+def test_a_linear_run_ends_by_its_schedule_and_says_so(tmp_path, run) -> None:
+    """The rate after the last step is zero; the best checkpoint records how and when training ended:
+    "schedule" for a linear run, "cap" for a constant one stopped by ``epochs``, "patience" for early stopping."""
+    result, _ = run(tmp_path / "linear", epochs=3, lr_schedule="linear", warmup_steps=2)
+    assert result.history[-1]["lr"] == 0.0 and result.history[0]["lr"] > result.history[1]["lr"] > 0.0
+    assert result.ended_by == "schedule"
+    best = load_checkpoint(tmp_path / "linear" / "rnn_best.pt")
+    assert best["ended_by"] == "schedule" and best["epochs_run"] == 3
+    capped, _ = run(tmp_path / "constant", epochs=2, lr_schedule="constant")
+    assert capped.ended_by == "cap" and load_checkpoint(tmp_path / "constant" / "rnn_best.pt")["ended_by"] == "cap"
+    stalled, _ = run(tmp_path / "stalled", epochs=6, lr=0.0, patience=2, lr_schedule="linear")
+    assert stalled.ended_by == "patience" and len(stalled.history) == 3
+
+
+def test_an_interrupted_linear_run_resumes_on_the_same_schedule(tmp_path, run) -> None:
+    """Cut after epoch 2 of 4 and restarted: the rate continues where it was (no second warmup, the
+    same horizon), and the run ends exactly as an uninterrupted one."""
+    kw = dict(epochs=4, dropout=0.3, lr_schedule="linear", warmup_steps=3)
+    full, _ = run(tmp_path / "full", **kw)
+
+    def crash_in_epoch_3(line: str) -> None:
+        if "epoch 3:" in line:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(tmp_path / "cut", log=crash_in_epoch_3, **kw)
+    resumed, _ = run(tmp_path / "cut", **kw)
+    assert resumed.resumed_from_epoch == 2
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in full.history]
+    assert _metrics(resumed.history) == _metrics(full.history) and resumed.ended_by == "schedule"
+    with pytest.raises(CheckpointError, match="linear schedule that ends after epoch 4 \\(now 6\\)"):
+        run(tmp_path / "cut", **{**kw, "epochs": 6})
+
+
+@pytest.mark.parametrize("name, value", [("epochs", 0), ("patience", 0), ("epochs", 2.5), ("lr", -1e-3),
+                                         ("warmup_steps", -1)])
+def test_invalid_training_settings_are_refused_with_their_name(name, value) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        Seq2SeqConfig(**{name: value})

@@ -136,6 +136,7 @@ class LoadedModel:
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     precision: str = "fp32"  # the resolved arithmetic it decodes in (utils.precision)
+    ended_by: str = ""  # how its training ended: "schedule", "patience" or "cap" (utils.training.trainer)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, path: str | Path, device: str | torch.device = "cpu",
@@ -143,7 +144,7 @@ class LoadedModel:
         """The model of an already loaded checkpoint dict, in eval mode (the weights are not kept twice)."""
         model, src_vocab, trg_vocab = model_from_checkpoint(ckpt, path, device, expected_model)
         return cls(model.eval(), src_vocab, trg_vocab, Path(path), list(ckpt.get("history") or []),
-                   ckpt.get("best_epoch"), precision)
+                   ckpt.get("best_epoch"), precision, ckpt.get("ended_by", ""))
 
     @property
     def name(self) -> str:

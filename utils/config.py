@@ -13,7 +13,7 @@ from utils.precision import check_precision
 MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
 VOCABULARIES = ("word", "bpe")
 TEACHER_FORCING_SCHEDULES = ("constant", "linear")
-LR_SCHEDULES = ("constant", "plateau", "inverse_sqrt")
+LR_SCHEDULES = ("constant", "plateau", "inverse_sqrt", "linear")
 # The batch of target positions that ``lr`` is meant for when batches are counted in tokens: about what
 # 64 functions of the default corpus take (57 pieces and <EOS> on average, padding apart).
 LR_REFERENCE_TOKENS = 4000
@@ -59,7 +59,9 @@ class Seq2SeqConfig:
     label_smoothing: float = 0.0
     # After ``warmup_steps`` steps of linear warmup: "constant"; "plateau": the learning rate is
     # multiplied by ``lr_decay`` after every epoch whose validation loss does not improve;
-    # "inverse_sqrt": it falls as 1/sqrt(step) (Vaswani et al. 2017; needs a warmup)
+    # "inverse_sqrt": it falls as 1/sqrt(step) (Vaswani et al. 2017; needs a warmup); "linear": it
+    # falls linearly to zero at the end of epoch ``epochs``, so the run ends by its schedule (budgeted
+    # training, Li et al. 2020)
     lr_schedule: str = "constant"
     lr_decay: float = 0.5
     epochs: int = 25
@@ -94,6 +96,13 @@ class Seq2SeqConfig:
         if self.lr_schedule == "inverse_sqrt" and self.warmup_steps < 1:
             raise ValueError("lr_schedule='inverse_sqrt' needs warmup_steps of at least 1 (it falls from the "
                              f"rate reached at the end of the warmup); got warmup_steps={self.warmup_steps}.")
+        for name in ("epochs", "patience"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {getattr(self, name)!r}.")
+        if not self.lr >= 0:
+            raise ValueError(f"lr must be 0 or more, got {self.lr!r}.")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be 0 or more, got {self.warmup_steps!r}.")
         if self.batch_tokens < 0:
             raise ValueError(f"batch_tokens must be 0 (batches of batch_size sequences) or positive, got "
                              f"{self.batch_tokens}.")

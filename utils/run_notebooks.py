@@ -31,6 +31,9 @@ HASH_SEED = "0"  # fixed string hashing in the notebook kernels (see main)
 
 def load_params(path: str | Path) -> dict:
     """Read a YAML parameter file: a mapping of notebook parameters shared by all notebooks."""
+    if not str(path).strip():
+        raise FileNotFoundError("No parameter file was given (PARAMS is empty); name one of params/*.yaml, "
+                                "for example PARAMS=params/full.yaml.")
     p = project_path(path)
     if not p.is_file():
         raise FileNotFoundError(f"Parameter file {p} does not exist; see params/ for the available sets.")
@@ -73,6 +76,18 @@ def check_parameters(params: dict, declared: dict[Path, set[str]]) -> None:
                          f"({', '.join(p.name for p in declared)}); their parameters: {', '.join(sorted(known))}.")
 
 
+def check_values(params: dict) -> None:
+    """A ValueError naming the parameter when a model setting is invalid (``epochs: 0``, an unknown
+    ``lr_schedule``...): every model of ``params["models"]`` is configured as notebook 02 would,
+    so a bad value stops the run before preprocessing or training starts."""
+    from utils.config import make_config, model_names
+
+    if "models" not in params:
+        return
+    for name in model_names(params["models"]):
+        make_config(name, **params)
+
+
 def chain_notebooks() -> list[Path]:
     """The project's numbered notebooks, in order (``notebooks/NN_*.ipynb``)."""
     return sorted(project_path("notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -104,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         declared = declared_parameters(args.notebooks)
         chain = declared_parameters([p for p in chain_notebooks() if p not in declared])  # each read once
         check_parameters(params, {**chain, **declared})
+        check_values(params)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {args.params}: {e}" if not isinstance(e, FileNotFoundError) else f"error: {e}",
+              file=sys.stderr)
         return 2
     out = project_path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,7 @@ RESULT_LABELS: dict[str, str] = {
     "train_seconds": "training s",
     "epochs": "epochs run",
     "best_epoch": "best epoch",
+    "ended_by": "training ended by",
 }
 RESULT_COLUMNS: list[str] = list(RESULT_LABELS)
 
@@ -349,6 +350,7 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
             "train_seconds": lm.training_seconds,
             "epochs": len(lm.history),
             "best_epoch": lm.best_epoch,
+            "ended_by": lm.ended_by or None,
         })
     vocab = known_tokens(next(iter(loaded.values())).trg_vocab) if loaded else None
     if include_floor:

@@ -46,6 +46,8 @@ STUDIES: dict[str, Study] = {
                        module="retrieval"),
     "convergence": Study("batching, schedule and precision by the loss reached and the time to early stopping",
                          module="convergence"),
+    "budget": Study("what the main job's hour buys best: model size, pairs against epochs, peak rate (validation)",
+                    module="budget"),
     "small": Study("the main job's recipe at the screening size, 3 epochs: every notebook -> runs/small",
                    params="params/studies/small.yaml", out="runs/small"),
     "small-word": Study("the screening-size run with the original study's word vocabulary -> runs/small-word",

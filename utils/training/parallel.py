@@ -25,8 +25,11 @@ from utils.data.vocabulary import Vocabulary
 from utils.paths import project_path
 from utils.training.trainer import TrainResult, train_model
 
-# relative cost of an epoch (the screening size's epoch times, docs/benchmarks.md): the order of training
-EPOCH_COST = {"rnn": 1.0, "lstm": 1.7, "transformer": 3.1, "attention": 4.1, "copy": 5.1}
+# relative cost of an epoch at the screening size on one core (BPE epochs of plots/training_epochs.csv:
+# rnn 85 s, lstm 140, transformer 250, attention 335, copy 410), and of reading retrieved code (copy
+# and transformer with "+retrieval": 2.9x and 3.3x their plain epochs, plots/results.csv's training seconds)
+EPOCH_COST = {"rnn": 1.0, "lstm": 1.7, "transformer": 3.0, "attention": 4.0, "copy": 4.9}
+RETRIEVAL_COST = 3.0
 
 
 def resolve_workers(workers: int, device: torch.device, n_models: int) -> int:
@@ -39,8 +42,11 @@ def resolve_workers(workers: int, device: torch.device, n_models: int) -> int:
     return max(1, min(workers or (os.cpu_count() or 1), n_models))
 
 
-def _cost(config: Seq2SeqConfig) -> float:
-    return EPOCH_COST.get(config.model, 1.0) * (2.0 if config.retrieval_input != "none" else 1.0)
+def training_cost(config: Seq2SeqConfig) -> float:
+    """A model's whole training in units of an rnn epoch: its epoch's cost times its epochs (the
+    horizon of its schedule, or the cap of early stopping); the longest are started first."""
+    retrieval = RETRIEVAL_COST if config.retrieval_input != "none" else 1.0
+    return EPOCH_COST.get(config.model, 1.0) * retrieval * config.epochs
 
 
 def _train_in_worker(config: Seq2SeqConfig, examples: tuple[list[Example], list[Example]],
@@ -66,7 +72,7 @@ def train_models(configs: Mapping[str, Seq2SeqConfig], examples: Mapping[str, tu
     n = resolve_workers(workers, device, len(configs))
     if n > 1:
         project_path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        order = sorted(configs, key=lambda name: -_cost(configs[name]))
+        order = sorted(configs, key=lambda name: -training_cost(configs[name]))
         log(f"training {len(configs)} models in {n} processes, one core each; epoch lines in "
             f"{checkpoint_dir}/<model>.log")
         with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:

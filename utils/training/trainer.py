@@ -60,6 +60,7 @@ class TrainResult:
     resumed_from_epoch: int = 0
     best_epoch: int = 0
     notes: list[str] = field(default_factory=list)
+    ended_by: str = ""  # "schedule", "patience" or "cap" (``ended_by``)
 
 
 def set_seed(seed: int) -> None:
@@ -104,16 +105,35 @@ def greedy_token_accuracy(model: Seq2SeqModel, examples: Sequence[Example], devi
     return 100.0 * sum(accs) / max(len(accs), 1)
 
 
-def schedule_factor(config: Seq2SeqConfig, step: int) -> float:
+def schedule_factor(config: Seq2SeqConfig, step: int, total_steps: int = 0) -> float:
     """The learning rate at ``step`` (0-based) over ``config.learning_rate``: a linear warmup over
-    ``warmup_steps``, then 1 or, for "inverse_sqrt", sqrt(warmup_steps / (step + 1)). ("plateau"'s
-    reductions come on top, per epoch: ``TrainingState.lr_factor``.)"""
+    ``warmup_steps``, then 1; for "inverse_sqrt", sqrt(warmup_steps / (step + 1)); for "linear", a
+    straight line from 1 after the warmup to 0 after ``total_steps`` (the schedule's horizon).
+    ("plateau"'s reductions come on top, per epoch: ``TrainingState.lr_factor``.)"""
     warmup = config.warmup_steps
     if step < warmup:
         return (step + 1) / warmup
     if config.lr_schedule == "inverse_sqrt":
         return (warmup / (step + 1)) ** 0.5
+    if config.lr_schedule == "linear":
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
     return 1.0
+
+
+def schedule_steps(examples: Sequence[Example], config: Seq2SeqConfig) -> int:
+    """The optimizer steps of ``config.epochs`` epochs over ``examples`` (each epoch's batches, as
+    ``train_epoch`` makes them): the horizon of the "linear" schedule."""
+    return sum(len(batch_indices(examples, config.batch_size, shuffle=True, seed=config.seed + epoch,
+                                 batch_tokens=config.batch_tokens))
+               for epoch in range(1, config.epochs + 1))
+
+
+def ended_by(state: "TrainingState", config: Seq2SeqConfig) -> str:
+    """How a finished run ended: "patience" (early stopping), "schedule" (a "linear" schedule reached
+    zero) or "cap" (the epoch limit, in the middle of any other schedule)."""
+    if state.bad_epochs >= config.patience:
+        return "patience"
+    return "schedule" if config.lr_schedule == "linear" else "cap"
 
 
 def teacher_forcing_ratio(config: Seq2SeqConfig, step: int, steps_per_epoch: int) -> float:
@@ -141,6 +161,9 @@ def _check_resumable(ckpt: dict, config: Seq2SeqConfig, src_vocab: Vocabulary, t
               if list(ckpt[key]) != list(vocab.itos)]
     if vocabs:
         problems.append(f"another {' and '.join(vocabs)} vocabulary (the data was preprocessed again?)")
+    if config.lr_schedule == "linear" and saved.get("epochs") != config.epochs:
+        problems.append(f"a linear schedule that ends after epoch {saved.get('epochs')} (now {config.epochs}); "
+                        "its horizon cannot move")
     if problems:
         raise CheckpointError(f"{path} cannot be resumed: it was saved with {'; '.join(problems)}. "
                               "Delete it, or pass resume=False, to start this model over.")
@@ -156,6 +179,7 @@ class TrainingState:
     best_epoch: int = 0
     bad_epochs: int = 0           # epochs since the last improvement
     lr_factor: float = 1.0        # the learning rate's reduction so far ("plateau" schedule)
+    total_steps: int = 0          # the "linear" schedule's horizon, fixed when the run starts
 
     def finished(self, config: Seq2SeqConfig) -> bool:
         """Early-stopped, or at the epoch limit (a run resumed with more epochs goes on)."""
@@ -176,7 +200,7 @@ class Optimisation:
                device: torch.device) -> "Optimisation":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: schedule_factor(config, s) * state.lr_factor)
+            optimizer, lambda s: schedule_factor(config, s, state.total_steps) * state.lr_factor)
         scaler = grad_scaler(precision, device)  # fp16 only; bf16 and fp32 need none
         return cls(optimizer, scheduler, scaler, torch.Generator().manual_seed(config.seed))
 
@@ -196,6 +220,7 @@ def _resume(path: Path, config: Seq2SeqConfig, src_vocab: Vocabulary, trg_vocab:
     state.history, state.epoch, state.best_val = list(ckpt["history"]), ckpt["epoch"], ckpt["best_val"]
     state.best_epoch, state.bad_epochs = ckpt["best_epoch"], ckpt["bad_epochs"]
     state.lr_factor = ckpt.get("lr_factor", 1.0)
+    state.total_steps = ckpt.get("total_steps", state.total_steps)  # the horizon stays where it was
 
 
 def train_epoch(model: Seq2SeqModel, examples: Sequence[Example], config: Seq2SeqConfig, epoch: int,
@@ -276,7 +301,7 @@ def _end_of_epoch(record: dict, state: TrainingState, config: Seq2SeqConfig, mod
                     scaler_state=opt.scaler.state_dict(), torch_rng=torch.get_rng_state(),
                     tf_rng=opt.generator.get_state(), epoch=state.epoch, best_val=state.best_val,
                     best_epoch=state.best_epoch, bad_epochs=state.bad_epochs, finished=state.finished(config),
-                    lr_factor=state.lr_factor)
+                    lr_factor=state.lr_factor, total_steps=state.total_steps)
 
 
 def train_model(
@@ -310,7 +335,7 @@ def train_model(
     precision = resolve_precision(config.precision, device)
     set_seed(config.seed)
     model = build_model(config).to(device)
-    state = TrainingState()
+    state = TrainingState(total_steps=schedule_steps(train_examples, config) if config.lr_schedule == "linear" else 0)
     opt = Optimisation.create(model, config, state, precision, device)
     notes: list[str] = []
     if resume and last_path.exists():
@@ -334,6 +359,10 @@ def train_model(
     best = load_checkpoint(best_path, device)
     model.load_state_dict(best["model_state"])
     model.eval()
-    if len(best["history"]) != len(state.history):  # the best checkpoint also carries the full curves
-        save_checkpoint(best_path, model, src_vocab, trg_vocab, state.history, best_epoch=state.best_epoch)
-    return TrainResult(model, state.history, best_path, last_path, seconds, start_epoch, state.best_epoch, notes)
+    end = ended_by(state, config)
+    if len(best["history"]) != len(state.history) or best.get("ended_by") != end:
+        # the best checkpoint also carries the full curves and how the run ended
+        save_checkpoint(best_path, model, src_vocab, trg_vocab, state.history, best_epoch=state.best_epoch,
+                        ended_by=end, epochs_run=state.epoch)
+    return TrainResult(model, state.history, best_path, last_path, seconds, start_epoch, state.best_epoch, notes,
+                       end)

@@ -1,0 +1,103 @@
+"""What does the main job's budget buy best? Model size, training pairs and epochs compared at the
+budget ``make main`` gives a model, judged on the validation split.
+
+    python -m utils.studies budget --arms e64-all-4ep h96-all-3ep       # side by side, one core each:
+    python -m utils.studies budget --arms e64-half-8ep --threads 1 &   # one process per arm
+    python -m utils.studies budget --arms e64-all-8ep                  # twice the main job's budget
+    python -m utils.studies budget --collect                          # the table of the finished arms
+
+Every arm trains one model (``--model``, default attention) with the main job's recipe
+(``--params``, default ``params/full.yaml``: 4,000-piece batches, the learning rate falling linearly
+to zero over the arm's epochs, bf16 where native) and changes what ``ARMS`` says: the embedding and
+hidden sizes, the number of training pairs (the first ones of the processed training split), the
+epochs (the schedule's horizon) or the peak rate. Each arm's budget is about the main job's for
+that model (``main``: ``params/full.yaml``'s epochs over every pair); ``x2`` arms have twice it.
+After training, the best checkpoint (lowest validation loss) decodes the validation docstrings
+greedily, and the arm's row (validation BLEU and loss, training seconds, how training ended) goes to
+``<out>/<arm>/result.json`` and the table of finished arms to ``--csv``; an interrupted arm resumes.
+The test split is never read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+
+from utils.config import make_config
+from utils.data.processed import model_lengths
+from utils.files import save_csv
+from utils.run_notebooks import load_params
+from utils.studies.screening import ScreeningData, train_and_validate
+
+# arm -> what it changes from the parameter file ("train_size": pairs, None for all of them;
+# "budget": the arm's compute against the main job's, for the table)
+ARMS: dict[str, dict[str, Any]] = {
+    "e64-all-4ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 4, "budget": "main"},
+    "h96-all-3ep": {"embed_dim": 96, "hidden_dim": 192, "train_size": None, "epochs": 3, "budget": "main"},
+    "e64-half-8ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": 12453, "epochs": 8, "budget": "main"},
+    "e64-all-4ep-lr1e-2": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 4, "lr": 0.01,
+                           "budget": "main"},
+    "e64-all-8ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 8, "budget": "x2"},
+}
+STUDY_KEYS = ("embed_dim", "hidden_dim", "train_size", "epochs", "lr")
+
+
+def run_arm(arm: str, model: str, params: dict, data: ScreeningData, out: Path) -> dict:
+    """Train ``model`` as ``arm`` says (resuming ``out/<arm>``), decode the validation split; its row."""
+    changes = {k: v for k, v in ARMS[arm].items() if k != "budget"}
+    settings = {**params, **changes}
+    train = data.train[: settings["train_size"]] if settings["train_size"] else data.train
+    config = make_config(model, **settings, src_vocab_size=len(data.src), trg_vocab_size=len(data.trg),
+                         **model_lengths(params["data_dir"]))
+    arm_data = ScreeningData(data.src, data.trg, train, data.valid, data.valid_rows)
+    figures = train_and_validate(config, arm_data, out / arm)
+    best = torch.load(out / arm / f"{config.name}_best.pt", map_location="cpu", weights_only=True)
+    row = {"arm": arm, "budget": ARMS[arm]["budget"], **{k: settings[k] for k in STUDY_KEYS},
+           "train_pairs": len(train), "lr_schedule": config.lr_schedule, "precision": config.precision,
+           "threads": torch.get_num_threads(), **figures,
+           "train_seconds": sum(h["epoch_seconds"] for h in best["history"]),
+           "ended_by": best.get("ended_by", "")}
+    (out / arm / "result.json").write_text(json.dumps(row, indent=1))
+    return row
+
+
+def table(out: Path) -> pd.DataFrame:
+    """Every finished arm's row under ``out``, in ``ARMS`` order."""
+    return pd.DataFrame([json.loads(p.read_text()) for a in ARMS if (p := out / a / "result.json").is_file()])
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--model", default="attention")
+    p.add_argument("--params", default="params/full.yaml")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", default="runs/budget")
+    p.add_argument("--csv", default="plots/budget_study.csv")
+    p.add_argument("--collect", action="store_true", help="train nothing: the table of the finished arms")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    if args.collect:
+        save_csv(table(Path(args.out)), args.csv)
+        return 0
+    try:
+        params = load_params(args.params)
+        data = ScreeningData.load(params["data_dir"])
+    except (ValueError, FileNotFoundError) as e:
+        p.error(str(e))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    for arm in args.arms:
+        row = run_arm(arm, args.model, params, data, out)
+        print(json.dumps(row), flush=True)
+        save_csv(table(out), args.csv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
