@@ -14,12 +14,14 @@ PIP_EXTRA ?=
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock main quick test lint unit notebooks-smoke study benchmark clean-runs
+.PHONY: help setup lock main quick evaluate release test lint unit notebooks-smoke study benchmark clean-runs
 
 # What there is to run (before the environment exists too: the list of studies needs only Python).
 help:
 	@echo "make main            the whole pipeline: every notebook with params/full.yaml (runs/full/), one hour on 2 cores"
 	@echo "make main PARAMS=params/large.yaml   the same at the original study's sizes, to early stopping (a GPU or a long CPU run)"
+	@echo "make evaluate        the README's table from the shipped weights (checkpoints/): notebooks 03-05, no training"
+	@echo "make release         copy the main job's checkpoints into checkpoints/ with a new manifest"
 	@echo "make quick           the same chain on less data with smaller models, in minutes (runs/quick/)"
 	@echo "make test            the linter, the unit tests, every notebook under nbval (lint, unit, notebooks-smoke)"
 	@echo "make study NAME=...  one study or notebook run: python -m utils.studies NAME ARGS (below)"
@@ -54,6 +56,17 @@ lock:
 # The main job: every numbered notebook, in order, with the full parameter set (or PARAMS=...).
 main: setup
 	$(PY) -m utils.run_notebooks --params "$(PARAMS)" --out $(RUNS)/$(basename $(notdir $(PARAMS))) $(NOTEBOOKS)
+
+# The README's table from the shipped weights, without training: the processed splits first where they
+# are missing (notebook 01), then notebooks 03-05 on checkpoints/ (runs/evaluate/).
+evaluate: setup
+	$(if $(wildcard data/processed/test.jsonl),,$(PY) -m utils.run_notebooks --params params/full.yaml --out $(RUNS)/evaluate notebooks/01_preprocess.ipynb)
+	$(PY) -m utils.run_notebooks --params params/full.yaml --set checkpoint_dir=checkpoints --out $(RUNS)/evaluate \
+		$(filter-out %/01_preprocess.ipynb %/02_train.ipynb,$(NOTEBOOKS))
+
+# The main job's checkpoints become the shipped weights (replace them only with the README's table).
+release: setup
+	$(PY) -m utils.evaluation.shipped --run $(RUNS)/full/checkpoints --params params/full.yaml
 
 # A quick look (minutes): small data and models, same chain.
 quick: setup

@@ -25,11 +25,14 @@ from utils.paths import TRAIN_HINT, user_path  # noqa: E402  (no torch: --help a
 MODEL_NAMES = ("rnn", "lstm", "attention", "copy", "transformer")
 RETRIEVAL_SUFFIX = "+retrieval"
 MODEL_CHOICES = MODEL_NAMES + tuple(name + RETRIEVAL_SUFFIX for name in MODEL_NAMES)
-# Same value as inference.inference.LENGTH_PENALTY (a test checks both pairs).
+# Same value as inference.inference.LENGTH_PENALTY (a test checks both pairs): the beam's length
+# penalty for a checkpoint of your own; a shipped model uses the one chosen for it on validation.
 LENGTH_PENALTY = 3.0
+SHIPPED_DIR = REPO_ROOT / "checkpoints"  # the trained weights that come with the repository
+ECHO_CHARS = 200  # of each docstring, echoed as a comment above its code
 
 EPILOG = """\
-examples (from the repository root; train a model first with `make main`):
+examples (from the repository root; the trained weights ship in checkpoints/):
   .venv/bin/python inference/example_inference.py --docstring "Return the sum of a and b."
   .venv/bin/python inference/example_inference.py --model lstm --beam-size 5 \\
       --docstring "Return the largest item of a list." --docstring "Read a JSON file and return its content."
@@ -39,11 +42,13 @@ examples (from the repository root; train a model first with `make main`):
   echo "Remove duplicates from a list, keeping order." | .venv/bin/python inference/example_inference.py
   .venv/bin/python inference/example_inference.py --docstring "Return the square of x." \\
       --attention-plot attention.png
-  .venv/bin/python inference/example_inference.py --checkpoint checkpoints/attention_best.pt \\
+  .venv/bin/python inference/example_inference.py --checkpoint runs/full/checkpoints/attention_best.pt \\
       --vocab data/processed/trg_vocab.json --device cpu --docstring "Open a file for reading."
 
-The default checkpoint is checkpoints/<model>_best.pt under the repository root. Each docstring is
-printed as a '# ' comment line followed by the generated code. Generated code is printed, never run.
+The default checkpoint is the shipped checkpoints/<model>_best.pt under the repository root (checked
+against checkpoints/manifest.json); --checkpoint takes a run's own. Which one was used goes to stderr.
+Each docstring is printed as a '# ' comment line (its first 200 characters) followed by the generated
+code. Generated code is printed, never run.
 """
 
 
@@ -105,10 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "80 tokens or 160 BPE pieces)")
     dec.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
                      help="docstrings decoded together (default: 64)")
-    dec.add_argument("--length-penalty", type=_non_negative_float, default=LENGTH_PENALTY, metavar="A",
+    dec.add_argument("--length-penalty", type=_non_negative_float, default=None, metavar="A",
                      help="beam search ranks finished hypotheses by log-probability / ((5 + length) / 6) ** A; "
-                          "0 ranks by raw log-probability, which favours short outputs "
-                          f"(default: {LENGTH_PENALTY:g}, chosen on validation rows)")
+                          "0 ranks by raw log-probability, which favours short outputs (default: the value "
+                          "chosen for a shipped model on validation rows, checkpoints/manifest.json; else "
+                          f"{LENGTH_PENALTY:g})")
     dec.add_argument("--syntax-aware", action="store_true",
                      help="only let the decoder pick tokens that keep the program on a path to valid Python "
                           "(every model, greedy and beam)")
@@ -154,7 +160,33 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _header(docstring: str) -> str:
-    return "# " + " ".join(docstring.split())
+    """The docstring as one comment line: its first ECHO_CHARS characters, and how many more there were."""
+    text = " ".join(docstring.split())
+    if len(text) <= ECHO_CHARS:
+        return "# " + text
+    return f"# {text[:ECHO_CHARS]}... ({len(text) - ECHO_CHARS:,} more characters)"
+
+
+def _shipped_entry(checkpoint: Path) -> tuple[dict, dict] | None:
+    """The shipped manifest and its entry for ``checkpoint``, when it is one of the shipped weights."""
+    import json
+
+    manifest_path = SHIPPED_DIR / "manifest.json"
+    if checkpoint.resolve().parent != SHIPPED_DIR.resolve() or not manifest_path.is_file():
+        return None
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    entry = manifest.get("files", {}).get(checkpoint.name)
+    return (manifest, entry) if entry else None
+
+
+def _length_penalty(args: argparse.Namespace, shipped: tuple[dict, dict] | None) -> float:
+    """--length-penalty, else the shipped model's validation choice for its beam (with or without the
+    syntax constraint), else LENGTH_PENALTY."""
+    if args.length_penalty is not None:
+        return args.length_penalty
+    chosen = shipped[1].get("length_penalty", {}) if shipped else {}
+    key = "beam5" + ("+syntax" if args.syntax_aware else "")
+    return float(chosen.get(key, chosen.get("beam5", LENGTH_PENALTY)))
 
 
 def _retrieved_text(found) -> str:
@@ -174,12 +206,14 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         checkpoint = user_path(args.checkpoint)
     else:
-        checkpoint = REPO_ROOT / "checkpoints" / f"{args.model or 'attention'}_best.pt"
+        checkpoint = SHIPPED_DIR / f"{args.model or 'attention'}_best.pt"
     if not checkpoint.is_file():  # checked before torch is imported: the common first-run mistake answers fast
         if args.checkpoint is not None:
             raise UsageError(f"--checkpoint {args.checkpoint}: no such file ({checkpoint}); {TRAIN_HINT}")
-        raise UsageError(f"no trained checkpoint at {checkpoint}; {TRAIN_HINT}, or pass --checkpoint PATH")
+        raise UsageError(f"no shipped checkpoint at {checkpoint} (restore the shipped weights with `git checkout "
+                         f"-- checkpoints`, or {TRAIN_HINT} and pass --checkpoint PATH)")
     docstrings = _read_docstrings(args)
+    shipped = _shipped_entry(checkpoint)
 
     from inference.inference import batch_generate, generate_with_attention, load_generator, plot_attention, retrieve
 
@@ -194,7 +228,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"the '{loaded.name}' model reads no retrieved code, so --show-retrieved has nothing to "
                          "show; use --model copy+retrieval (or another '+retrieval' model)")
     opts = dict(vocab_path=args.vocab, max_length=args.max_length, device=args.device, beam_size=args.beam_size,
-                syntax_aware=args.syntax_aware, length_penalty=args.length_penalty, precision=args.precision)
+                syntax_aware=args.syntax_aware, length_penalty=_length_penalty(args, shipped),
+                precision=args.precision)
+    where = (f"the shipped '{loaded.name}' model ({checkpoint.relative_to(REPO_ROOT)}, trained at commit "
+             f"{shipped[0].get('commit', 'unknown')[:7]})" if shipped else f"checkpoint {checkpoint}")
+    print(f"using {where}", file=sys.stderr)
     codes = batch_generate(docstrings, checkpoint, batch_size=args.batch_size, **opts)
     if args.attention_plot:
         with warnings.catch_warnings():

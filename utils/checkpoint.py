@@ -5,6 +5,8 @@ loaded with ``torch.load(..., weights_only=True)``, so a checkpoint can never ru
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -17,10 +19,15 @@ from utils.config import Seq2SeqConfig
 from utils.data.vocabulary import Vocabulary
 from utils.files import atomic_write, disk_full
 from utils.models import Seq2SeqModel, build_model
-from utils.paths import TRAIN_HINT
+from utils.paths import TRAIN_HINT, project_path
 
 FORMAT = "seq2seq-checkpoint-v1"
 REQUIRED_KEYS = ("format", "config", "model_state", "src_vocab", "trg_vocab")
+# The trained weights that come with the repository, and their manifest (utils.evaluation.shipped
+# writes both: ``make release``); training never writes there by default.
+SHIPPED_DIR = "checkpoints"
+MANIFEST_FILE = "manifest.json"
+RESTORE_HINT = "restore the shipped weights with `git checkout -- checkpoints`"
 
 
 class CheckpointError(ValueError):
@@ -55,11 +62,46 @@ def save_checkpoint(path: str | Path, model: Seq2SeqModel, src_vocab: Vocabulary
     return path
 
 
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_manifest(folder: str | Path = SHIPPED_DIR) -> dict | None:
+    """The shipped weights' manifest (``checkpoints/manifest.json``), or None where there is none."""
+    path = project_path(folder) / MANIFEST_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def verify_shipped(path: str | Path) -> None:
+    """For a file in the shipped folder: a ``CheckpointError`` naming it and the restore command
+    unless the manifest lists it with this very sha256 (damaged, truncated or replaced). Files
+    anywhere else (a run's own checkpoints) are not checked."""
+    path = Path(path)
+    if path.resolve().parent != project_path(SHIPPED_DIR).resolve():
+        return
+    manifest = shipped_manifest()
+    if manifest is None:
+        return  # no weights shipped here yet: the folder holds whatever a user put there
+    entry = manifest.get("files", {}).get(path.name)
+    if entry is None:
+        raise CheckpointError(f"{path} is not one of the shipped weights listed in {SHIPPED_DIR}/{MANIFEST_FILE}; "
+                              f"move your own checkpoints elsewhere, or {RESTORE_HINT}.")
+    if path.is_file() and file_sha256(path) != entry["sha256"]:
+        raise CheckpointError(f"{path} is damaged or was replaced: its sha256 differs from the one in "
+                              f"{SHIPPED_DIR}/{MANIFEST_FILE}; {RESTORE_HINT}.")
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    """Read and validate a checkpoint; one clear ``CheckpointError`` says what is wrong."""
+    """Read and validate a checkpoint (a shipped one against its manifest's hash first); one clear
+    ``CheckpointError`` says what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist; {TRAIN_HINT}.")
+    verify_shipped(path)
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except (RuntimeError, EOFError, KeyError, IndexError, zipfile.BadZipFile, pickle.UnpicklingError,

@@ -1,0 +1,139 @@
+"""The trained weights that ship with the repository: a run's best checkpoints copied into
+``checkpoints/`` with a manifest and recorded outputs, so that inference and the evaluation notebooks
+work on a fresh clone and CI can tell when the code stops computing what the weights were trained for.
+
+    python -m utils.evaluation.shipped --run runs/full/checkpoints --params params/full.yaml   # make release
+
+The manifest (``checkpoints/manifest.json``) holds, for each file: its sha256 (checked on every load,
+``utils.checkpoint.verify_shipped``), the model, its size, how its training ended, the beam length
+penalty chosen for it on validation (``plots/length_penalty.csv``) and its test figures as in the
+README (``plots/results.csv``); and for all of them the commit and parameter file that trained them
+and the corpus hash. ``recorded_outputs.json`` holds, per model, a few dozen test docstrings with
+the model's greedy output and that output's teacher-forced log-probability, computed in fp32
+(``record_outputs``); ``tests/test_shipped.py`` recomputes them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+import yaml
+
+from utils.checkpoint import MANIFEST_FILE, SHIPPED_DIR, LoadedModel, file_sha256, load_checkpoint
+from utils.data.batch import encode_pairs, make_batch
+from utils.data.processed import load_manifest, load_split
+from utils.evaluation.results import decode_split
+from utils.files import write_text
+from utils.paths import project_path
+
+RECORDED_FILE = "recorded_outputs.json"
+RECORDED_EXAMPLES = 32  # test docstrings per model
+README_DECODINGS = ("greedy", "beam5+syntax")  # the README's table
+TEST_FIGURES = ("bleu", "codebleu", "syntax_valid", "exact_match")
+
+
+@torch.no_grad()
+def sequence_log_probs(loaded: LoadedModel, rows: Sequence[dict]) -> list[float]:
+    """The teacher-forced log-probability of each row's code given its docstring (nats, dropout off),
+    one row at a time, in the model's own arithmetic (fp32 for the recorded outputs)."""
+    model = loaded.model.eval()
+    examples = encode_pairs(rows, loaded.src_vocab, loaded.trg_vocab, with_copy=True,
+                            retrieval_input=model.config.retrieval_input)
+    return [-float(model.loss(make_batch([ex]).to(loaded.device), 1.0, None, 0.0)[0]) for ex in examples]
+
+
+def record_outputs(loaded: LoadedModel, rows: Sequence[dict]) -> list[dict]:
+    """Each row's docstring (and retrieved code, for a model that reads it), the model's greedy
+    output for it (``code_tokens``) and that output's teacher-forced log-probability."""
+    hypotheses = decode_split(loaded, rows, beam_size=1).hypotheses
+    reads = ["docstring_tokens"] + (["retrieved"] if loaded.model.config.retrieval_input != "none" else [])
+    outputs = [{**{k: r[k] for k in reads}, "code_tokens": h} for r, h in zip(rows, hypotheses)]
+    return [{**o, "log_prob": lp} for o, lp in zip(outputs, sequence_log_probs(loaded, outputs))]
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_path("."), capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def model_entry(name: str, path: Path, results: pd.DataFrame, penalties: pd.DataFrame) -> dict:
+    """One file's manifest entry: hash, model, training, chosen length penalties, test figures."""
+    ckpt = load_checkpoint(path)
+    rows = results[results["model"] == name].set_index("decoding")
+    chosen = penalties[(penalties["model"] == name) & penalties["chosen"]] if len(penalties) else penalties
+    return {"model": name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
+            "parameters": sum(t.numel() for t in ckpt["model_state"].values()),
+            "epochs_run": ckpt.get("epochs_run", len(ckpt["history"])), "best_epoch": ckpt.get("best_epoch"),
+            "ended_by": ckpt.get("ended_by", ""),
+            "length_penalty": {r.decoding: float(r.length_penalty) for r in chosen.itertuples()},
+            "test": {d: {k: round(float(rows.loc[d, k]), 4) for k in TEST_FIGURES}
+                     for d in README_DECODINGS if d in rows.index}}
+
+
+def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: str | Path = "data/processed",
+            plots_dir: str | Path = "plots", out_dir: str | Path = SHIPPED_DIR, commit: str | None = None,
+            n_recorded: int = RECORDED_EXAMPLES) -> dict:
+    """Copy ``<run_dir>/<model>_best.pt`` for each model into ``out_dir``; write the manifest and the
+    recorded outputs (the first ``n_recorded`` test docstrings); the old shipped files go first."""
+    run, out = project_path(run_dir), project_path(out_dir)
+    missing = [m for m in models if not (run / f"{m}_best.pt").is_file()]
+    if missing:
+        raise FileNotFoundError(f"No best checkpoint for {', '.join(missing)} in {run}; run `make main` first.")
+    results = pd.read_csv(project_path(plots_dir) / "results.csv")
+    tuning = project_path(plots_dir) / "length_penalty.csv"
+    penalties = pd.read_csv(tuning) if tuning.is_file() else pd.DataFrame(columns=["model", "chosen"])
+    rows = load_split(data_dir, "test", required=True)[:n_recorded]
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*_best.pt"):
+        old.unlink()
+    (out / MANIFEST_FILE).unlink(missing_ok=True)  # the copies below are checked against the new one only
+    files, recorded = {}, {}
+    for name in models:
+        path = out / f"{name}_best.pt"
+        shutil.copyfile(run / path.name, path)
+        files[path.name] = model_entry(name, path, results, penalties)
+        loaded = LoadedModel.from_checkpoint(load_checkpoint(path), path, "cpu", precision="fp32")
+        recorded[name] = record_outputs(loaded, rows)
+    manifest = {"about": "The trained weights that ship with the repository (make release); loading checks "
+                         "each file's sha256.",
+                "commit": commit or _git_commit(), "params": params,
+                "corpus_sha256": load_manifest(data_dir).get("corpus_sha256"), "files": files,
+                "recorded_outputs": RECORDED_FILE}
+    write_text(out / RECORDED_FILE, json.dumps(recorded, indent=1) + "\n")
+    write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default="runs/full/checkpoints", help="the run's checkpoint folder")
+    p.add_argument("--params", default="params/full.yaml", help="the parameter file that trained them")
+    p.add_argument("--models", nargs="+", help="default: the parameter file's models")
+    p.add_argument("--commit", help="the commit whose main job trained them (default: the current one)")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    try:
+        if not project_path(args.params).is_file():
+            raise FileNotFoundError(f"Parameter file {args.params} does not exist; see params/.")
+        params = yaml.safe_load(project_path(args.params).read_text())
+        manifest = release(args.run, args.models or params["models"], args.params, params["data_dir"],
+                           params["plots_dir"], commit=args.commit)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sizes = sum(f["bytes"] for f in manifest["files"].values())
+    print(f"shipped {len(manifest['files'])} models ({sizes / 1e6:.1f} MB) in {SHIPPED_DIR}/ with {MANIFEST_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
