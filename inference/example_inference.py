@@ -32,7 +32,7 @@ SHIPPED_DIR = REPO_ROOT / "checkpoints"  # the trained weights that come with th
 ECHO_CHARS = 200  # of each docstring, echoed as a comment above its code
 
 EPILOG = """\
-examples (from the repository root; the trained weights ship in checkpoints/):
+examples (from the repository root; the trained weights ship in checkpoints/, `make main` trains your own):
   .venv/bin/python inference/example_inference.py --docstring "Return the sum of a and b."
   .venv/bin/python inference/example_inference.py --model lstm --beam-size 5 \\
       --docstring "Return the largest item of a list." --docstring "Read a JSON file and return its content."

@@ -211,3 +211,49 @@ def test_loaded_model_carries_what_the_checkpoint_recorded(name, tmp_path, tiny_
     assert (loaded.max_src_len, loaded.max_trg_len) == ((10, 12) if name == "transformer" else (10, None))
     with pytest.raises(CheckpointError):
         LoadedModel.from_checkpoint(load_checkpoint(path), path, "cpu", expected_model="rnn")
+
+
+@pytest.fixture()
+def shipped(saved, tmp_path, monkeypatch):
+    """A shipped folder holding the saved checkpoint, listed with its hash in a manifest."""
+    import shutil
+
+    import utils.checkpoint as checkpoint
+
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    path = folder / "rnn_best.pt"
+    shutil.copyfile(saved[0], path)
+    manifest = {"files": {"rnn_best.pt": {"sha256": checkpoint.file_sha256(path)}}}
+    (folder / checkpoint.MANIFEST_FILE).write_text(json.dumps(manifest))
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", str(folder))
+    return path
+
+
+def test_a_shipped_checkpoint_loads_when_its_hash_matches(shipped) -> None:
+    assert load_checkpoint(shipped)["format"] == FORMAT
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "another model"])
+def test_a_damaged_or_replaced_shipped_checkpoint_names_the_file_and_the_restore_command(
+        damage, shipped, tmp_path, tiny_config, toy_vocab) -> None:
+    data = shipped.read_bytes()
+    if damage == "truncated":
+        shipped.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped byte":
+        shipped.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    else:  # a valid checkpoint of another model under the shipped name
+        save_checkpoint(shipped, build_model(tiny_config("lstm")), toy_vocab, toy_vocab)
+    with pytest.raises(CheckpointError, match="rnn_best.pt is damaged or was replaced.*git checkout -- checkpoints"):
+        load_checkpoint(shipped)
+
+
+def test_a_file_the_manifest_does_not_list_is_refused_in_the_shipped_folder(shipped, tiny_config, toy_vocab) -> None:
+    other = save_checkpoint(shipped.parent / "lstm_best.pt", build_model(tiny_config("lstm")), toy_vocab, toy_vocab)
+    with pytest.raises(CheckpointError, match="lstm_best.pt is not one of the shipped weights"):
+        load_checkpoint(other)
+
+
+def test_a_checkpoint_outside_the_shipped_folder_loads_without_a_hash_check(shipped, saved) -> None:
+    shipped.write_bytes(b"damaged")  # the shipped copy is broken; the user's own file is not checked against it
+    assert load_checkpoint(saved[0])["format"] == FORMAT

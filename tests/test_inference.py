@@ -447,7 +447,30 @@ def test_cli_file_and_long_docstring(tiny, tmp_path, capsys) -> None:
     code, out, err = _main(capsys, "--checkpoint", str(tiny["attention"]), "--file", str(f), "--max-length", "30")
     assert code == 0, err
     assert out.count("\n# Return the sum") + out.startswith("# Return the sum") == 2
-    assert err.startswith("warning: ") and "source limit of 50" in err
+    first, *warned = err.splitlines()
+    assert first == f"using checkpoint {tiny['attention']}"
+    assert warned[0].startswith("warning: ") and "source limit of 50" in warned[0]
+
+
+def test_cli_echoes_the_first_200_characters_of_a_long_docstring(tiny, capsys) -> None:
+    long = "Return the sum of a and b " + "and b " * 20_000
+    code, out, err = _main(capsys, "--checkpoint", str(tiny["attention"]), "-d", long, "--max-length", "5")
+    assert code == 0, err
+    header = out.splitlines()[0]
+    rest = len(" ".join(long.split())) - example_inference.ECHO_CHARS
+    assert header == f"# {' '.join(long.split())[:200]}... ({rest:,} more characters)"
+    assert len(out) < 2_000
+
+
+def test_cli_beam_uses_the_length_penalty_chosen_for_a_shipped_model() -> None:
+    """--length-penalty wins; else the shipped model's validation choice for the beam it runs; else 3.0."""
+    import argparse
+
+    chosen = ({"commit": "abc"}, {"length_penalty": {"beam5": 2.0, "beam5+syntax": 1.0}})
+    pick = lambda penalty, syntax, shipped: example_inference._length_penalty(  # noqa: E731
+        argparse.Namespace(length_penalty=penalty, syntax_aware=syntax), shipped)
+    assert pick(None, False, chosen) == 2.0 and pick(None, True, chosen) == 1.0 and pick(0.5, True, chosen) == 0.5
+    assert pick(None, False, None) == example_inference.LENGTH_PENALTY == 3.0
 
 
 @pytest.fixture(scope="module")

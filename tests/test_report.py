@@ -193,14 +193,15 @@ def test_headline_markdown_keeps_greedy_and_beam_syntax_rows_and_the_baselines()
 
     results = pd.DataFrame([
         {"model": "attention", "decoding": d, "bleu": b, "codebleu": 1.0, "syntax_valid": 90.0,
-         "distinct_outputs": 80.0, "source_gap": 0.3} for d, b in (("greedy", 13.02), ("beam5", 11.8),
-                                                                   ("beam5+syntax", 11.81))
+         "distinct_outputs": 80.0, "source_gap": 0.3, "epochs": 3, "ended_by": "schedule"}
+        for d, b in (("greedy", 13.02), ("beam5", 11.8), ("beam5+syntax", 11.81))
     ] + [{"model": "retrieval (TF-IDF)", "decoding": "nearest training docstring", "bleu": 18.93, "codebleu": 18.9,
           "syntax_valid": 100.0, "distinct_outputs": 83.5, "source_gap": None}])
     lines = headline_markdown(results).splitlines()
     assert lines[0].startswith("| model | decoding | BLEU | CodeBLEU")
     assert [line.split(" | ")[1] for line in lines[2:]] == ["greedy", "beam5+syntax", "nearest training docstring"]
-    assert "| 13.0 |" in lines[2] and lines[-1].endswith("| 83.5 |  |")  # one decimal; no gap for a baseline
+    assert "| 13.0 |" in lines[2] and lines[2].endswith("| 0.30 | 3 | schedule |")  # how training ended
+    assert lines[-1].endswith("| 83.5 |  |  |  |")  # one decimal; no gap or training for a baseline
 
 
 def test_a_seed_rows_parameter_file_is_found_where_it_lives() -> None:

@@ -70,9 +70,9 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def shipped_manifest(folder: str | Path = SHIPPED_DIR) -> dict | None:
+def shipped_manifest(folder: str | Path | None = None) -> dict | None:
     """The shipped weights' manifest (``checkpoints/manifest.json``), or None where there is none."""
-    path = project_path(folder) / MANIFEST_FILE
+    path = project_path(folder or SHIPPED_DIR) / MANIFEST_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 

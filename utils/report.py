@@ -52,10 +52,13 @@ README_COLUMNS: list[tuple[str, str, int | None]] = [
     ("decode_seconds", "decode s", 1),
     ("parameters", "params", None),
     ("train_seconds", "train s", 0),
+    ("epochs", "epochs", 0),
+    ("ended_by", "ended by", 0),
 ]
 # The README's short table: each model greedy and with its best-tuned decoding, beside the two baselines;
 # README_COLUMNS' headers and digits, BLEU and CodeBLEU to one decimal.
-HEADLINE = ("model", "decoding", "bleu", "codebleu", "syntax_valid", "distinct_outputs", "source_gap")
+HEADLINE = ("model", "decoding", "bleu", "codebleu", "syntax_valid", "distinct_outputs", "source_gap", "epochs",
+            "ended_by")
 HEADLINE_COLUMNS = [(col, header, 1 if col in ("bleu", "codebleu") else digits)
                     for col, header, digits in README_COLUMNS if col in HEADLINE]
 HEADLINE_DECODINGS = ("greedy", "beam5+syntax")

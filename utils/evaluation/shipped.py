@@ -58,6 +58,15 @@ def record_outputs(loaded: LoadedModel, rows: Sequence[dict]) -> list[dict]:
     return [{**o, "log_prob": lp} for o, lp in zip(outputs, sequence_log_probs(loaded, outputs))]
 
 
+def compare_with_recorded(loaded: LoadedModel, recorded: Sequence[dict]) -> dict[str, float]:
+    """How far ``loaded`` now computes from what ``record_outputs`` recorded: the largest difference
+    of the outputs' log-probabilities (nats) and the share of greedy outputs that are still the same."""
+    log_probs = sequence_log_probs(loaded, recorded)
+    outputs = decode_split(loaded, recorded, beam_size=1).hypotheses
+    return {"max_log_prob_diff": max((abs(a - r["log_prob"]) for a, r in zip(log_probs, recorded)), default=0.0),
+            "same_outputs": sum(o == r["code_tokens"] for o, r in zip(outputs, recorded)) / max(len(recorded), 1)}
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_path("."), capture_output=True, text=True,

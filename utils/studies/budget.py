@@ -1,9 +1,10 @@
 """What does the main job's budget buy best? Model size, training pairs and epochs compared at the
 budget ``make main`` gives a model, judged on the validation split.
 
-    python -m utils.studies budget --arms e64-all-4ep h96-all-3ep       # side by side, one core each:
-    python -m utils.studies budget --arms e64-half-8ep --threads 1 &   # one process per arm
-    python -m utils.studies budget --arms e64-all-8ep                  # twice the main job's budget
+    python -m utils.studies budget --arms h96-all-2ep --threads 1 &     # side by side, one core each:
+    python -m utils.studies budget --arms e64-half-6ep --threads 1 &    # one process per arm
+    python -m utils.studies budget --arms e64-all-6ep                   # twice the main job's budget
+    python -m utils.studies budget --arms e64-all-3ep --start-from runs/full/checkpoints  # make main's
     python -m utils.studies budget --collect                          # the table of the finished arms
 
 Every arm trains one model (``--model``, default attention) with the main job's recipe
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -37,18 +39,29 @@ from utils.studies.screening import ScreeningData, train_and_validate
 # arm -> what it changes from the parameter file ("train_size": pairs, None for all of them;
 # "budget": the arm's compute against the main job's, for the table)
 ARMS: dict[str, dict[str, Any]] = {
-    "e64-all-4ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 4, "budget": "main"},
-    "h96-all-3ep": {"embed_dim": 96, "hidden_dim": 192, "train_size": None, "epochs": 3, "budget": "main"},
-    "e64-half-8ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": 12453, "epochs": 8, "budget": "main"},
-    "e64-all-4ep-lr1e-2": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 4, "lr": 0.01,
+    # the main job's attention model (params/full.yaml): 64/128, every pair, 3 epochs from 6e-3
+    "e64-all-3ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 3, "budget": "main"},
+    # wider, fewer epochs: an epoch at 96/192 costs about 1.5 of 64/128's
+    "h96-all-2ep": {"embed_dim": 96, "hidden_dim": 192, "train_size": None, "epochs": 2, "budget": "main"},
+    # half the pairs, twice the epochs
+    "e64-half-6ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": 12453, "epochs": 6, "budget": "main"},
+    # the peak rate
+    "e64-all-3ep-lr1e-2": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 3, "lr": 0.01,
                            "budget": "main"},
-    "e64-all-8ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 8, "budget": "x2"},
+    # twice the main job's budget, the schedule stretched to it
+    "e64-all-6ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 6, "budget": "x2"},
 }
 STUDY_KEYS = ("embed_dim", "hidden_dim", "train_size", "epochs", "lr")
 
 
-def run_arm(arm: str, model: str, params: dict, data: ScreeningData, out: Path) -> dict:
-    """Train ``model`` as ``arm`` says (resuming ``out/<arm>``), decode the validation split; its row."""
+def run_arm(arm: str, model: str, params: dict, data: ScreeningData, out: Path, start_from: Path | None = None) -> dict:
+    """Train ``model`` as ``arm`` says (resuming ``out/<arm>``), decode the validation split; its row.
+    With ``start_from``, an arm that has no checkpoint yet takes that folder's (the main job's, for the
+    arm that repeats it): the trainer resumes it only if it was trained with exactly the arm's settings."""
+    if start_from is not None and not (out / arm).exists():
+        (out / arm).mkdir(parents=True)
+        for kind in ("best", "last"):
+            shutil.copyfile(start_from / f"{model}_{kind}.pt", out / arm / f"{model}_{kind}.pt")
     changes = {k: v for k, v in ARMS[arm].items() if k != "budget"}
     settings = {**params, **changes}
     train = data.train[: settings["train_size"]] if settings["train_size"] else data.train
@@ -80,6 +93,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--out", default="runs/budget")
     p.add_argument("--csv", default="plots/budget_study.csv")
     p.add_argument("--collect", action="store_true", help="train nothing: the table of the finished arms")
+    p.add_argument("--start-from", type=Path, help="a run's checkpoint folder the arms start from (e.g. "
+                   "runs/full/checkpoints for e64-all-3ep, the main job's model: not trained twice)")
     args = p.parse_args(list(argv) if argv is not None else None)
     if args.collect:
         save_csv(table(Path(args.out)), args.csv)
@@ -93,7 +108,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     for arm in args.arms:
-        row = run_arm(arm, args.model, params, data, out)
+        row = run_arm(arm, args.model, params, data, out, args.start_from)
         print(json.dumps(row), flush=True)
         save_csv(table(out), args.csv)
     return 0

@@ -1,0 +1,82 @@
+"""The shipped weights (checkpoints/) and the release step that writes them.
+
+Every model of ``checkpoints/manifest.json`` loads (its hash checked) and still computes, in fp32,
+what it computed when it was shipped (``recorded_outputs.json``): the teacher-forced log-probability
+of each recorded output within a small tolerance, and the same greedy outputs (all but the rare
+near-tie that another CPU's rounding may flip). A change to a model's code that changes its
+function fails here instead of silently breaking the shipped weights.
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import utils.checkpoint as checkpoint
+from utils.checkpoint import LoadedModel, file_sha256, load_checkpoint, shipped_manifest
+from utils.evaluation.shipped import RECORDED_FILE, compare_with_recorded, release, sequence_log_probs
+from utils.paths import project_path
+
+SHIPPED = shipped_manifest() or {"files": {}}
+LOG_PROB_TOLERANCE = 1e-2  # nats per sequence: fp32 rounding differs between CPUs by far less
+SAME_OUTPUTS = 0.9
+
+
+def _load(path) -> LoadedModel:
+    return LoadedModel.from_checkpoint(load_checkpoint(path), path, "cpu", precision="fp32")
+
+
+def test_weights_ship_with_the_repository() -> None:
+    assert SHIPPED["files"], "checkpoints/manifest.json lists no shipped weights; run `make release`"
+    total = sum(f["bytes"] for f in SHIPPED["files"].values())
+    assert total <= 60e6, f"the shipped weights take {total / 1e6:.1f} MB, more than 60 MB"
+
+
+@pytest.mark.parametrize("file", sorted(SHIPPED["files"]))
+def test_each_shipped_model_computes_what_it_computed_when_shipped(file) -> None:
+    path = project_path(checkpoint.SHIPPED_DIR) / file
+    loaded = _load(path)
+    assert loaded.name == SHIPPED["files"][file]["model"]
+    recorded = json.loads((path.parent / RECORDED_FILE).read_text())[loaded.name]
+    assert len(recorded) >= 24
+    found = compare_with_recorded(loaded, recorded)
+    assert found["max_log_prob_diff"] <= LOG_PROB_TOLERANCE, found
+    assert found["same_outputs"] >= SAME_OUTPUTS, found
+
+
+def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outputs(tmp_path, ckpt_dir, rows,
+                                                                                   monkeypatch) -> None:
+    data, plots, out = tmp_path / "data", tmp_path / "plots", tmp_path / "shipped"
+    data.mkdir()
+    plots.mkdir()
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "manifest.json").write_text(json.dumps({"corpus_sha256": "c0ffee"}))
+    figures = {"bleu": 12.5, "codebleu": 20.0, "syntax_valid": 90.0, "exact_match": 0.0}
+    pd.DataFrame([{"model": m, "decoding": d, **figures} for m in ("rnn", "attention")
+                  for d in ("greedy", "beam5", "beam5+syntax")]).to_csv(plots / "results.csv", index=False)
+    pd.DataFrame([{"model": "attention", "decoding": "beam5", "length_penalty": a, "chosen": a == 2.0}
+                  for a in (2.0, 3.0)]).to_csv(plots / "length_penalty.csv", index=False)
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", str(out))
+    (out / "rnn_best.pt").parent.mkdir()
+    (out / "old_best.pt").write_bytes(b"an earlier release")
+
+    manifest = release(ckpt_dir, ["attention", "rnn"], "params/full.yaml", data, plots, out_dir=out, commit="abc",
+                       n_recorded=4)
+    assert sorted(p.name for p in out.glob("*_best.pt")) == ["attention_best.pt", "rnn_best.pt"]
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    entry = manifest["files"]["attention_best.pt"]
+    assert entry["sha256"] == file_sha256(out / "attention_best.pt") and entry["model"] == "attention"
+    assert entry["length_penalty"] == {"beam5": 2.0} and manifest["files"]["rnn_best.pt"]["length_penalty"] == {}
+    assert entry["test"] == {"greedy": figures, "beam5+syntax": figures}
+    assert manifest["commit"] == "abc" and manifest["corpus_sha256"] == "c0ffee"
+    recorded = json.loads((out / RECORDED_FILE).read_text())
+    assert [r["docstring_tokens"] for r in recorded["rnn"]] == [r["docstring_tokens"] for r in rows[:4]]
+    assert all(r["log_prob"] < 0 for r in recorded["rnn"])
+    loaded = _load(out / "attention_best.pt")
+    assert compare_with_recorded(loaded, recorded["attention"]) == {"max_log_prob_diff": 0.0, "same_outputs": 1.0}
+    # another model's weights under the same name compute something else: the comparison sees it
+    other = _load(ckpt_dir / "rnn_best.pt")
+    diffs = [abs(a - r["log_prob"]) for a, r in zip(sequence_log_probs(other, recorded["attention"]),
+                                                    recorded["attention"])]
+    assert max(diffs) > LOG_PROB_TOLERANCE
