@@ -230,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
     opts = dict(vocab_path=args.vocab, max_length=args.max_length, device=args.device, beam_size=args.beam_size,
                 syntax_aware=args.syntax_aware, length_penalty=_length_penalty(args, shipped),
                 precision=args.precision)
-    where = (f"the shipped '{loaded.name}' model ({checkpoint.relative_to(REPO_ROOT)}, trained at commit "
+    shown = checkpoint.relative_to(REPO_ROOT) if checkpoint.is_relative_to(REPO_ROOT) else checkpoint
+    where = (f"the shipped '{loaded.name}' model ({shown}, trained at commit "
              f"{shipped[0].get('commit', 'unknown')[:7]})" if shipped else f"checkpoint {checkpoint}")
     print(f"using {where}", file=sys.stderr)
     codes = batch_generate(docstrings, checkpoint, batch_size=args.batch_size, **opts)

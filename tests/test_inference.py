@@ -1,6 +1,7 @@
 """Inference API and CLI on tiny checkpoints built here (one per model type, trained a few dozen steps)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -509,3 +510,32 @@ def test_a_bpe_checkpoint_writes_code_without_unk(bpe_checkpoint) -> None:
     assert odd.source_unknown == [False, True, True, True, False] and "<UNK>" not in odd.code
     codes = batch_generate([DOC, "Return the product of x and y."], bpe_checkpoint, beam_size=2, syntax_aware=True)
     assert len(codes) == 2 and all("<UNK>" not in c for c in codes)
+
+
+def test_cli_uses_the_shipped_weights_and_refuses_a_damaged_one_in_one_line(tiny, tmp_path, capsys,
+                                                                             monkeypatch) -> None:
+    """Without --checkpoint the shipped model answers (its name, file and commit on stderr, its chosen
+    length penalty for the beam); once its bytes change, one line names it and the restore command."""
+    import shutil
+
+    import utils.checkpoint as checkpoint_module
+
+    shipped = tmp_path / "checkpoints"
+    shipped.mkdir()
+    ck = shipped / "attention_best.pt"
+    shutil.copyfile(tiny["attention"], ck)
+    entry = {"model": "attention", "sha256": checkpoint_module.file_sha256(ck), "length_penalty": {"beam5": 0.5}}
+    (shipped / "manifest.json").write_text(json.dumps({"commit": "abc1234def", "files": {ck.name: entry}}))
+    monkeypatch.setattr(example_inference, "SHIPPED_DIR", shipped)
+    monkeypatch.setattr(checkpoint_module, "SHIPPED_DIR", str(shipped))
+    seen: list[float] = []
+    real = inference_module.decode_batch
+    monkeypatch.setattr(inference_module, "decode_batch",
+                        lambda *a, **k: seen.append(k["length_penalty"]) or real(*a, **k))
+    code, out, err = _main(capsys, "-d", DOC, "-b", "2")
+    assert code == 0 and out.startswith(f"# {DOC}\n") and seen == [0.5]
+    assert err.splitlines()[0] == f"using the shipped 'attention' model ({ck}, trained at commit abc1234)"
+    ck.write_bytes(ck.read_bytes()[:-16])
+    code, out, err = _main(capsys, "-d", DOC)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "attention_best.pt is damaged or was replaced" in err and "git checkout -- checkpoints" in err

@@ -25,10 +25,10 @@ from utils.data.vocabulary import Vocabulary
 from utils.paths import project_path
 from utils.training.trainer import TrainResult, train_model
 
-# relative cost of an epoch at the screening size on one core (BPE epochs of plots/training_epochs.csv:
-# rnn 85 s, lstm 140, transformer 250, attention 335, copy 410), and of reading retrieved code (copy
-# and transformer with "+retrieval": 2.9x and 3.3x their plain epochs, plots/results.csv's training seconds)
-EPOCH_COST = {"rnn": 1.0, "lstm": 1.7, "transformer": 3.0, "attention": 4.0, "copy": 4.9}
+# relative cost of an epoch on one core beside another model, from make main at 64/128 with 4,000-piece
+# batches in bf16 (docs/benchmarks.md: rnn 127 s, lstm 179, transformer 275, attention 415, copy 435),
+# and of reading retrieved code ("+retrieval": 2.9-3.3x their plain epochs, an earlier run's training seconds)
+EPOCH_COST = {"rnn": 1.0, "lstm": 1.4, "transformer": 2.2, "attention": 3.3, "copy": 3.4}
 RETRIEVAL_COST = 3.0
 
 
