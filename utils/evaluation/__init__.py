@@ -7,8 +7,9 @@ sits below training because the trainer scores its validation outputs with it. `
 chooses beam search's length penalty on validation rows, ``source_reliance`` measures whether a
 model reads its docstring at all, ``error_analysis`` sorts outputs into failure classes,
 ``attention_analysis`` reads the attention weights, ``study_results`` quotes the original study's
-figures beside this project's, and ``plotting`` and ``markdown`` draw the notebooks' figures and
-examples.
+figures beside this project's, ``plotting`` and ``markdown`` draw the notebooks' figures and
+examples, and ``shipped`` releases a run's checkpoints as the weights that come with the repository
+(manifest and recorded outputs).
 """
 from __future__ import annotations
 

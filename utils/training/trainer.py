@@ -354,6 +354,16 @@ def train_model(
         _end_of_epoch(record, state, config, model, opt, (src_vocab, trg_vocab), (best_path, last_path), log)
     seconds = time.perf_counter() - t0
 
+    end = _load_best(model, state, config, (src_vocab, trg_vocab), (best_path, last_path), device)
+    return TrainResult(model, state.history, best_path, last_path, seconds, start_epoch, state.best_epoch, notes,
+                       end)
+
+
+def _load_best(model: Seq2SeqModel, state: TrainingState, config: Seq2SeqConfig,
+               vocabs: tuple[Vocabulary, Vocabulary], paths: tuple[Path, Path], device: torch.device) -> str:
+    """Load the best checkpoint's weights into ``model`` (eval mode); make it carry the full curves
+    and how the run ended (returned: ``ended_by``)."""
+    best_path, last_path = paths
     if not best_path.exists():
         raise CheckpointError(f"No best checkpoint at {best_path}; delete {last_path} and train again.")
     best = load_checkpoint(best_path, device)
@@ -361,8 +371,6 @@ def train_model(
     model.eval()
     end = ended_by(state, config)
     if len(best["history"]) != len(state.history) or best.get("ended_by") != end:
-        # the best checkpoint also carries the full curves and how the run ended
-        save_checkpoint(best_path, model, src_vocab, trg_vocab, state.history, best_epoch=state.best_epoch,
-                        ended_by=end, epochs_run=state.epoch)
-    return TrainResult(model, state.history, best_path, last_path, seconds, start_epoch, state.best_epoch, notes,
-                       end)
+        save_checkpoint(best_path, model, *vocabs, state.history, best_epoch=state.best_epoch, ended_by=end,
+                        epochs_run=state.epoch)
+    return end
