@@ -233,8 +233,8 @@ def run(args: argparse.Namespace) -> int:
     shown = checkpoint.relative_to(REPO_ROOT) if checkpoint.is_relative_to(REPO_ROOT) else checkpoint
     where = (f"the shipped '{loaded.name}' model ({shown}, trained at commit "
              f"{shipped[0].get('commit', 'unknown')[:7]})" if shipped else f"checkpoint {checkpoint}")
-    print(f"using {where}", file=sys.stderr)
     codes = batch_generate(docstrings, checkpoint, batch_size=args.batch_size, **opts)
+    print(f"using {where}", file=sys.stderr)  # once it worked: an error stays one line
     if args.attention_plot:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # batch_generate has already said it if the docstring is cut

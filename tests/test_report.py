@@ -209,3 +209,15 @@ def test_a_seed_rows_parameter_file_is_found_where_it_lives() -> None:
 
     assert params_file("full") == "params/full.yaml"
     assert params_file("small") == "params/studies/small.yaml"
+
+
+def test_budget_markdown_gives_one_row_per_arm() -> None:
+    from utils.report import budget_markdown
+
+    row = {"arm": "e64-all-3ep", "budget": "main", "embed_dim": 64, "hidden_dim": 128, "train_pairs": 24906,
+           "epochs": 3, "lr": 0.006, "val_loss": 3.0364, "val_bleu": 13.2619, "val_codebleu": 11.6,
+           "val_distinct_outputs": 71.8, "val_syntax_valid": 95.7, "train_seconds": 1243.7, "ended_by": "schedule"}
+    lines = budget_markdown(pd.DataFrame([row])).splitlines()
+    assert lines[0].startswith("| arm | budget | embed / hidden | pairs | epochs | peak lr |")
+    assert lines[2] == ("| e64-all-3ep | main | 64 / 128 | 24,906 | 3 | 0.006 | 3.036 | 13.26 | 11.60 | 71.8 | 95.7 "
+                        "| 1,244 | schedule |")

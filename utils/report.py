@@ -247,6 +247,17 @@ def recipe_markdown(table: pd.DataFrame) -> str:
     return markdown_table(rows, header)
 
 
+def budget_markdown(table: pd.DataFrame) -> str:
+    """``plots/budget_study.csv``: one row per arm (size, pairs, epochs, peak rate), validation split."""
+    header = ["arm", "budget", "embed / hidden", "pairs", "epochs", "peak lr", "val loss (TF)", "val BLEU",
+              "val CodeBLEU", "distinct %", "syntax valid %", "train s", "ended by"]
+    rows = [[r["arm"], r["budget"], f"{r['embed_dim']} / {r['hidden_dim']}", _cell(r["train_pairs"], None),
+             _cell(r["epochs"], 0), f"{r['lr']:g}", _cell(r["val_loss"], 3), _cell(r["val_bleu"], 2),
+             _cell(r["val_codebleu"], 2), _cell(r["val_distinct_outputs"], 1), _cell(r["val_syntax_valid"], 1),
+             _cell(r["train_seconds"], 0), r["ended_by"]] for r in table.to_dict("records")]
+    return markdown_table(rows, header)
+
+
 def seed_markdown(table: pd.DataFrame, models: Sequence[str]) -> str:
     """``plots/seed_study.csv``: mean ± standard deviation (min-max) per model and metric, and whether
     the ranking along ``models`` by test BLEU holds in every seed."""
@@ -360,6 +371,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if (plots / "recipe_study.csv").exists():
         recipes = pd.read_csv(plots / "recipe_study.csv")
         print("## Recipe study (validation split)\n\n" + recipe_markdown(recipes) + "\n")
+    if (plots / "budget_study.csv").exists():
+        budget = pd.read_csv(plots / "budget_study.csv")
+        print("## Budget study (validation split)\n\n" + budget_markdown(budget) + "\n")
     if (plots / "seed_study.csv").exists():
         seeds = read_table(plots / "seed_study.csv")
         for name, rows in seeds.groupby("params"):
