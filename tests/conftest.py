@@ -194,3 +194,23 @@ def loaded(ckpt_dir):
 def decoded(loaded, rows):
     two = {name: loaded[name] for name in ("rnn", "attention")}
     return decode_models(two, rows, beam_size=2, max_len=12, log=lambda s: None)
+
+
+@pytest.fixture()
+def tiny_word_corpus(tmp_path) -> Path:
+    """A processed corpus written here (40 pairs over 8 words, word vocabularies, 24 / 8 / 8 pairs, a
+    manifest with its length limits): for the study commands that read a parameter file's data_dir."""
+    import json
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    words = [f"w{i}" for i in range(8)]
+    rows = [{"docstring_tokens": [words[(k + j) % 8] for j in range(3 + k % 4)]} for k in range(40)]
+    for r in rows:
+        r["code_tokens"] = ["def", "f", "("] + r["docstring_tokens"][:2] + [")", ":"]
+    for name, part in (("train", rows[:24]), ("valid", rows[24:32]), ("test", rows[32:])):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    Vocabulary.build([r["docstring_tokens"] for r in rows], min_freq=1).save(folder / "src_vocab.json")
+    Vocabulary.build([r["code_tokens"] for r in rows], min_freq=1).save(folder / "trg_vocab.json")
+    (folder / "manifest.json").write_text(json.dumps({"max_lengths": {"src": 10, "trg": 12}}))
+    return folder

@@ -33,8 +33,7 @@ import torch
 from utils.config import make_config
 from utils.data.processed import model_lengths
 from utils.files import save_csv
-from utils.run_notebooks import load_params
-from utils.studies.screening import ScreeningData, train_and_validate
+from utils.studies.screening import ScreeningData, load_study_data, train_and_validate
 
 # arm -> what it changes from the parameter file ("train_size": pairs, None for all of them;
 # "budget": the arm's compute against the main job's, for the table)
@@ -99,13 +98,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     if args.collect:
         save_csv(table(Path(args.out)), args.csv)
         return 0
-    try:
-        params = load_params(args.params)
-        data = ScreeningData.load(params["data_dir"])
-    except (ValueError, FileNotFoundError) as e:
-        p.error(str(e))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    params, data = load_study_data(p, args.params, args.threads)
     out = Path(args.out)
     for arm in args.arms:
         row = run_arm(arm, args.model, params, data, out, args.start_from)

@@ -27,8 +27,7 @@ import torch
 
 from utils.config import make_config
 from utils.files import save_csv
-from utils.run_notebooks import load_params
-from utils.studies.screening import ScreeningData
+from utils.studies.screening import ScreeningData, load_study_data
 from utils.training.trainer import train_model
 
 TODAY: dict[str, Any] = {"batch_size": 64, "batch_tokens": 0, "lr": 3e-3, "lr_schedule": "constant",
@@ -87,13 +86,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--out", default="runs/convergence")
     p.add_argument("--csv", default="plots/convergence_study.csv")
     args = p.parse_args(list(argv) if argv is not None else None)
-    try:
-        params = load_params(args.params)
-        data = ScreeningData.load(params["data_dir"])
-    except (ValueError, FileNotFoundError) as e:
-        p.error(str(e))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    params, data = load_study_data(p, args.params, args.threads)
     if args.train_size:
         data.train = data.train[: args.train_size]
     params["epochs"] = args.epochs

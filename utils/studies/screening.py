@@ -6,8 +6,11 @@ Shared by the studies that choose the project's settings (``utils.studies.vocabu
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from utils.config import Seq2SeqConfig
 from utils.data.batch import Example, encode_pairs
@@ -24,6 +27,7 @@ from utils.evaluation.results import (
 from utils.evaluation.source_reliance import source_reliance
 from utils.metrics import evaluate_outputs
 from utils.precision import resolve_precision
+from utils.run_notebooks import load_params
 from utils.training.trainer import train_model
 
 
@@ -43,6 +47,19 @@ class ScreeningData:
         valid_rows = load_split(data_dir, "valid")
         return cls(src, trg, encode_pairs(load_split(data_dir, "train"), src, trg, with_copy=True),
                    encode_pairs(valid_rows, src, trg, with_copy=True), valid_rows)
+
+
+def load_study_data(parser: argparse.ArgumentParser, params_path: str, threads: int = 0) -> tuple[dict, ScreeningData]:
+    """A study command's parameter file and its processed corpus (a bad file is ``parser``'s error,
+    exit 2), on ``threads`` torch threads (0: torch's default)."""
+    try:
+        params = load_params(params_path)
+        data = ScreeningData.load(params["data_dir"])
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    if threads:
+        torch.set_num_threads(threads)
+    return params, data
 
 
 def greedy_figures(checkpoint_dir: str | Path, model: str, rows: list[dict], trg: Vocabulary) -> dict:
