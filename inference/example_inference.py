@@ -167,18 +167,6 @@ def _header(docstring: str) -> str:
     return f"# {text[:ECHO_CHARS]}... ({len(text) - ECHO_CHARS:,} more characters)"
 
 
-def _shipped_entry(checkpoint: Path) -> tuple[dict, dict] | None:
-    """The shipped manifest and its entry for ``checkpoint``, when it is one of the shipped weights."""
-    import json
-
-    manifest_path = SHIPPED_DIR / "manifest.json"
-    if checkpoint.resolve().parent != SHIPPED_DIR.resolve() or not manifest_path.is_file():
-        return None
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    entry = manifest.get("files", {}).get(checkpoint.name)
-    return (manifest, entry) if entry else None
-
-
 def _length_penalty(args: argparse.Namespace, shipped: tuple[dict, dict] | None) -> float:
     """--length-penalty, else the shipped model's validation choice for its beam (with or without the
     syntax constraint), else LENGTH_PENALTY."""
@@ -213,9 +201,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no shipped checkpoint at {checkpoint} (restore the shipped weights with `git checkout "
                          f"-- checkpoints`, or {TRAIN_HINT} and pass --checkpoint PATH)")
     docstrings = _read_docstrings(args)
-    shipped = _shipped_entry(checkpoint)
 
     from inference.inference import batch_generate, generate_with_attention, load_generator, plot_attention, retrieve
+    from utils.checkpoint import shipped_entry
+
+    shipped = shipped_entry(checkpoint)
+    shipped = shipped if shipped and shipped[1] else None  # the manifest and this file's entry
 
     loaded = load_generator(checkpoint, args.vocab, args.device)
     if args.model is not None and loaded.name != args.model:

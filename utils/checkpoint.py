@@ -76,17 +76,25 @@ def shipped_manifest(folder: str | Path | None = None) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def shipped_entry(path: str | Path) -> tuple[dict, dict | None] | None:
+    """For a file in the shipped folder with a manifest: the manifest and the file's entry (None when
+    it is not listed); None for files anywhere else, or before any weights were shipped."""
+    path = Path(path)
+    if path.resolve().parent != project_path(SHIPPED_DIR).resolve():
+        return None
+    manifest = shipped_manifest()
+    return None if manifest is None else (manifest, manifest.get("files", {}).get(path.name))
+
+
 def verify_shipped(path: str | Path) -> None:
     """For a file in the shipped folder: a ``CheckpointError`` naming it and the restore command
     unless the manifest lists it with this very sha256 (damaged, truncated or replaced). Files
     anywhere else (a run's own checkpoints) are not checked."""
     path = Path(path)
-    if path.resolve().parent != project_path(SHIPPED_DIR).resolve():
-        return
-    manifest = shipped_manifest()
-    if manifest is None:
-        return  # no weights shipped here yet: the folder holds whatever a user put there
-    entry = manifest.get("files", {}).get(path.name)
+    shipped = shipped_entry(path)
+    if shipped is None:
+        return  # a run's own checkpoint, or no weights shipped yet
+    entry = shipped[1]
     if entry is None:
         raise CheckpointError(f"{path} is not one of the shipped weights listed in {SHIPPED_DIR}/{MANIFEST_FILE}; "
                               f"move your own checkpoints elsewhere, or {RESTORE_HINT}.")

@@ -75,9 +75,9 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def model_entry(name: str, path: Path, results: pd.DataFrame, penalties: pd.DataFrame) -> dict:
-    """One file's manifest entry: hash, model, training, chosen length penalties, test figures."""
-    ckpt = load_checkpoint(path)
+def model_entry(name: str, path: Path, ckpt: dict, results: pd.DataFrame, penalties: pd.DataFrame) -> dict:
+    """One file's manifest entry (``ckpt``: its loaded contents): hash, model, training, chosen length
+    penalties, test figures."""
     rows = results[results["model"] == name].set_index("decoding")
     chosen = penalties[(penalties["model"] == name) & penalties["chosen"]] if len(penalties) else penalties
     return {"model": name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
@@ -110,8 +110,9 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
     for name in models:
         path = out / f"{name}_best.pt"
         shutil.copyfile(run / path.name, path)
-        files[path.name] = model_entry(name, path, results, penalties)
-        loaded = LoadedModel.from_checkpoint(load_checkpoint(path), path, "cpu", precision="fp32")
+        ckpt = load_checkpoint(path)
+        files[path.name] = model_entry(name, path, ckpt, results, penalties)
+        loaded = LoadedModel.from_checkpoint(ckpt, path, "cpu", precision="fp32")
         recorded[name] = record_outputs(loaded, rows)
     manifest = {"about": "The trained weights that ship with the repository (make release); loading checks "
                          "each file's sha256.",
