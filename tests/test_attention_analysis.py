@@ -5,8 +5,14 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from utils.evaluation.attention_analysis import attention_statistics, pick_heatmap_examples
+from utils.evaluation.attention_analysis import (
+    attention_copy_alignment,
+    attention_entropy,
+    attention_statistics,
+    pick_heatmap_examples,
+)
 from utils.evaluation.results import DecodedSplit
 
 
@@ -45,3 +51,32 @@ def test_pick_heatmap_examples(decoded):
     assert len(idx) == 3 and len(set(idx)) == 3
     assert all(d.attention[i] is not None and d.hypotheses[i] for i in idx)
     assert pick_heatmap_examples(decoded[0], n=3) == []  # no attention
+
+
+def test_attention_entropy_uniform_and_one_hot():
+    s = 7
+    assert attention_entropy(np.full((3, s), 1 / s)) == pytest.approx(math.log(s))
+    assert attention_entropy(torch.eye(4)) == pytest.approx(0.0)
+    # mean of one uniform-over-2 row (log 2) and one one-hot row (0)
+    assert attention_entropy([[0.5, 0.5], [1.0, 0.0]]) == pytest.approx(math.log(2) / 2)
+
+
+def test_attention_entropy_rejects_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        attention_entropy(np.ones(3) / 3)
+    with pytest.raises(ValueError, match="distributions"):
+        attention_entropy(np.ones((2, 3)))
+
+
+def test_attention_copy_alignment_counts():
+    src = ["<SOS>", "return", "user", "name", "<EOS>"]
+    out = ["return", "user", ".", "name", "<EOS>"]
+    attn = np.zeros((5, 5))
+    for row, col in enumerate([1, 2, 0, 2, 4]):
+        attn[row, col] = 1.0
+    # counted steps: "user" (argmax -> user, hit) and "name" (argmax -> user, miss);
+    # "return" is a keyword and "." is not a name.
+    assert attention_copy_alignment(attn, src, out) == (1, 2)
+    assert attention_copy_alignment(torch.tensor(attn), src, out) == (1, 2)
+    with pytest.raises(ValueError, match="does not match"):
+        attention_copy_alignment(attn, src[:-1], out)

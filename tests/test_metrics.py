@@ -5,15 +5,13 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from utils.data.tokenizer import INDENT, tokenize_code
 from utils.metrics import (
     LENGTH_BUCKETS,
-    attention_copy_alignment,
-    attention_entropy,
     bucket_label,
     corpus_bleu_score,
+    crystal_bleu_score,
     distinct_outputs,
     evaluate_outputs,
     exact_match,
@@ -26,6 +24,7 @@ from utils.metrics import (
     study_bleu_score,
     token_accuracy,
     token_accuracy_micro,
+    trivially_shared_ngrams,
     unk_rate,
 )
 
@@ -213,35 +212,6 @@ def test_length_bucket_table_empty_bucket_is_nan():
     assert table.loc[">30", ["bleu", "token_accuracy", "exact_match", "syntax_valid"]].isna().all()
 
 
-def test_attention_entropy_uniform_and_one_hot():
-    s = 7
-    assert attention_entropy(np.full((3, s), 1 / s)) == pytest.approx(math.log(s))
-    assert attention_entropy(torch.eye(4)) == pytest.approx(0.0)
-    # mean of one uniform-over-2 row (log 2) and one one-hot row (0)
-    assert attention_entropy([[0.5, 0.5], [1.0, 0.0]]) == pytest.approx(math.log(2) / 2)
-
-
-def test_attention_entropy_rejects_bad_input():
-    with pytest.raises(ValueError, match="2-D"):
-        attention_entropy(np.ones(3) / 3)
-    with pytest.raises(ValueError, match="distributions"):
-        attention_entropy(np.ones((2, 3)))
-
-
-def test_attention_copy_alignment_counts():
-    src = ["<SOS>", "return", "user", "name", "<EOS>"]
-    out = ["return", "user", ".", "name", "<EOS>"]
-    attn = np.zeros((5, 5))
-    for row, col in enumerate([1, 2, 0, 2, 4]):
-        attn[row, col] = 1.0
-    # counted steps: "user" (argmax -> user, hit) and "name" (argmax -> user, miss);
-    # "return" is a keyword and "." is not a name.
-    assert attention_copy_alignment(attn, src, out) == (1, 2)
-    assert attention_copy_alignment(torch.tensor(attn), src, out) == (1, 2)
-    with pytest.raises(ValueError, match="does not match"):
-        attention_copy_alignment(attn, src[:-1], out)
-
-
 def test_distinct_outputs_counts_programs_not_inputs():
     a, b = ["def", "f", "(", ")", ":"], ["return", "x"]
     assert distinct_outputs([a, a, a, a]) == pytest.approx(25.0)   # one program for every input
@@ -263,3 +233,43 @@ def test_edit_figures_say_how_much_a_retrieval_model_edits() -> None:
     # one output fixed, one broken: 0% same, 50% better (ties and worse are not better)
     figures = edit_figures([ref, ["pass"]], [retrieved, retrieved], [retrieved, retrieved], [ref, ref])
     assert figures == {"same_as_retrieved": 0.0, "better_than_retrieved": 50.0}
+
+
+def _getter(name: str) -> list[str]:
+    return tokenize_code(f"def get_{name}(self):\n    return self._{name}\n")
+
+
+def test_trivially_shared_ngrams_are_the_most_frequent_one_to_four_grams():
+    code = [["a", "b", "a"], ["<SOS>", "a", "c", "<EOS>", "junk"]]  # specials stripped, cut at <EOS>
+    assert trivially_shared_ngrams(code, k=1) == {("a",)}  # 3 times
+    # the rest once each, ties in order of first appearance: b, (a, b), (b, a), (a, b, a), then c ...
+    assert trivially_shared_ngrams(code, k=3) == {("a",), ("b",), ("a", "b")}
+    assert ("a", "b", "a") in trivially_shared_ngrams(code, k=10)
+    assert len(trivially_shared_ngrams([["t"] * 20], k=500)) == 4  # t, t t, t t t, t t t t
+
+
+def test_crystal_bleu_scores_a_constant_generic_program_about_zero_where_bleu_does_not():
+    # training code whose only shared n-grams are the boilerplate of a getter
+    shared = trivially_shared_ngrams([_getter(w) for w in ("alpha", "beta", "gamma", "delta", "eps", "zeta")], k=40)
+    refs = [_getter(w) for w in ("red", "green", "blue", "cyan")]
+    constant = [_getter("value")] * len(refs)  # one program for every input
+    assert corpus_bleu_score(constant, refs) > 50  # BLEU counts def ( self ) : ... return self .
+    assert crystal_bleu_score(constant, refs, shared) == pytest.approx(0.0, abs=0.5)
+    assert crystal_bleu_score(refs, refs, shared) == pytest.approx(100.0)  # identical outputs
+    # with nothing ignored it is BLEU
+    assert crystal_bleu_score(constant, refs, frozenset()) == pytest.approx(corpus_bleu_score(constant, refs))
+    # a hypothesis <UNK> never matches, here either
+    unk = [["<UNK>" if t.startswith("get_") else t for t in r] for r in refs]
+    assert crystal_bleu_score(unk, refs, frozenset()) < 100
+    assert math.isnan(crystal_bleu_score([], [], shared))
+    with pytest.raises(ValueError, match="parallel"):
+        crystal_bleu_score(refs[:1], refs, shared)
+
+
+def test_evaluate_outputs_gives_crystal_bleu_with_the_shared_ngrams():
+    refs = [_getter(w) for w in ("red", "green")]
+    docs = [["get", "red"], ["get", "green"]]
+    assert "crystal_bleu" not in evaluate_outputs(refs, refs, docs)
+    m = evaluate_outputs(refs, refs, docs, shared_ngrams=trivially_shared_ngrams([_getter("blue")], k=5))
+    assert m["crystal_bleu"] == pytest.approx(100.0)
+

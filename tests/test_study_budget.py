@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from utils.studies import budget
 
@@ -16,13 +17,40 @@ def test_the_budget_study_trains_each_arm_on_its_schedule_and_writes_one_row(tmp
         "wide-half-1ep": {"embed_dim": 16, "hidden_dim": 32, "train_size": 12, "epochs": 1, "budget": "main"},
     })
     csv = tmp_path / "budget.csv"
-    argv = ["--model", "lstm", "--params", str(params), "--out", str(tmp_path / "runs"), "--csv", str(csv)]
-    assert budget.main(argv) == 0
+    argv = ["--model", "lstm", "--params", str(params), "--out", str(tmp_path / "runs"), "--csv", str(csv),
+            "--arms", "small-all-2ep", "wide-half-1ep"]
+    assert budget.main([*argv, "--seeds", "7", "8"]) == 0
     table = pd.read_csv(csv)
-    assert table["arm"].tolist() == ["small-all-2ep", "wide-half-1ep"]
-    assert table["train_pairs"].tolist() == [24, 12] and table["epochs_run"].tolist() == [2, 1]
-    assert table["hidden_dim"].tolist() == [16, 32]
+    assert table["arm"].tolist() == ["small-all-2ep"] * 2 + ["wide-half-1ep"] * 2  # each seed's run apart
+    assert table["seed"].tolist() == [7, 8, 7, 8]
+    assert table["train_pairs"].tolist() == [24, 24, 12, 12] and table["epochs_run"].tolist() == [2, 2, 1, 1]
+    assert table["hidden_dim"].tolist() == [16, 16, 32, 32]
     assert (table["ended_by"] == "schedule").all() and table["val_bleu"].between(0, 100).all()
+    assert table["val_crystal_bleu"].between(0, 100).all()
+    assert table.loc[0, "val_loss"] != table.loc[1, "val_loss"]  # another seed, another model
+    assert (tmp_path / "runs" / "seed-8" / "wide-half-1ep" / "lstm_best.pt").is_file()
     csv.unlink()
-    assert budget.main([*argv, "--collect"]) == 0  # the table again, from the arms' results, nothing trained
-    assert pd.read_csv(csv)["arm"].tolist() == ["small-all-2ep", "wide-half-1ep"]
+    monkeypatch.setattr(budget, "COMPARED", ("small-all-2ep", "wide-half-1ep"))
+    assert budget.main([*argv, "--collect"]) == 0  # the table again, from the runs' results, nothing trained
+    assert pd.read_csv(csv)["seed"].tolist() == [7, 8, 7, 8]
+
+
+def _summary(crystal: dict[str, list[float]], loss: dict[str, list[float]]) -> pd.DataFrame:
+    rows = [{"arm": a, "seed": s, "val_crystal_bleu": c, "val_bleu": 10.0, "val_loss": nll}
+            for a in crystal for s, (c, nll) in enumerate(zip(crystal[a], loss[a]))]
+    return budget.arm_summary(pd.DataFrame(rows), list(crystal))
+
+
+def test_the_rule_takes_a_crystal_bleu_lead_only_beyond_both_seed_ranges() -> None:
+    loss = {"a": [3.0, 3.0], "b": [2.9, 2.9], "c": [3.1, 3.1]}
+    # a leads b by 0.9; ranges 0.4 and 0.6: a wins on CrystalBLEU, although b has the lower loss
+    winner, why = budget.decide(_summary({"a": [2.0, 2.4], "b": [1.0, 1.6], "c": [0.0, 0.1]}, loss))
+    assert winner == "a" and "leads b by 0.90" in why
+    # a leads b by 0.5 but b's range is 1.0: a tie, the lowest mean loss (b) wins
+    winner, why = budget.decide(_summary({"a": [2.0, 2.4], "b": [1.2, 2.2], "c": [0.0, 0.1]}, loss))
+    assert winner == "b" and "tie" in why
+    winner, _ = budget.decide(_summary({"a": [2.0, 2.4], "b": [1.2, 2.2], "c": [0.0, 0.1]},
+                                       {**loss, "c": [2.0, 2.0]}))
+    assert winner == "c"  # the loss decides among every compared arm
+    with pytest.raises(ValueError, match="two or more seeds"):
+        budget.decide(_summary({"a": [2.0], "b": [1.0]}, {"a": [3.0], "b": [3.0]}))

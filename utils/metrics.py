@@ -25,6 +25,12 @@ Definitions (all corpus figures in percent unless noted):
 * Output length: output tokens per 100 reference tokens, pooled over the corpus (specials stripped):
   the ratio behind BLEU's brevity penalty, which scales BLEU by ``exp(1 - 100 / output_length)``
   below 100. Beam search that ends hypotheses too early shows here first.
+* CrystalBLEU (Eghbali and Pradel, 2022; the authors' ``crystalbleu`` package): BLEU-4 with the
+  *trivially shared* n-grams left out of every count, the ``SHARED_NGRAMS`` (500) most frequent
+  1- to 4-grams of the training split's code (:func:`trivially_shared_ngrams`, once per corpus).
+  ``def``, ``( self``, ``return None`` and layout runs match between any two Python functions;
+  without them a constant generic program scores about 0 where BLEU gives it more. The brevity
+  penalty is BLEU's, on all tokens.
 * CodeBLEU (Ren et al., 2020, as CodeXGLUE reports it; the ``codebleu`` package): BLEU's n-grams,
   keyword-weighted n-grams, syntax-tree and data-flow matches of the *detokenized* source, equal
   weights, 0-100. BLEU over code tokens rewards layout tokens; CodeBLEU also asks for structure.
@@ -37,10 +43,10 @@ import builtins
 import keyword
 import math
 import warnings
-from collections.abc import Container, Sequence
+from collections import Counter
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu
 
@@ -64,6 +70,8 @@ LENGTH_BUCKETS: list[tuple[int, int | None, str]] = [
 _UNMATCHABLE = "\x00<UNK-never-matches>\x00"
 
 Tokens = Sequence[str]
+NGram = tuple[str, ...]
+SHARED_NGRAMS = 500  # CrystalBLEU's k: the n-grams too common in the training code to say anything
 
 
 def strip_special(tokens: Tokens) -> list[str]:
@@ -108,6 +116,36 @@ def corpus_bleu_score(
     """Honest corpus BLEU-4 (0-100): specials stripped, hypothesis ``<UNK>`` never matches."""
     _check_parallel("hypotheses", hypotheses, "references", references)
     return _bleu([_honest_hyp(h) for h in hypotheses], [strip_special(r) for r in references], smoothing)
+
+
+def trivially_shared_ngrams(code: Iterable[Tokens], k: int = SHARED_NGRAMS, max_n: int = 4) -> frozenset[NGram]:
+    """The ``k`` most frequent 1- to ``max_n``-grams of a corpus's code token lists (CrystalBLEU's
+    ignored n-grams; ties keep the order of first appearance)."""
+    counts: Counter[NGram] = Counter()
+    for tokens in code:
+        toks = strip_special(tokens)
+        for n in range(1, max_n + 1):
+            counts.update(zip(*(toks[i:] for i in range(n))))
+    return frozenset(g for g, _ in counts.most_common(k))
+
+
+def crystal_bleu_score(hypotheses: Sequence[Tokens], references: Sequence[Tokens], shared: Container[NGram]) -> float:
+    """Corpus CrystalBLEU-4 (0-100): :func:`corpus_bleu_score` with the n-grams in ``shared``
+    (:func:`trivially_shared_ngrams` of the training code) counted neither in the hypotheses nor in
+    the references; 0 where no n-gram outside ``shared`` matches, NaN for no hypotheses."""
+    from crystalbleu import corpus_bleu as crystal_corpus_bleu
+
+    _check_parallel("hypotheses", hypotheses, "references", references)
+    hyps, refs = [_honest_hyp(h) for h in hypotheses], [strip_special(r) for r in references]
+    if not hyps:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a 0 score already says that an order had no match
+        try:
+            score = crystal_corpus_bleu([[r] for r in refs], hyps, ignoring=shared)
+        except ZeroDivisionError:  # every n-gram of one order is shared: nothing left to match
+            return 0.0
+    return 100.0 * float(score)
 
 
 def sentence_bleu_scores(hypotheses: Sequence[Tokens], references: Sequence[Tokens]) -> list[float]:
@@ -237,8 +275,10 @@ def evaluate_outputs(
     references: Sequence[Tokens],
     docstrings_tokens: Sequence[Tokens],
     trg_vocab: Container[str] | None = None,
+    shared_ngrams: Container[NGram] | None = None,
 ) -> dict[str, float]:
-    """All corpus figures for one model's outputs (percent, except ``n``); see the module docstring."""
+    """All corpus figures for one model's outputs (percent, except ``n``); see the module docstring.
+    ``crystal_bleu`` with ``shared_ngrams`` (the training code's :func:`trivially_shared_ngrams`)."""
     _check_parallel("hypotheses", hypotheses, "references", references)
     _check_parallel("hypotheses", hypotheses, "docstrings_tokens", docstrings_tokens)
     n = len(hypotheses)
@@ -251,6 +291,8 @@ def evaluate_outputs(
         "bleu": corpus_bleu_score(hypotheses, references),
         "codebleu": codebleu_score(hypotheses, references),
     }
+    if shared_ngrams is not None:
+        out["crystal_bleu"] = crystal_bleu_score(hypotheses, references, shared_ngrams)
     if trg_vocab is not None:
         out["bleu_study"] = study_bleu_score(hypotheses, references, trg_vocab)
     pairs = list(zip(hypotheses, references))
@@ -344,45 +386,3 @@ def length_bucket_table(
             }
         )
     return pd.DataFrame(rows)
-
-
-def _as_attention(attn: Any) -> np.ndarray:
-    if hasattr(attn, "detach"):  # torch tensor, possibly on GPU
-        attn = attn.detach().float().cpu().numpy()
-    a = np.asarray(attn, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"attention must be 2-D [T_out, S]; got shape {a.shape}.")
-    if a.size and (np.any(a < -1e-6) or not np.allclose(a.sum(axis=1), 1.0, atol=1e-3)):
-        raise ValueError("attention rows must be probability distributions (non-negative, summing to 1).")
-    return a
-
-
-def attention_entropy(attn: Any) -> float:
-    """Mean entropy (nats) of the attention distribution per output step; NaN for no steps."""
-    a = _as_attention(attn)
-    if a.shape[0] == 0:
-        return float("nan")
-    p = np.clip(a, 0.0, None)
-    # 0 * log 0 is taken as 0.
-    ent = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
-    return float(ent.mean())
-
-
-def attention_copy_alignment(attn: Any, src_tokens: Tokens, out_tokens: Tokens) -> tuple[int, int]:
-    """(hits, total) over output identifiers present in the source: argmax attention lands on that same token.
-
-    ``src_tokens`` must be exactly the attention columns and ``out_tokens`` exactly its rows.
-    """
-    a = _as_attention(attn)
-    if a.shape != (len(out_tokens), len(src_tokens)):
-        raise ValueError(
-            f"attention shape {a.shape} does not match {len(out_tokens)} output tokens"
-            f" x {len(src_tokens)} source tokens."
-        )
-    src_set = set(src_tokens)
-    hits = total = 0
-    for t, tok in enumerate(out_tokens):
-        if is_identifier(tok) and tok in src_set:
-            total += 1
-            hits += src_tokens[int(np.argmax(a[t]))] == tok
-    return hits, total

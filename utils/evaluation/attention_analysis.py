@@ -4,10 +4,55 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from utils.data.batch import SEPARATOR
 from utils.evaluation.results import DecodedSplit
-from utils.metrics import attention_copy_alignment, attention_entropy, is_identifier
+from utils.metrics import Tokens, is_identifier
+
+
+def _as_attention(attn: Any) -> np.ndarray:
+    if hasattr(attn, "detach"):  # torch tensor, possibly on GPU
+        attn = attn.detach().float().cpu().numpy()
+    a = np.asarray(attn, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"attention must be 2-D [T_out, S]; got shape {a.shape}.")
+    if a.size and (np.any(a < -1e-6) or not np.allclose(a.sum(axis=1), 1.0, atol=1e-3)):
+        raise ValueError("attention rows must be probability distributions (non-negative, summing to 1).")
+    return a
+
+
+def attention_entropy(attn: Any) -> float:
+    """Mean entropy (nats) of the attention distribution per output step; NaN for no steps."""
+    a = _as_attention(attn)
+    if a.shape[0] == 0:
+        return float("nan")
+    p = np.clip(a, 0.0, None)
+    # 0 * log 0 is taken as 0.
+    ent = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
+    return float(ent.mean())
+
+
+def attention_copy_alignment(attn: Any, src_tokens: Tokens, out_tokens: Tokens) -> tuple[int, int]:
+    """(hits, total) over output identifiers present in the source: argmax attention lands on that same token.
+
+    ``src_tokens`` must be exactly the attention columns and ``out_tokens`` exactly its rows.
+    """
+    a = _as_attention(attn)
+    if a.shape != (len(out_tokens), len(src_tokens)):
+        raise ValueError(
+            f"attention shape {a.shape} does not match {len(out_tokens)} output tokens"
+            f" x {len(src_tokens)} source tokens."
+        )
+    src_set = set(src_tokens)
+    hits = total = 0
+    for t, tok in enumerate(out_tokens):
+        if is_identifier(tok) and tok in src_set:
+            total += 1
+            hits += src_tokens[int(np.argmax(a[t]))] == tok
+    return hits, total
 
 
 def attention_statistics(decoded: DecodedSplit, rows: Sequence[dict] | None = None) -> dict[str, float]:

@@ -30,7 +30,14 @@ from utils.data.vocabulary import Vocabulary, known_tokens
 from utils.decoding.search import check_length_penalty, decode_examples, ids_to_tokens
 from utils.evaluation.source_reliance import source_reliance
 from utils.files import save_csv
-from utils.metrics import edit_figures, evaluate_outputs, length_bucket_table, perplexity
+from utils.metrics import (
+    NGram,
+    edit_figures,
+    evaluate_outputs,
+    length_bucket_table,
+    perplexity,
+    trivially_shared_ngrams,
+)
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
 from utils.training.trainer import evaluate_loss
@@ -49,6 +56,7 @@ RESULT_LABELS: dict[str, str] = {
     "bleu": "BLEU",
     "bleu_study": "BLEU (study variant, inflated)",
     "codebleu": "CodeBLEU",
+    "crystal_bleu": "CrystalBLEU",
     "token_accuracy": "token accuracy %",
     "exact_match": "exact match %",
     "syntax_valid": "syntax valid %",
@@ -290,28 +298,34 @@ def _references(rows: Sequence[dict]) -> tuple[list[list[str]], list[list[str]]]
     return [r["code_tokens"] for r in rows], [r["docstring_tokens"] for r in rows]
 
 
-def shuffled_reference_baseline(rows: Sequence[dict], trg_vocab: Vocabulary | None = None) -> dict[str, float]:
+def shuffled_reference_baseline(rows: Sequence[dict], trg_vocab: Vocabulary | None = None,
+                                shared: frozenset[NGram] | None = None) -> dict[str, float]:
     """Metrics of each reference scored against the next row's reference (the last against the first).
 
     A floor: the score a "model" gets from boilerplate alone (``def``, ``self``, ``return``, layout).
-    Needs at least two rows (NaN metrics otherwise).
+    Needs at least two rows (NaN metrics otherwise). ``shared``: CrystalBLEU's ignored n-grams.
     """
     refs, docs = _references(rows)
     if len(refs) < 2:
-        return {"n": len(refs), **{k: float("nan") for k in ("bleu", "bleu_study", "codebleu", "token_accuracy",
-                                                            "exact_match",
+        return {"n": len(refs), **{k: float("nan") for k in ("bleu", "bleu_study", "codebleu", "crystal_bleu",
+                                                            "token_accuracy", "exact_match",
                                                             "syntax_valid", "unk_rate", "copied_identifiers",
                                                             "distinct_outputs", "output_length")}}
     shifted = refs[1:] + refs[:1]
-    return evaluate_outputs(shifted, refs, docs, trg_vocab)
+    return evaluate_outputs(shifted, refs, docs, trg_vocab, shared)
 
 
 def retrieval_baseline(train_rows: Sequence[dict], rows: Sequence[dict],
-                       trg_vocab: Vocabulary | None = None) -> dict[str, float]:
+                       trg_vocab: Vocabulary | None = None, shared: frozenset[NGram] | None = None) -> dict[str, float]:
     """Metrics of the retrieval baseline (``utils.data.retrieval``): each row answered with the training
-    function whose docstring is most similar to its own."""
+    function whose docstring is most similar to its own. ``shared``: CrystalBLEU's ignored n-grams."""
     refs, docs = _references(rows)
-    return evaluate_outputs(retrieval_outputs(train_rows, rows), refs, docs, trg_vocab)
+    return evaluate_outputs(retrieval_outputs(train_rows, rows), refs, docs, trg_vocab, shared)
+
+
+def shared_ngrams(train_rows: Sequence[dict] | None) -> frozenset[NGram] | None:
+    """CrystalBLEU's ignored n-grams: the trivially shared n-grams of the training code (None without it)."""
+    return trivially_shared_ngrams(r["code_tokens"] for r in train_rows) if train_rows else None
 
 
 def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedModel], rows: Sequence[dict],
@@ -319,7 +333,8 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
                   include_floor: bool = True, batch_size: int = 128,
                   train_rows: Sequence[dict] | None = None) -> pd.DataFrame:
     """One row per (model, decoding), plus the shuffled-reference floor and (given the training rows)
-    the retrieval baseline, scored exactly like the models; written as CSV to ``out_path``.
+    the retrieval baseline, scored exactly like the models; written as CSV to ``out_path``. CrystalBLEU
+    needs the training rows (its ignored n-grams are the training code's most frequent).
 
     Columns: :data:`RESULT_COLUMNS` (percentages 0-100; ``test_ppl`` and ``source_gap`` are
     teacher-forced and the same for every decoding of a model; ``train_seconds`` sums the recorded
@@ -331,13 +346,14 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
     gap: dict[str, float] = {}
     records = []
     baseline = retrieval_outputs(train_rows, rows) if train_rows else None
+    shared = shared_ngrams(train_rows)
     for d in decoded:
         if len(d) != len(rows):
             raise ValueError(f"{d.model} {d.decoding}: {len(d)} outputs for {len(rows)} rows.")
         lm = loaded[d.model]
         if d.model not in ppl:
             ppl[d.model], gap[d.model] = teacher_forced_figures(lm, rows, device, batch_size)
-        m = evaluate_outputs(d.hypotheses, refs, docs, known_tokens(lm.trg_vocab))
+        m = evaluate_outputs(d.hypotheses, refs, docs, known_tokens(lm.trg_vocab), shared)
         if lm.model.config.retrieval_input != "none":  # how much it edits the function it read
             retrieved = [retrieved_code(r) for r in rows]
             m |= edit_figures(d.hypotheses, retrieved, retrieved if baseline is None else baseline, refs)
@@ -355,10 +371,10 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
     vocab = known_tokens(next(iter(loaded.values())).trg_vocab) if loaded else None
     if include_floor:
         records.append({"model": FLOOR_MODEL, "decoding": FLOOR_DECODING,
-                        **shuffled_reference_baseline(rows, vocab)})
+                        **shuffled_reference_baseline(rows, vocab, shared)})
     if train_rows:
         records.append({"model": RETRIEVAL_MODEL, "decoding": RETRIEVAL_DECODING,
-                        **retrieval_baseline(train_rows, rows, vocab)})
+                        **retrieval_baseline(train_rows, rows, vocab, shared)})
     table = pd.DataFrame(records).reindex(columns=RESULT_COLUMNS)
     table["n"] = table["n"].astype("Int64")
     for col in ("parameters", "epochs", "best_epoch"):

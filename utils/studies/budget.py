@@ -1,11 +1,10 @@
 """What does the main job's budget buy best? Model size, training pairs and epochs compared at the
 budget ``make main`` gives a model, judged on the validation split.
 
-    python -m utils.studies budget --arms h96-all-2ep --threads 1 &     # side by side, one core each:
-    python -m utils.studies budget --arms e64-half-6ep --threads 1 &    # one process per arm
-    python -m utils.studies budget --arms e64-all-6ep                   # twice the main job's budget
-    python -m utils.studies budget --arms e64-all-3ep --start-from runs/full/checkpoints  # make main's
-    python -m utils.studies budget --collect                          # the table of the finished arms
+    python -m utils.studies budget --seeds 42 --threads 1 &    # the compared arms, side by side:
+    python -m utils.studies budget --seeds 1 --threads 1 &     # one core and one seed per process
+    python -m utils.studies budget --arms e64-all-6ep --seeds 42          # twice the main job's budget
+    python -m utils.studies budget --collect      # the table of the finished runs, and the rule's winner
 
 Every arm trains one model (``--model``, default attention) with the main job's recipe
 (``--params``, default ``params/full.yaml``: 4,000-piece batches, the learning rate falling linearly
@@ -14,9 +13,11 @@ hidden sizes, the number of training pairs (the first ones of the processed trai
 epochs (the schedule's horizon) or the peak rate. Each arm's budget is about the main job's for
 that model (``main``: ``params/full.yaml``'s epochs over every pair); ``x2`` arms have twice it.
 After training, the best checkpoint (lowest validation loss) decodes the validation docstrings
-greedily, and the arm's row (validation BLEU and loss, training seconds, how training ended) goes to
-``<out>/<arm>/result.json`` and the table of finished arms to ``--csv``; an interrupted arm resumes.
-The test split is never read.
+greedily, and the arm's row (validation BLEU, CrystalBLEU and loss, training seconds, how training ended) goes to
+``<out>/seed-<seed>/<arm>/result.json`` and the table of finished runs to ``--csv``; an interrupted
+arm resumes, and a finished one is decoded and scored again (nothing retrained). Each arm runs with
+every seed of ``--seeds``, apart; the ``COMPARED`` arms compete for the main job's recipe by the
+rule of :func:`decide`, which ``--collect`` prints. The test split is never read.
 """
 from __future__ import annotations
 
@@ -47,45 +48,93 @@ ARMS: dict[str, dict[str, Any]] = {
     # the peak rate
     "e64-all-3ep-lr1e-2": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 3, "lr": 0.01,
                            "budget": "main"},
+    # a higher peak still: does the lower validation loss of 1e-2 go on?
+    "e64-all-3ep-lr1.4e-2": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 3, "lr": 0.014,
+                             "budget": "main"},
     # twice the main job's budget, the schedule stretched to it
     "e64-all-6ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 6, "budget": "x2"},
 }
 STUDY_KEYS = ("embed_dim", "hidden_dim", "train_size", "epochs", "lr")
+# the arms that compete for the main job's recipe (the wider one and twice the budget are reported, not chosen)
+COMPARED = ("e64-all-3ep", "e64-all-3ep-lr1e-2", "e64-half-6ep", "e64-all-3ep-lr1.4e-2")
+SEEDS = (42, 1, 2)
 
 
-def run_arm(arm: str, model: str, params: dict, data: ScreeningData, out: Path, start_from: Path | None = None) -> dict:
-    """Train ``model`` as ``arm`` says (resuming ``out/<arm>``), decode the validation split; its row.
+def run_arm(arm: str, model: str, params: dict, data: ScreeningData, out: Path, start_from: Path | None = None,
+            seed: int = 42) -> dict:
+    """Train ``model`` as ``arm`` says with ``seed`` (resuming ``out/seed-<seed>/<arm>``), decode the
+    validation split; its row.
     With ``start_from``, an arm that has no checkpoint yet takes that folder's (the main job's, for the
     arm that repeats it): the trainer resumes it only if it was trained with exactly the arm's settings."""
-    if start_from is not None and not (out / arm).exists():
-        (out / arm).mkdir(parents=True)
+    folder = arm_dir(out, seed, arm)
+    if start_from is not None and not folder.exists():
+        folder.mkdir(parents=True)
         for kind in ("best", "last"):
-            shutil.copyfile(start_from / f"{model}_{kind}.pt", out / arm / f"{model}_{kind}.pt")
+            shutil.copyfile(start_from / f"{model}_{kind}.pt", folder / f"{model}_{kind}.pt")
     changes = {k: v for k, v in ARMS[arm].items() if k != "budget"}
-    settings = {**params, **changes}
+    settings = {**params, **changes, "seed": seed}
     train = data.train[: settings["train_size"]] if settings["train_size"] else data.train
     config = make_config(model, **settings, src_vocab_size=len(data.src), trg_vocab_size=len(data.trg),
                          **model_lengths(params["data_dir"]))
-    arm_data = ScreeningData(data.src, data.trg, train, data.valid, data.valid_rows)
-    figures = train_and_validate(config, arm_data, out / arm)
-    best = torch.load(out / arm / f"{config.name}_best.pt", map_location="cpu", weights_only=True)
-    row = {"arm": arm, "budget": ARMS[arm]["budget"], **{k: settings[k] for k in STUDY_KEYS},
+    arm_data = ScreeningData(data.src, data.trg, train, data.valid, data.valid_rows, data.shared)
+    figures = train_and_validate(config, arm_data, folder)
+    best = torch.load(folder / f"{config.name}_best.pt", map_location="cpu", weights_only=True)
+    row = {"arm": arm, "seed": seed, "budget": ARMS[arm]["budget"], **{k: settings[k] for k in STUDY_KEYS},
            "train_pairs": len(train), "lr_schedule": config.lr_schedule, "precision": config.precision,
            "threads": torch.get_num_threads(), **figures,
            "train_seconds": sum(h["epoch_seconds"] for h in best["history"]),
            "ended_by": best.get("ended_by", "")}
-    (out / arm / "result.json").write_text(json.dumps(row, indent=1))
+    (folder / "result.json").write_text(json.dumps(row, indent=1))
     return row
 
 
+def arm_dir(out: Path, seed: int, arm: str) -> Path:
+    """Where one seed's run of one arm keeps its checkpoints and its row."""
+    return out / f"seed-{seed}" / arm
+
+
 def table(out: Path) -> pd.DataFrame:
-    """Every finished arm's row under ``out``, in ``ARMS`` order."""
-    return pd.DataFrame([json.loads(p.read_text()) for a in ARMS if (p := out / a / "result.json").is_file()])
+    """Every finished run's row under ``out``, in ``ARMS`` order, then by seed."""
+    seeds = sorted(int(d.name.removeprefix("seed-")) for d in out.glob("seed-*") if d.is_dir())
+    return pd.DataFrame([json.loads(p.read_text()) for a in ARMS for s in seeds
+                         if (p := arm_dir(out, s, a) / "result.json").is_file()])
+
+
+def arm_summary(table: pd.DataFrame, arms: Iterable[str] = COMPARED) -> pd.DataFrame:
+    """Per arm of ``arms`` found in ``table``: its seeds, the mean, min and max of validation
+    CrystalBLEU, and the means of validation BLEU and loss."""
+    rows = table[table["arm"].isin(list(arms))]
+    g = rows.groupby("arm", sort=False)
+    out = pd.DataFrame({"seeds": g["seed"].count(), "crystal_mean": g["val_crystal_bleu"].mean(),
+                        "crystal_min": g["val_crystal_bleu"].min(), "crystal_max": g["val_crystal_bleu"].max(),
+                        "bleu_mean": g["val_bleu"].mean(), "loss_mean": g["val_loss"].mean()})
+    out["crystal_range"] = out["crystal_max"] - out["crystal_min"]
+    return out.reindex([a for a in arms if a in out.index])
+
+
+def decide(summary: pd.DataFrame) -> tuple[str, str]:
+    """The rule fixed before the runs were read (docs/results.md): the arm with the best mean validation
+    CrystalBLEU wins if its lead over the second is larger than both arms' seed ranges; otherwise the arm
+    with the lowest mean validation loss wins. Returns (winner, the reason in one sentence)."""
+    if len(summary) < 2 or (summary["seeds"] < 2).any():
+        raise ValueError("The rule needs two or more compared arms, each with two or more seeds.")
+    ranked = summary.sort_values("crystal_mean", ascending=False)
+    first, second = ranked.index[0], ranked.index[1]
+    lead = ranked.loc[first, "crystal_mean"] - ranked.loc[second, "crystal_mean"]
+    ranges = (ranked.loc[first, "crystal_range"], ranked.loc[second, "crystal_range"])
+    if lead > max(ranges):
+        return first, (f"{first} leads {second} by {lead:.2f} validation CrystalBLEU, more than both seed ranges "
+                       f"({ranges[0]:.2f}, {ranges[1]:.2f})")
+    winner = summary["loss_mean"].idxmin()
+    return winner, (f"a tie on CrystalBLEU ({first} leads {second} by {lead:.2f}, within the seed ranges "
+                    f"{ranges[0]:.2f} and {ranges[1]:.2f}): {winner} has the lowest mean validation loss "
+                    f"({summary.loc[winner, 'loss_mean']:.3f})")
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--arms", nargs="+", default=list(COMPARED), choices=list(ARMS))
+    p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     p.add_argument("--model", default="attention")
     p.add_argument("--params", default="params/full.yaml")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -96,14 +145,20 @@ def main(argv: Iterable[str] | None = None) -> int:
                    "runs/full/checkpoints for e64-all-3ep, the main job's model: not trained twice)")
     args = p.parse_args(list(argv) if argv is not None else None)
     if args.collect:
-        save_csv(table(Path(args.out)), args.csv)
+        found = table(Path(args.out))
+        save_csv(found, args.csv)
+        summary = arm_summary(found)
+        print(summary.round(3).to_string())
+        if len(summary) >= 2 and (summary["seeds"] >= 2).all():
+            print("winner: {} ({})".format(*decide(summary)))
         return 0
     params, data = load_study_data(p, args.params, args.threads)
     out = Path(args.out)
-    for arm in args.arms:
-        row = run_arm(arm, args.model, params, data, out, args.start_from)
-        print(json.dumps(row), flush=True)
-        save_csv(table(out), args.csv)
+    for seed in args.seeds:
+        for arm in args.arms:
+            row = run_arm(arm, args.model, params, data, out, args.start_from, seed)
+            print(json.dumps(row), flush=True)
+            save_csv(table(out), args.csv)
     return 0
 
 

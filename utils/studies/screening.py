@@ -22,10 +22,11 @@ from utils.evaluation.results import (
     decode_split,
     load_trained,
     retrieval_baseline,
+    shared_ngrams,
     shuffled_reference_baseline,
 )
 from utils.evaluation.source_reliance import source_reliance
-from utils.metrics import evaluate_outputs
+from utils.metrics import NGram, evaluate_outputs
 from utils.precision import resolve_precision
 from utils.run_notebooks import load_params
 from utils.training.trainer import train_model
@@ -33,20 +34,22 @@ from utils.training.trainer import train_model
 
 @dataclass
 class ScreeningData:
-    """A processed corpus's vocabularies, encoded train and validation pairs, and validation rows."""
+    """A processed corpus's vocabularies, encoded train and validation pairs, validation rows, and
+    CrystalBLEU's ignored n-grams (those of every training function, whatever part of it an arm trains on)."""
 
     src: Vocabulary
     trg: Vocabulary
     train: list[Example]
     valid: list[Example]
     valid_rows: list[dict]
+    shared: frozenset[NGram] | None = None
 
     @classmethod
     def load(cls, data_dir: str | Path) -> "ScreeningData":
         src, trg = load_vocabs(data_dir)
-        valid_rows = load_split(data_dir, "valid")
-        return cls(src, trg, encode_pairs(load_split(data_dir, "train"), src, trg, with_copy=True),
-                   encode_pairs(valid_rows, src, trg, with_copy=True), valid_rows)
+        train_rows, valid_rows = load_split(data_dir, "train"), load_split(data_dir, "valid")
+        return cls(src, trg, encode_pairs(train_rows, src, trg, with_copy=True),
+                   encode_pairs(valid_rows, src, trg, with_copy=True), valid_rows, shared_ngrams(train_rows))
 
 
 def load_study_data(parser: argparse.ArgumentParser, params_path: str, threads: int = 0) -> tuple[dict, ScreeningData]:
@@ -62,13 +65,14 @@ def load_study_data(parser: argparse.ArgumentParser, params_path: str, threads: 
     return params, data
 
 
-def greedy_figures(checkpoint_dir: str | Path, model: str, rows: list[dict], trg: Vocabulary) -> dict:
+def greedy_figures(checkpoint_dir: str | Path, model: str, rows: list[dict], trg: Vocabulary,
+                   shared: frozenset[NGram] | None = None) -> dict:
     """Decode ``rows``' docstrings greedily with ``<checkpoint_dir>/<model>_best.pt``; the metrics of
-    notebook 03 on tokens (pieces joined back)."""
+    notebook 03 on tokens (pieces joined back), CrystalBLEU with ``shared``."""
     loaded = load_trained(checkpoint_dir, [model], "cpu", log=lambda _: None)[model]
     decoded = decode_split(loaded, rows)
     return evaluate_outputs(decoded.hypotheses, [r["code_tokens"] for r in rows],
-                            [r["docstring_tokens"] for r in rows], known_tokens(trg))
+                            [r["docstring_tokens"] for r in rows], known_tokens(trg), shared)
 
 
 def train_and_validate(config: Seq2SeqConfig, data: ScreeningData, checkpoint_dir: str | Path) -> dict:
@@ -77,13 +81,14 @@ def train_and_validate(config: Seq2SeqConfig, data: ScreeningData, checkpoint_di
     the docstring lowers it (``utils.evaluation.source_reliance``)."""
     result = train_model(config, data.train, data.valid, data.src, data.trg, checkpoint_dir=checkpoint_dir,
                          device="cpu", progress=False)
-    m = greedy_figures(checkpoint_dir, config.model, data.valid_rows, data.trg)
+    m = greedy_figures(checkpoint_dir, config.model, data.valid_rows, data.trg, data.shared)
     best = result.history[result.best_epoch - 1]
     reliance = source_reliance(result.model, data.valid_rows, data.src, data.trg,
                                precision=resolve_precision(config.precision, "cpu"))
     return {
         "model": config.model, "train_pairs": len(data.train), "val_loss": best["val_loss"],
-        "val_bleu": m["bleu"], "val_codebleu": m["codebleu"], "val_exact_match": m["exact_match"],
+        "val_bleu": m["bleu"], "val_crystal_bleu": m.get("crystal_bleu", float("nan")),
+        "val_codebleu": m["codebleu"], "val_exact_match": m["exact_match"],
         "val_distinct_outputs": m["distinct_outputs"], "val_syntax_valid": m["syntax_valid"],
         "val_unk_rate": m["unk_rate"], "val_copied_identifiers": m["copied_identifiers"],
         "val_source_gap": reliance.gap,
@@ -96,11 +101,12 @@ def baseline_figures(data_dir: str | Path) -> list[dict]:
     """The two baselines of notebook 03 on a processed corpus's validation split, as screening rows:
     retrieval (the nearest of its training docstrings) and the shuffled-reference floor."""
     train, valid = load_split(data_dir, "train"), load_split(data_dir, "valid")
-    vocab = known_tokens(load_vocabs(data_dir)[1])
+    vocab, shared = known_tokens(load_vocabs(data_dir)[1]), shared_ngrams(train)
     rows = []
-    for name, m in ((RETRIEVAL_MODEL, retrieval_baseline(train, valid, vocab)),
-                    (FLOOR_MODEL, shuffled_reference_baseline(valid, vocab))):
+    for name, m in ((RETRIEVAL_MODEL, retrieval_baseline(train, valid, vocab, shared)),
+                    (FLOOR_MODEL, shuffled_reference_baseline(valid, vocab, shared))):
         rows.append({"recipe": name, "model": "baseline", "train_pairs": len(train), "val_bleu": m["bleu"],
+                     "val_crystal_bleu": m["crystal_bleu"],
                      "val_codebleu": m["codebleu"], "val_exact_match": m["exact_match"],
                      "val_distinct_outputs": m["distinct_outputs"], "val_syntax_valid": m["syntax_valid"],
                      "val_unk_rate": m["unk_rate"], "val_copied_identifiers": m["copied_identifiers"]})

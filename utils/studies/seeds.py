@@ -31,7 +31,7 @@ from utils.run_notebooks import load_params
 from utils.studies.screening import ScreeningData, greedy_figures
 from utils.training.trainer import train_model
 
-METRICS = ("bleu", "codebleu", "exact_match", "distinct_outputs", "syntax_valid")
+METRICS = ("bleu", "crystal_bleu", "codebleu", "exact_match", "distinct_outputs", "syntax_valid")
 
 
 def summary(table: pd.DataFrame, models: Sequence[str], metric: str = "bleu") -> pd.DataFrame:
@@ -74,7 +74,7 @@ def run_seed(seed: int, models: Sequence[str], params: dict, data: ScreeningData
         ckpt = seed_dir(seed, params, out)
         result = train_model(config, data.train, data.valid, data.src, data.trg, checkpoint_dir=ckpt,
                              device=params.get("device", "auto"), progress=False)
-        m = greedy_figures(ckpt, name, test_rows, data.trg)
+        m = greedy_figures(ckpt, name, test_rows, data.trg, data.shared)
         records.append({"seed": seed, "model": name, **{k: m[k] for k in METRICS},
                         "val_loss": result.history[result.best_epoch - 1]["val_loss"],
                         "best_epoch": result.best_epoch, "epochs_run": len(result.history)})
