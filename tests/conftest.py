@@ -67,9 +67,13 @@ def toy_examples(toy_vocab: Vocabulary) -> Callable[..., list[Example]]:
 
 @pytest.fixture(scope="session")
 def tiny_config(toy_vocab: Vocabulary) -> Callable[..., Seq2SeqConfig]:
-    """``tiny_config(model, **overrides)``: 16/32 dimensions, one layer, no dropout, full teacher forcing."""
+    """``tiny_config(model, **overrides)``: 16/32 dimensions, one layer, no dropout, full teacher forcing;
+    "rnn:reverse" is the RNN with ``recurrent_variant`` "reverse"."""
 
     def make(model: str, **overrides) -> Seq2SeqConfig:
+        model, _, variant = model.partition(":")
+        if variant:
+            overrides = {"recurrent_variant": variant, **overrides}
         params = dict(model=model, src_vocab_size=len(toy_vocab), trg_vocab_size=len(toy_vocab),
                       embed_dim=16, hidden_dim=32, num_layers=1, dropout=0.0, n_heads=2, ff_dim=64,
                       max_positions=64, teacher_forcing=1.0, max_src_len=10, max_trg_len=10,
@@ -105,13 +109,17 @@ def trainer() -> Callable[..., float]:
     return train_steps
 
 
+# every model, and two of the recurrent variants ("model:variant", as ``tiny_config`` reads them)
+VARIANT_MODELS = ("rnn", "lstm", "attention", "copy", "transformer", "rnn:reverse", "lstm:context")
+
+
 @pytest.fixture(scope="session")
 def trained_models(tiny_config, toy_examples) -> dict[str, Seq2SeqModel]:
     """Every model trained a little (a few dozen steps) on the copy task: outputs are non-trivial
     (neither constant nor perfect), which is what the decoding tests need."""
     examples = toy_examples(160, seed=11)
     models = {}
-    for name in ("rnn", "lstm", "attention", "copy", "transformer"):
+    for name in (*VARIANT_MODELS,):
         torch.manual_seed(0)
         model = build_model(tiny_config(name))
         train_steps(model, examples, epochs=8, lr=1e-2)

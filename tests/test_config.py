@@ -47,6 +47,8 @@ def test_unknown_model_in_config() -> None:
     ({"teacher_forcing": 1.5}, "teacher_forcing must lie in"),
     ({"label_smoothing": 1.0}, "label_smoothing in"),
     ({"fast_path": "yes"}, "Unknown fast_path 'yes'; use 'auto', 'on' or 'off'"),
+    ({"recurrent_variant": "bidirectional"}, "Unknown recurrent_variant 'bidirectional'; use 'original' or"),
+    ({"model": "attention", "recurrent_variant": "reverse"}, "is for the RNN and the LSTM, not 'attention'"),
 ])
 def test_bad_training_recipe_settings(bad, message) -> None:
     with pytest.raises(ValueError, match=message):
@@ -103,3 +105,30 @@ def test_the_transformer_warms_up_at_least_its_minimum() -> None:
     assert make_config("transformer").warmup_steps == MIN_WARMUP["transformer"]
     assert make_config("transformer", warmup_steps=1000).warmup_steps == 1000  # a longer shared warmup stands
     assert make_config("attention", warmup_steps=50).warmup_steps == 50
+
+
+def test_a_shared_recurrent_variant_applies_to_the_rnn_and_the_lstm_only() -> None:
+    shared = {"recurrent_variant": "context", "hidden_dim": 32}
+    assert make_config("rnn", **shared).recurrent_variant == "context"
+    assert make_config("lstm", **shared).recurrent_variant == "context"
+    assert make_config("attention", **shared).recurrent_variant == "original"
+    assert make_config("transformer", **shared).recurrent_variant == "original"
+
+
+def test_per_model_settings_come_last_and_are_checked() -> None:
+    shared = {"lr": 0.01, "dropout": 0.3, "per_model": {"transformer": {"lr": 0.006, "dropout": 0.2},
+                                                          "copy+retrieval": {"lr": 0.004}, "copy": {"lr": 0.005}}}
+    assert make_config("rnn", **shared).lr == 0.01
+    tf = make_config("transformer", **shared)
+    assert (tf.lr, tf.dropout) == (0.006, 0.2)  # over the shared value and the model's own override
+    assert make_config("copy", **shared).lr == 0.005
+    assert make_config("copy+retrieval", **shared).lr == 0.004  # its own name before the model's
+    with pytest.raises(ValueError, match="per_model: 'gru' is not a model name"):
+        make_config("rnn", per_model={"gru": {"lr": 0.1}})
+    with pytest.raises(ValueError, match="per_model: lstm has unknown settings lrate"):
+        make_config("rnn", per_model={"lstm": {"lrate": 0.1}})
+    with pytest.raises(ValueError, match="Unknown recurrent_variant 'sideways'"):
+        make_config("lstm", per_model={"lstm": {"recurrent_variant": "sideways"}})
+    with pytest.raises(ValueError, match="per_model must map model names"):
+        make_config("rnn", per_model=["rnn"])
+

@@ -16,7 +16,10 @@ from utils.models import build_model
 from utils.training import trainer
 from utils.training.trainer import train_model
 
-MODELS = ["rnn", "lstm", "attention", "copy", "transformer"]
+# every model, and the RNN and LSTM variants (utils.models.recurrent): "rnn:reverse" is the RNN
+# with recurrent_variant "reverse"
+MODELS = ["rnn", "lstm", "attention", "copy", "transformer", "rnn:reverse", "rnn:context", "lstm:reverse",
+          "lstm:context"]
 RATIOS = [1.0, 0.5, 0.0]
 
 
@@ -43,8 +46,10 @@ def ragged_batch(toy_rows, toy_vocab, small_vocab):
 
 
 def _model(name, tiny_config, small_vocab):
+    model, _, variant = name.partition(":")
     torch.manual_seed(0)
-    return build_model(tiny_config(name, num_layers=2, trg_vocab_size=len(small_vocab)))
+    return build_model(tiny_config(model, num_layers=2, trg_vocab_size=len(small_vocab),
+                                   recurrent_variant=variant or "original"))
 
 
 def _gen() -> torch.Generator:
@@ -122,7 +127,7 @@ def test_fast_path_needs_a_known_model(ragged_batch) -> None:
         fast_loss(torch.nn.Module(), ragged_batch(8, seed=0))
 
 
-@pytest.mark.parametrize("name", ["lstm", "attention"])
+@pytest.mark.parametrize("name", ["lstm", "attention", "rnn:context"])
 def test_training_off_the_fast_path_gives_the_same_losses(name, tmp_path, tiny_config, toy_examples,
                                                           toy_vocab, monkeypatch) -> None:
     """``fast_path`` "on" and "off" train the same function (dropout off: its masks are drawn in
@@ -131,8 +136,10 @@ def test_training_off_the_fast_path_gives_the_same_losses(name, tmp_path, tiny_c
     calls = []  # the fast loss's calls, per run
     monkeypatch.setattr(trainer, "fast_loss", lambda *args: calls.append(1) or fast_loss(*args))
     histories, fast_calls = {}, {}
+    name, _, variant = name.partition(":")
+    variant = {"recurrent_variant": variant} if variant else {}
     for path in ("on", "off"):
-        config = tiny_config(name, fast_path=path, epochs=2, batch_size=16, lr=1e-2, teacher_forcing=0.5,
+        config = tiny_config(name, **variant, fast_path=path, epochs=2, batch_size=16, lr=1e-2, teacher_forcing=0.5,
                              label_smoothing=0.1, dropout=0.0, max_trg_len=8)
         result = train_model(config, *splits, toy_vocab, toy_vocab, checkpoint_dir=tmp_path / path, device="cpu",
                              progress=False, log=lambda s: None)
@@ -141,7 +148,7 @@ def test_training_off_the_fast_path_gives_the_same_losses(name, tmp_path, tiny_c
     for on, off in zip(histories["on"], histories["off"], strict=True):
         assert on["train_loss"] == pytest.approx(off["train_loss"], rel=1e-4)
         assert on["val_loss"] == pytest.approx(off["val_loss"], rel=1e-4)
-    more = tiny_config(name, fast_path="off", epochs=3, batch_size=16, lr=1e-2, teacher_forcing=0.5,
+    more = tiny_config(name, **variant, fast_path="off", epochs=3, batch_size=16, lr=1e-2, teacher_forcing=0.5,
                        label_smoothing=0.1, dropout=0.0, max_trg_len=8)
     resumed = train_model(more, *splits, toy_vocab, toy_vocab, checkpoint_dir=tmp_path / "on", device="cpu",
                           progress=False, log=lambda s: None)

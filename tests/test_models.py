@@ -14,8 +14,9 @@ from utils.data.batch import Batch, encode_pairs, make_batch
 from utils.data.vocabulary import PAD, SPECIALS, UNK, Vocabulary
 from utils.decoding.search import decode_examples, ids_to_tokens
 from utils.models import MODEL_CLASSES, build_model, teacher_forcing_mask
+from utils.models.recurrent import reverse_padded
 
-ALL_MODELS = list(MODEL_CLASSES)
+ALL_MODELS = [*MODEL_CLASSES, "rnn:reverse", "lstm:context"]  # two recurrent variants too (conftest.tiny_config)
 
 
 def _forward(model, batch: Batch, teacher_forcing: float = 1.0, generator=None):
@@ -296,3 +297,32 @@ def test_copy_model_needs_extended_ids(tiny_config, toy_examples) -> None:
         model.loss(batch)
     with torch.no_grad():  # the other models ignore the extended ids
         assert math.isfinite(float(build_model(tiny_config("attention")).loss(batch)[0]))
+
+
+def test_reverse_padded_reverses_each_rows_tokens_and_leaves_padding() -> None:
+    src = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, PAD, PAD], [1, 2, PAD, PAD, PAD]])
+    out = reverse_padded(src, torch.tensor([5, 3, 2]))
+    assert out.tolist() == [[2, 7, 6, 5, 1], [2, 8, 1, PAD, PAD], [2, 1, PAD, PAD, PAD]]
+
+
+def test_the_reverse_variant_reads_the_source_backwards(tiny_config, toy_examples) -> None:
+    """Same weights: the "reverse" model on a source is the original model on its reversal."""
+    batch = make_batch(toy_examples(6, seed=4))
+    torch.manual_seed(0)
+    original = build_model(tiny_config("lstm")).eval()
+    backwards = build_model(tiny_config("lstm:reverse")).eval()
+    backwards.load_state_dict(original.state_dict())
+    flipped = reverse_padded(batch.src, batch.src_lengths)
+    with torch.no_grad():
+        a, _ = backwards(batch.src, batch.src_lengths, batch.trg_in)
+        b, _ = original(flipped, batch.src_lengths, batch.trg_in)
+        c, _ = original(batch.src, batch.src_lengths, batch.trg_in)
+    assert torch.allclose(a, b, atol=1e-6) and not torch.allclose(a, c, atol=1e-3)
+
+
+def test_the_context_variant_reads_the_encoder_state_at_every_step(tiny_config) -> None:
+    model = build_model(tiny_config("rnn:context"))
+    E, H, V = model.config.embed_dim, model.config.hidden_dim, model.config.trg_vocab_size
+    assert model.decoder.input_size == E + H and model.out.in_features == 2 * H and model.out.out_features == V
+    assert build_model(tiny_config("rnn")).out.in_features == H
+

@@ -11,7 +11,7 @@ from utils.data.vocabulary import EOS, PAD, SOS, SPECIALS, UNK, Vocabulary
 from utils.decoding.search import beam_search, decode_batch, decode_examples, greedy_decode, ids_to_tokens
 from utils.models import MODEL_CLASSES, build_model
 
-ALL_MODELS = list(MODEL_CLASSES)
+ALL_MODELS = [*MODEL_CLASSES, "rnn:reverse", "lstm:context"]  # two recurrent variants too (conftest.tiny_config)
 MAX_LEN = 12
 
 

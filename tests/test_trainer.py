@@ -156,6 +156,8 @@ def test_resume_with_another_architecture(tmp_path, run) -> None:
     assert str(tmp_path / "rnn_last.pt") in msg
     assert "different model" in msg and "hidden_dim=32" in msg and "resume=False" in msg
     run(tmp_path, epochs=1, hidden_dim=16, resume=False)  # the way out the message gives
+    with pytest.raises(CheckpointError, match="recurrent_variant='original' .now 'reverse'."):
+        run(tmp_path, epochs=2, hidden_dim=16, recurrent_variant="reverse")  # same weights' shapes, another model
 
 
 def test_resume_with_other_training_settings(tmp_path, run) -> None:

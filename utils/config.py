@@ -22,6 +22,11 @@ FAST_PATHS = ("auto", "on", "off")
 # (retrieve and edit, ``utils.data.neighbours``). A model name with RETRIEVAL_SUFFIX reads it.
 RETRIEVAL_INPUTS = ("none", "top1")
 RETRIEVAL_SUFFIX = "+retrieval"
+# How the RNN and the LSTM read the docstring (``utils.models.recurrent``): "original" (the final state
+# starts the decoder), "reverse" (the docstring read backwards), "context" (the final state also fed to
+# every decoder step and to the output layer)
+RECURRENT_VARIANTS = ("original", "reverse", "context")
+RECURRENT_MODELS = ("rnn", "lstm")
 
 
 @dataclass
@@ -79,6 +84,8 @@ class Seq2SeqConfig:
     # "none": the source is the docstring; "top1": the docstring, a separator (id ``src_vocab_size``,
     # one past the vocabulary) and the code of the nearest training function (``utils.data.neighbours``)
     retrieval_input: str = "none"
+    # RNN and LSTM only: one of RECURRENT_VARIANTS
+    recurrent_variant: str = "original"
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -109,6 +116,12 @@ class Seq2SeqConfig:
         if self.retrieval_input not in RETRIEVAL_INPUTS:
             raise ValueError(f"Unknown retrieval_input {self.retrieval_input!r}; use "
                              f"{' or '.join(map(repr, RETRIEVAL_INPUTS))}.")
+        if self.recurrent_variant not in RECURRENT_VARIANTS:
+            raise ValueError(f"Unknown recurrent_variant {self.recurrent_variant!r}; use "
+                             f"{' or '.join(map(repr, RECURRENT_VARIANTS))}.")
+        if self.recurrent_variant != "original" and self.model not in RECURRENT_MODELS:
+            raise ValueError(f"recurrent_variant {self.recurrent_variant!r} is for the RNN and the LSTM, "
+                             f"not {self.model!r}.")
         if not 0.0 <= self.teacher_forcing <= 1.0 or not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"teacher_forcing must lie in [0, 1] and label_smoothing in [0, 1); got "
                              f"{self.teacher_forcing} and {self.label_smoothing}.")
@@ -191,22 +204,45 @@ MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
 MIN_WARMUP: dict[str, int] = {"transformer": 400}
 
 
+def model_settings(per_model: Any, name: str) -> dict[str, Any]:
+    """The settings a parameter file's ``per_model`` gives the model ``name`` ("copy+retrieval" also
+    takes those of "copy"); each model and setting checked."""
+    if per_model is None:
+        return {}
+    if not isinstance(per_model, dict):
+        raise ValueError(f"per_model must map model names to their settings, got {per_model!r}.")
+    known = {f.name for f in fields(Seq2SeqConfig)} - {"model"}
+    for model, settings in per_model.items():
+        if split_name(model)[0] not in MODEL_NAMES or not isinstance(settings, dict):
+            raise ValueError(f"per_model: {model!r} is not a model name with a mapping of settings; use one of "
+                             f"{', '.join(MODEL_NAMES)}, e.g. per_model: {{transformer: {{lr: 0.006}}}}.")
+        if unknown := sorted(set(settings) - known):
+            raise ValueError(f"per_model: {model} has unknown settings {', '.join(unknown)}.")
+    return {**per_model.get(split_name(name)[0], {}), **per_model.get(name, {})}
+
+
 def make_config(name: str, **params: Any) -> Seq2SeqConfig:
-    """A config for the model ``name`` from shared parameters (unknown keys ignored), then its overrides.
+    """A config for the model ``name`` from shared parameters (unknown keys ignored), then its overrides,
+    then what ``params["per_model"]`` gives this model (:func:`model_settings`).
 
     "<model>+retrieval" reads retrieved code as ``params["retrieval_input"]`` says ("top1" if not
-    given); a plain name never does. Its Transformer's position table then holds the whole source.
+    given); a plain name never does. Its Transformer's position table then holds the whole source. A
+    shared ``recurrent_variant`` applies to the RNN and the LSTM only.
     """
     model, retrieval = split_name(name)
+    own = model_settings(params.get("per_model"), name)
     known = {f.name for f in fields(Seq2SeqConfig)}
     params = {k: v for k, v in params.items() if k in known and k != "retrieval_input"} | \
         {"retrieval_input": params.get("retrieval_input", "top1") if retrieval else "none"}
+    if model not in RECURRENT_MODELS:
+        params.pop("recurrent_variant", None)
     if retrieval and params["retrieval_input"] == "none":
         raise ValueError(f"Model {name!r} reads retrieved code, but retrieval_input is 'none'; set "
                          f"retrieval_input to one of {', '.join(RETRIEVAL_INPUTS[1:])}, or drop {name!r}.")
     cfg = Seq2SeqConfig(model=model, **params)
-    for key, value in MODEL_OVERRIDES.get(model, {}).items():
+    for key, value in {**MODEL_OVERRIDES.get(model, {}), **own}.items():
         setattr(cfg, key, value)
+    cfg.__post_init__()  # the model's own settings checked too
     cfg.warmup_steps = max(cfg.warmup_steps, MIN_WARMUP.get(model, 0))
     if retrieval:  # docstring, separator, retrieved code (a training function: within the target limit)
         cfg.max_positions = max(cfg.max_positions, cfg.max_src_len + 1 + cfg.max_trg_len + 2)

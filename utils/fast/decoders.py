@@ -27,13 +27,13 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from utils.data.batch import Batch
 from utils.data.vocabulary import PAD, UNK
 from utils.fast.dropout import cheap_dropout
-from utils.fast.encoder import StackWeights, active_rows, first_rows, run_encoder
+from utils.fast.encoder import StackWeights, active_rows, first_rows, layer_params, run_encoder
 from utils.fast.layers import LoopEmbedding, LoopMemory, LoopWeight, linear_cross_entropy, linear_into, missing_ranges
 from utils.models import (
     AttentionSeq2Seq,
@@ -81,21 +81,29 @@ def _encode(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor) -> State:
     """``model.encode``, with the recurrent encoders run step by step in training mode."""
     if isinstance(model, TransformerSeq2Seq):
         return model.encode(src, src_lengths)
-    emb = model.dropout(model.src_embedding(src))  # [B, S, E]
+    read = model.source_order(src, src_lengths) if isinstance(model, RecurrentSeq2Seq) else src
+    emb = model.dropout(model.src_embedding(read))  # [B, S, E]
     enc_out, hidden = run_encoder(model.encoder, emb, src_lengths, model.dropout)
     if isinstance(model, AttentionSeq2Seq):
         return model.start_state(src, enc_out, *hidden)
-    return RecurrentState(hidden)
+    return model.start_state(hidden)
 
 
 def _recurrent_steps(model: RecurrentSeq2Seq, state: RecurrentState, trg_in: Tensor, tf: list[bool],
                      active: list[int], predict: Predict) -> DecoderRun:
-    T = trg_in.size(1)
-    w = StackWeights.of_module(model.decoder)
+    T, E = trg_in.size(1), model.config.embed_dim
+    layers = [layer_params(model.decoder, k) for k in range(model.decoder.num_layers)]
+    w_ih0, w_hh0, b_ih0, b_hh0 = layers[0]
+    # layer 0 reads [embedding; context]: its embedding columns step by step, the context's once
+    w = StackWeights.build([(w_ih0[:, :E], w_hh0, b_ih0, b_hh0), *layers[1:]], E, isinstance(model.decoder, nn.LSTM))
+    context_gates = None if state.context is None else F.linear(state.context, w_ih0[:, E:])  # [B, G]
     emb_all = model.dropout(model.trg_embedding(trg_in))  # [B, T, E]
+    gates_all = w.input_gates(emb_all)                    # [B, T, G]
+    if context_gates is not None:
+        gates_all = gates_all + context_gates.unsqueeze(1)
     # layer 0's input products for every teacher-forced step at once; unbind (not per-step
     # slicing) so that backward stacks the step gradients once
-    gate_steps = w.input_gates(emb_all).unbind(1)      # T x [B, G]
+    gate_steps = gates_all.unbind(1)                    # T x [B, G]
     lookup = LoopEmbedding(model.trg_embedding)         # for the predicted tokens
     hidden = state.hidden
     outs = []
@@ -109,7 +117,10 @@ def _recurrent_steps(model: RecurrentSeq2Seq, state: RecurrentState, trg_in: Ten
             gates0 = gate_steps[t][:n]
         else:
             gates0 = w.input_gates(model.dropout(lookup(pred[:n])))
+            gates0 = gates0 if context_gates is None else gates0 + context_gates[:n]
         out, hidden = w.step(gates0, hidden, model.dropout)  # [n, H]
+        if state.context is not None:
+            out = torch.cat([out, state.context[:n]], 1)   # [n, 2H]: the output layer reads it too
         outs.append(out)
         if t + 1 < T and not tf[t + 1]:
             pred = predict(out, t, None)

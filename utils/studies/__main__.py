@@ -48,6 +48,8 @@ STUDIES: dict[str, Study] = {
                          module="convergence"),
     "budget": Study("what the main job's hour buys best: model size, pairs against epochs, peak rate (validation)",
                     module="budget"),
+    "recurrent": Study("why the RNN and the LSTM ignore the docstring: the source reversed, the state at every step "
+                       "(validation)", module="recurrent"),
     "small": Study("the main job's recipe at the screening size, 3 epochs: every notebook -> runs/small",
                    params="params/studies/small.yaml", out="runs/small"),
     "small-word": Study("the screening-size run with the original study's word vocabulary -> runs/small-word",
