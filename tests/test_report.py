@@ -16,8 +16,8 @@ def _results(bleu: float, unk: float) -> pd.DataFrame:
     for model in ("rnn", "attention"):
         for decoding in ("greedy", "beam5", "greedy+syntax"):
             rows.append({"model": model, "decoding": decoding, "length_penalty": 2.0 if "beam" in decoding else None,
-                         "bleu": bleu, "codebleu": bleu + 1, "token_accuracy": 10.0, "exact_match": 0.0,
-                         "syntax_valid": 50.0, "unk_rate": unk, "copied_identifiers": 3.0,
+                         "bleu": bleu, "codebleu": bleu + 1, "crystal_bleu": 0.5, "token_accuracy": 10.0,
+                         "exact_match": 0.0, "syntax_valid": 50.0, "unk_rate": unk, "copied_identifiers": 3.0,
                          "distinct_outputs": 12.5, "output_length": 80.0, "test_ppl": 9.5,
                          "decode_seconds": 1.25, "parameters": 1234567, "train_seconds": 99.6})
     rows.append({"model": "retrieval (TF-IDF)", "decoding": "nearest training docstring", "bleu": 15.0,
@@ -34,7 +34,7 @@ def test_markdown_table_escapes_pipes():
 def test_results_markdown_formats_every_row_from_the_csv():
     lines = report.results_markdown(_results(7.125, 3.0)).splitlines()
     assert len(lines) == 2 + 7
-    assert lines[2].startswith("| rnn | greedy |  | 7.12 | 8.12 | 10.00 |")
+    assert lines[2].startswith("| rnn | greedy |  | 7.12 | 8.12 | 0.50 | 10.00 |")
     assert "| 1,234,567 | 100 |" in lines[2]
     assert "| 2 |" in lines[3]                       # the beam row's length penalty
     assert lines[-1].startswith("| retrieval (TF-IDF) | nearest training docstring |  | 15.00 |")
@@ -214,10 +214,11 @@ def test_a_seed_rows_parameter_file_is_found_where_it_lives() -> None:
 def test_budget_markdown_gives_one_row_per_arm() -> None:
     from utils.report import budget_markdown
 
-    row = {"arm": "e64-all-3ep", "budget": "main", "embed_dim": 64, "hidden_dim": 128, "train_pairs": 24906,
-           "epochs": 3, "lr": 0.006, "val_loss": 3.0364, "val_bleu": 13.2619, "val_codebleu": 11.6,
-           "val_distinct_outputs": 71.8, "val_syntax_valid": 95.7, "train_seconds": 1243.7, "ended_by": "schedule"}
+    row = {"arm": "e64-all-3ep", "seed": 42, "budget": "main", "embed_dim": 64, "hidden_dim": 128,
+           "train_pairs": 24906, "epochs": 3, "lr": 0.006, "val_loss": 3.0364, "val_bleu": 13.2619,
+           "val_crystal_bleu": 0.4912, "val_codebleu": 11.6, "val_distinct_outputs": 71.8, "val_source_gap": 0.3018,
+           "val_syntax_valid": 95.7, "train_seconds": 1243.7, "ended_by": "schedule"}
     lines = budget_markdown(pd.DataFrame([row])).splitlines()
-    assert lines[0].startswith("| arm | budget | embed / hidden | pairs | epochs | peak lr |")
-    assert lines[2] == ("| e64-all-3ep | main | 64 / 128 | 24,906 | 3 | 0.006 | 3.036 | 13.26 | 11.60 | 71.8 | 95.7 "
-                        "| 1,244 | schedule |")
+    assert lines[0].startswith("| arm | seed | budget | embed / hidden | pairs | epochs | peak lr |")
+    assert lines[2] == ("| e64-all-3ep | 42 | main | 64 / 128 | 24,906 | 3 | 0.006 | 3.036 | 13.26 | 0.49 | 11.60 "
+                        "| 71.8 | 0.30 | 1,244 | schedule |")

@@ -54,3 +54,13 @@ def test_the_rule_takes_a_crystal_bleu_lead_only_beyond_both_seed_ranges() -> No
     assert winner == "c"  # the loss decides among every compared arm
     with pytest.raises(ValueError, match="two or more seeds"):
         budget.decide(_summary({"a": [2.0], "b": [1.0]}, {"a": [3.0], "b": [3.0]}))
+
+
+def test_the_summary_table_names_the_winner() -> None:
+    rows = [{"arm": a, "seed": s, "val_crystal_bleu": c, "val_bleu": 12.0, "val_loss": nll}
+            for a, cs, nll in (("e64-all-3ep", (0.5, 0.7), 3.0), ("e64-all-3ep-lr1e-2", (0.6, 0.9), 2.9))
+            for s, c in zip((42, 1), cs)]
+    text = budget.summary_markdown(pd.DataFrame(rows))
+    assert "| e64-all-3ep | 2 | 0.60 (0.50-0.70) | 0.20 | 12.00 | 3.000 |" in text
+    assert "Winner: **e64-all-3ep-lr1e-2**: a tie on CrystalBLEU" in text  # lead 0.15 < range 0.30: lower loss
+

@@ -49,5 +49,10 @@ def test_the_choice_is_one_variant_for_both_models() -> None:
             rows.append((model, "reverse", seed, 0.2 if model == "lstm" else 0.0, 40.0, 3.0))
     variant, why = recurrent.choose(_verdicts(rows))
     assert variant == "context" and "rnn and lstm (2 of 2)" in why
+    table = pd.DataFrame(rows, columns=["model", "variant", "seed", "val_source_gap", "val_distinct_outputs",
+                                        "val_loss"]).assign(val_bleu=10.0, val_crystal_bleu=1.0, val_syntax_valid=90.0,
+                                                            train_seconds=100.0)
+    text = recurrent.markdown(table)
+    assert "| rnn | context | 2 | 0.200 | 40.0 | yes |" in text and "Chosen: **context**" in text
     none = [(m, v, s, 0.0, 1.0, 3.0) for m, v, s, *_ in rows]  # no variant reads it
     assert recurrent.choose(_verdicts(none))[0] == "original"

@@ -26,9 +26,12 @@ from pathlib import Path
 import pandas as pd
 
 from utils.checkpoint import load_checkpoint
+from utils.evaluation.markdown import cell, markdown_table
 from utils.files import save_csv
 from utils.paths import project_path
+from utils.studies.budget import summary_markdown as budget_summary_markdown
 from utils.studies.recipe import STUDY
+from utils.studies.recurrent import markdown as recurrent_markdown
 from utils.studies.seeds import ranking_holds, read_table, summary
 
 # (column in plots/results.csv, header in the README, digits); None digits = integer with separators
@@ -38,6 +41,7 @@ README_COLUMNS: list[tuple[str, str, int | None]] = [
     ("length_penalty", "length penalty", 0),
     ("bleu", "BLEU", 2),
     ("codebleu", "CodeBLEU", 2),
+    ("crystal_bleu", "CrystalBLEU", 2),
     ("token_accuracy", "token acc %", 2),
     ("exact_match", "exact %", 1),
     ("syntax_valid", "syntax valid %", 1),
@@ -56,9 +60,9 @@ README_COLUMNS: list[tuple[str, str, int | None]] = [
     ("ended_by", "ended by", 0),
 ]
 # The README's short table: each model greedy and with its best-tuned decoding, beside the two baselines;
-# README_COLUMNS' headers and digits, BLEU and CodeBLEU to one decimal.
-HEADLINE = ("model", "decoding", "bleu", "codebleu", "syntax_valid", "distinct_outputs", "source_gap", "epochs",
-            "ended_by")
+# README_COLUMNS' headers and digits, BLEU and CodeBLEU to one decimal (CrystalBLEU, near 0, to two).
+HEADLINE = ("model", "decoding", "bleu", "crystal_bleu", "codebleu", "syntax_valid", "distinct_outputs", "source_gap",
+            "epochs", "ended_by")
 HEADLINE_COLUMNS = [(col, header, 1 if col in ("bleu", "codebleu") else digits)
                     for col, header, digits in README_COLUMNS if col in HEADLINE]
 HEADLINE_DECODINGS = ("greedy", "beam5+syntax")
@@ -73,36 +77,16 @@ COMPARED: list[tuple[str, str]] = [
 ]
 
 
-def _cell(value: object, digits: int | None) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return ""
-    if digits is None:
-        return f"{int(value):,}"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if digits == 0 and float(value).is_integer():
-            return f"{int(value):,}"
-        rounded = round(float(value), digits) or 0.0  # -0.0 (a tiny negative figure) shows as 0.000
-        return f"{rounded:,.{digits}f}"
-    return str(value)
-
-
-def markdown_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    """A GitHub Markdown table; ``|`` inside a cell is escaped."""
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
-
-
 def results_markdown(results: pd.DataFrame) -> str:
     """``plots/results.csv`` as the README's table."""
-    rows = [[_cell(r.get(col), d) for col, _, d in README_COLUMNS] for r in results.to_dict("records")]
+    rows = [[cell(r.get(col), d) for col, _, d in README_COLUMNS] for r in results.to_dict("records")]
     return markdown_table(rows, [h for _, h, _ in README_COLUMNS])
 
 
 def headline_markdown(results: pd.DataFrame) -> str:
     """The README's short table: the rows of ``HEADLINE_DECODINGS`` and the baselines, fewer columns."""
     rows = results[results["decoding"].isin(HEADLINE_DECODINGS) | ~results["decoding"].map(_is_model_row)]
-    return markdown_table([[_cell(r.get(col), d) for col, _, d in HEADLINE_COLUMNS] for r in rows.to_dict("records")],
+    return markdown_table([[cell(r.get(col), d) for col, _, d in HEADLINE_COLUMNS] for r in rows.to_dict("records")],
                           [h for _, h, _ in HEADLINE_COLUMNS])
 
 
@@ -136,7 +120,7 @@ def comparison_markdown(table: pd.DataFrame) -> str:
     rows = []
     for r in table.to_dict("records"):
         rows.append([r["model"], r["decoding"]] + [
-            f"{_cell(r[f'{col}_word'], 1)} → {_cell(r[f'{col}_bpe'], 1)}" for col, _ in COMPARED])
+            f"{cell(r[f'{col}_word'], 1)} → {cell(r[f'{col}_bpe'], 1)}" for col, _ in COMPARED])
     return markdown_table(rows, ["model", "decoding"] + [f"{h} word → BPE" for _, h in COMPARED])
 
 
@@ -175,8 +159,8 @@ def stopping_markdown(times: pd.DataFrame) -> str:
     rows = []
     for r in times.to_dict("records"):
         ended = "epoch cap" if r["epochs"] >= r["epoch_cap"] else "early stopping"
-        rows.append([r["model"], f"{int(r['epochs'])}", f"{int(r['best_epoch'])}", _cell(r["best_val_loss"], 3),
-                     ended, _cell(r["seconds_per_epoch"], 0)])
+        rows.append([r["model"], f"{int(r['epochs'])}", f"{int(r['best_epoch'])}", cell(r["best_val_loss"], 3),
+                     ended, cell(r["seconds_per_epoch"], 0)])
     return markdown_table(rows, ["model", "epochs run", "best epoch", "best val loss (TF)", "ended by",
                                  "s / epoch (fastest)"])
 
@@ -204,7 +188,7 @@ def timings_markdown(timings: dict[str, dict[str, float]]) -> str:
     """Wall seconds of each notebook (rows) for each run (columns)."""
     runs = list(timings)
     stages = list(dict.fromkeys(s for t in timings.values() for s in t))
-    rows = [[s.removesuffix(".ipynb")] + [_cell(timings[r].get(s), 0) for r in runs] for s in stages]
+    rows = [[s.removesuffix(".ipynb")] + [cell(timings[r].get(s), 0) for r in runs] for s in stages]
     return markdown_table(rows, ["stage"] + [f"{r} (s)" for r in runs])
 
 
@@ -240,21 +224,22 @@ def recipe_markdown(table: pd.DataFrame) -> str:
     header = ["model", "recipe", "changes", "val loss (TF)", "docstring gap (TF)", "val BLEU", "val CodeBLEU",
               "distinct %", "syntax valid %", "exact %", "best epoch / run", "s per epoch"]
     rows = [[r["model"], r["recipe"], _changes(r) if r["model"] != "baseline" else _baseline_change(r),
-             _cell(r.get("val_loss"), 3), _cell(r.get("val_source_gap"), 3), _cell(r["val_bleu"], 2),
-             _cell(r["val_codebleu"], 2), _cell(r["val_distinct_outputs"], 1), _cell(r["val_syntax_valid"], 1),
-             _cell(r["val_exact_match"], 1), _epochs(r), _cell(r.get("epoch_seconds"), 0)]
+             cell(r.get("val_loss"), 3), cell(r.get("val_source_gap"), 3), cell(r["val_bleu"], 2),
+             cell(r["val_codebleu"], 2), cell(r["val_distinct_outputs"], 1), cell(r["val_syntax_valid"], 1),
+             cell(r["val_exact_match"], 1), _epochs(r), cell(r.get("epoch_seconds"), 0)]
             for r in table.to_dict("records")]
     return markdown_table(rows, header)
 
 
 def budget_markdown(table: pd.DataFrame) -> str:
-    """``plots/budget_study.csv``: one row per arm (size, pairs, epochs, peak rate), validation split."""
-    header = ["arm", "budget", "embed / hidden", "pairs", "epochs", "peak lr", "val loss (TF)", "val BLEU",
-              "val CodeBLEU", "distinct %", "syntax valid %", "train s", "ended by"]
-    rows = [[r["arm"], r["budget"], f"{r['embed_dim']} / {r['hidden_dim']}", _cell(r["train_pairs"], None),
-             _cell(r["epochs"], 0), f"{r['lr']:g}", _cell(r["val_loss"], 3), _cell(r["val_bleu"], 2),
-             _cell(r["val_codebleu"], 2), _cell(r["val_distinct_outputs"], 1), _cell(r["val_syntax_valid"], 1),
-             _cell(r["train_seconds"], 0), r["ended_by"]] for r in table.to_dict("records")]
+    """``plots/budget_study.csv``: one row per arm and seed (size, pairs, epochs, peak rate), validation split."""
+    header = ["arm", "seed", "budget", "embed / hidden", "pairs", "epochs", "peak lr", "val loss (TF)", "val BLEU",
+              "val CrystalBLEU", "val CodeBLEU", "distinct %", "docstring gap", "train s", "ended by"]
+    rows = [[r["arm"], cell(r.get("seed"), 0), r["budget"], f"{r['embed_dim']} / {r['hidden_dim']}",
+             cell(r["train_pairs"], None), cell(r["epochs"], 0), f"{r['lr']:g}", cell(r["val_loss"], 3),
+             cell(r["val_bleu"], 2), cell(r.get("val_crystal_bleu"), 2), cell(r["val_codebleu"], 2),
+             cell(r["val_distinct_outputs"], 1), cell(r.get("val_source_gap"), 2), cell(r["train_seconds"], 0),
+             r["ended_by"]] for r in table.to_dict("records")]
     return markdown_table(rows, header)
 
 
@@ -374,6 +359,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if (plots / "budget_study.csv").exists():
         budget = pd.read_csv(plots / "budget_study.csv")
         print("## Budget study (validation split)\n\n" + budget_markdown(budget) + "\n")
+        if "seed" in budget:
+            print("## Budget study: the compared arms over their seeds\n\n" + budget_summary_markdown(budget) + "\n")
+    if (plots / "recurrent_study.csv").exists():
+        print("## Recurrent study (validation split)\n\n"
+              + recurrent_markdown(pd.read_csv(plots / "recurrent_study.csv")) + "\n")
     if (plots / "seed_study.csv").exists():
         seeds = read_table(plots / "seed_study.csv")
         for name, rows in seeds.groupby("params"):

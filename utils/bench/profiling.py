@@ -25,10 +25,10 @@ from torch.profiler import ProfilerActivity, profile
 from utils.config import make_config, model_names
 from utils.data.batch import Batch, bucketed_batches, encode_pairs
 from utils.data.processed import load_split, load_vocabs, model_lengths
+from utils.evaluation.markdown import markdown_table
 from utils.fast import fast_loss
 from utils.models import build_model
 from utils.precision import autocast, resolve_precision
-from utils.report import markdown_table
 from utils.run_notebooks import load_params
 
 PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::_addmm_activation")

@@ -1,7 +1,10 @@
-"""Markdown for the notebooks: fenced code blocks and a rendered example (docstring, output, reference)."""
+"""Markdown for the notebooks and the reports: fenced code blocks, a rendered example (docstring,
+output, reference), tables and their cells."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import pandas as pd
 
 from utils.data.tokenizer import detokenize
 
@@ -23,3 +26,24 @@ def render_example(row: dict, hypothesis: Sequence[str], title: str = "") -> str
     return (f"{head}`{row.get('func_name', '')}` — *{row.get('summary') or ' '.join(row['docstring_tokens'])}*\n\n"
             f"Model output:\n\n{code_block(out) if out.strip() else '*(empty output)*'}\n\n"
             f"Reference:\n\n{code_block(detokenize(list(row['code_tokens'])))}")
+
+
+def cell(value: object, digits: int | None) -> str:
+    """A table cell: ``digits`` decimals (None: a whole number with thousands separators), blank for NaN."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if digits is None:
+        return f"{int(value):,}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if digits == 0 and float(value).is_integer():
+            return f"{int(value):,}"
+        rounded = round(float(value), digits) or 0.0  # -0.0 (a tiny negative figure) shows as 0.000
+        return f"{rounded:,.{digits}f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    """A GitHub Markdown table; ``|`` inside a cell is escaped."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])

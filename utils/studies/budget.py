@@ -33,6 +33,7 @@ import torch
 
 from utils.config import make_config
 from utils.data.processed import model_lengths
+from utils.evaluation.markdown import cell, markdown_table
 from utils.files import save_csv
 from utils.studies.screening import ScreeningData, load_study_data, train_and_validate
 
@@ -129,6 +130,19 @@ def decide(summary: pd.DataFrame) -> tuple[str, str]:
     return winner, (f"a tie on CrystalBLEU ({first} leads {second} by {lead:.2f}, within the seed ranges "
                     f"{ranges[0]:.2f} and {ranges[1]:.2f}): {winner} has the lowest mean validation loss "
                     f"({summary.loc[winner, 'loss_mean']:.3f})")
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    """The compared arms of ``plots/budget_study.csv`` over their seeds, and the rule's winner."""
+    summary = arm_summary(table)
+    rows = [[arm, cell(r["seeds"], 0), f"{r['crystal_mean']:.2f} ({r['crystal_min']:.2f}-{r['crystal_max']:.2f})",
+             cell(r["crystal_range"], 2), cell(r["bleu_mean"], 2), cell(r["loss_mean"], 3)]
+            for arm, r in summary.iterrows()]
+    text = markdown_table(rows, ["arm", "seeds", "val CrystalBLEU mean (min-max)", "seed range", "val BLEU mean",
+                                 "val loss mean"])
+    if len(summary) >= 2 and (summary["seeds"] >= 2).all():
+        text += "\n\nWinner: **{}**: {}.".format(*decide(summary))
+    return text
 
 
 def main(argv: Iterable[str] | None = None) -> int:

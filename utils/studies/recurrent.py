@@ -31,6 +31,7 @@ import pandas as pd
 
 from utils.config import RECURRENT_MODELS, RECURRENT_VARIANTS, make_config
 from utils.data.processed import model_lengths
+from utils.evaluation.markdown import cell, markdown_table
 from utils.files import save_csv
 from utils.studies.screening import ScreeningData, load_study_data, train_and_validate
 
@@ -91,6 +92,24 @@ def choose(verdicts: pd.DataFrame, models: Sequence[str] = RECURRENT_MODELS) -> 
     readers = [m for m in models if verdicts.loc[(m, variant), "reads"]]
     return variant, (f"{variant} reads the docstring for {' and '.join(readers)} ({-n} of {len(models)}), "
                      f"mean validation loss {loss:.3f}")
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """``plots/recurrent_study.csv``: each run's row, then per model and variant whether it reads its
+    docstring by the study's criterion, and the variant chosen."""
+    header = ["model", "variant", "seed", "val loss (TF)", "docstring gap", "distinct %", "val BLEU",
+              "val CrystalBLEU", "syntax valid %", "train s"]
+    rows = [[r["model"], r["variant"], cell(r["seed"], 0), cell(r["val_loss"], 3), cell(r["val_source_gap"], 3),
+             cell(r["val_distinct_outputs"], 1), cell(r["val_bleu"], 2), cell(r["val_crystal_bleu"], 2),
+             cell(r["val_syntax_valid"], 1), cell(r["train_seconds"], 0)] for r in table.to_dict("records")]
+    verdicts = reads_docstring(table)
+    summary = [[m, v, cell(r["seeds"], 0), cell(r["min_gap"], 3), cell(r["min_distinct"], 1),
+                "yes" if r["reads"] else "no"] for (m, v), r in verdicts.iterrows()]
+    text = markdown_table(rows, header) + "\n\n" + markdown_table(
+        summary, ["model", "variant", "seeds", "smallest gap", "fewest distinct %", "reads its docstring"])
+    if set(RECURRENT_VARIANTS) <= set(table["variant"]):
+        text += "\n\nChosen: **{}** ({}).".format(*choose(verdicts))
+    return text
 
 
 def main(argv: Iterable[str] | None = None) -> int:
