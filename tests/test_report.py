@@ -219,6 +219,6 @@ def test_budget_markdown_gives_one_row_per_arm() -> None:
            "val_crystal_bleu": 0.4912, "val_codebleu": 11.6, "val_distinct_outputs": 71.8, "val_source_gap": 0.3018,
            "val_syntax_valid": 95.7, "train_seconds": 1243.7, "ended_by": "schedule"}
     lines = budget_markdown(pd.DataFrame([row])).splitlines()
-    assert lines[0].startswith("| arm | seed | budget | embed / hidden | pairs | epochs | peak lr |")
-    assert lines[2] == ("| e64-all-3ep | 42 | main | 64 / 128 | 24,906 | 3 | 0.006 | 3.036 | 13.26 | 0.49 | 11.60 "
-                        "| 71.8 | 0.30 | 1,244 | schedule |")
+    assert lines[0].startswith("| model | arm | seed | budget | embed / hidden | pairs | epochs | peak lr |")
+    assert lines[2] == ("| attention | e64-all-3ep | 42 | main | 64 / 128 | 24,906 | 3 | 0.006 | 3.036 | 13.26 | 0.49 "
+                        "| 11.60 | 71.8 | 0.30 | 1,244 | schedule |")

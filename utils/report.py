@@ -232,12 +232,14 @@ def recipe_markdown(table: pd.DataFrame) -> str:
 
 
 def budget_markdown(table: pd.DataFrame) -> str:
-    """``plots/budget_study.csv``: one row per arm and seed (size, pairs, epochs, peak rate), validation split."""
-    header = ["arm", "seed", "budget", "embed / hidden", "pairs", "epochs", "peak lr", "val loss (TF)", "val BLEU",
-              "val CrystalBLEU", "val CodeBLEU", "distinct %", "docstring gap", "train s", "ended by"]
-    rows = [[r["arm"], cell(r.get("seed"), 0), r["budget"], f"{r['embed_dim']} / {r['hidden_dim']}",
-             cell(r["train_pairs"], None), cell(r["epochs"], 0), f"{r['lr']:g}", cell(r["val_loss"], 3),
-             cell(r["val_bleu"], 2), cell(r.get("val_crystal_bleu"), 2), cell(r["val_codebleu"], 2),
+    """``plots/budget_study.csv``: one row per model, arm and seed (size, pairs, epochs, peak rate),
+    validation split."""
+    header = ["model", "arm", "seed", "budget", "embed / hidden", "pairs", "epochs", "peak lr", "val loss (TF)",
+              "val BLEU", "val CrystalBLEU", "val CodeBLEU", "distinct %", "docstring gap", "train s", "ended by"]
+    rows = [[r.get("model", "attention"), r["arm"], cell(r.get("seed"), 0), r["budget"],
+             f"{r['embed_dim']} / {r['hidden_dim']}", cell(r["train_pairs"], None), cell(r["epochs"], 0),
+             f"{r['lr']:g}", cell(r["val_loss"], 3), cell(r["val_bleu"], 2), cell(r.get("val_crystal_bleu"), 2),
+             cell(r["val_codebleu"], 2),
              cell(r["val_distinct_outputs"], 1), cell(r.get("val_source_gap"), 2), cell(r["train_seconds"], 0),
              r["ended_by"]] for r in table.to_dict("records")]
     return markdown_table(rows, header)

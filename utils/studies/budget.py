@@ -14,7 +14,7 @@ epochs (the schedule's horizon) or the peak rate. Each arm's budget is about the
 that model (``main``: ``params/full.yaml``'s epochs over every pair); ``x2`` arms have twice it.
 After training, the best checkpoint (lowest validation loss) decodes the validation docstrings
 greedily, and the arm's row (validation BLEU, CrystalBLEU and loss, training seconds, how training ended) goes to
-``<out>/seed-<seed>/<arm>/result.json`` and the table of finished runs to ``--csv``; an interrupted
+``<out>/seed-<seed>/<arm>/<model>.json`` and the table of finished runs to ``--csv``; an interrupted
 arm resumes, and a finished one is decoded and scored again (nothing retrained). Each arm runs with
 every seed of ``--seeds``, apart; the ``COMPARED`` arms compete for the main job's recipe by the
 rule of :func:`decide`, which ``--collect`` prints. The test split is never read.
@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import pandas as pd
 import torch
 
-from utils.config import make_config
+from utils.config import MODEL_NAMES, make_config
 from utils.data.processed import model_lengths
 from utils.evaluation.markdown import cell, markdown_table
 from utils.files import save_csv
@@ -85,7 +85,7 @@ def run_arm(arm: str, model: str, params: dict, data: ScreeningData, out: Path, 
            "threads": torch.get_num_threads(), **figures,
            "train_seconds": sum(h["epoch_seconds"] for h in best["history"]),
            "ended_by": best.get("ended_by", "")}
-    (folder / "result.json").write_text(json.dumps(row, indent=1))
+    (folder / f"{model}.json").write_text(json.dumps(row, indent=1))
     return row
 
 
@@ -95,16 +95,18 @@ def arm_dir(out: Path, seed: int, arm: str) -> Path:
 
 
 def table(out: Path) -> pd.DataFrame:
-    """Every finished run's row under ``out``, in ``ARMS`` order, then by seed."""
+    """Every finished run's row under ``out``: the study's model (attention) in ``ARMS`` order, then by
+    seed; then the other models' (the winner checked on them, ``MODEL_NAMES`` order)."""
     seeds = sorted(int(d.name.removeprefix("seed-")) for d in out.glob("seed-*") if d.is_dir())
-    return pd.DataFrame([json.loads(p.read_text()) for a in ARMS for s in seeds
-                         if (p := arm_dir(out, s, a) / "result.json").is_file()])
+    models = ["attention", *(m for m in MODEL_NAMES if m != "attention")]
+    return pd.DataFrame([json.loads(p.read_text()) for m in models for a in ARMS for s in seeds
+                         if (p := arm_dir(out, s, a) / f"{m}.json").is_file()])
 
 
-def arm_summary(table: pd.DataFrame, arms: Iterable[str] = COMPARED) -> pd.DataFrame:
-    """Per arm of ``arms`` found in ``table``: its seeds, the mean, min and max of validation
-    CrystalBLEU, and the means of validation BLEU and loss."""
-    rows = table[table["arm"].isin(list(arms))]
+def arm_summary(table: pd.DataFrame, arms: Iterable[str] = COMPARED, model: str = "attention") -> pd.DataFrame:
+    """Per arm of ``arms`` found in ``table`` for ``model``: its seeds, the mean, min and max of
+    validation CrystalBLEU, and the means of validation BLEU and loss."""
+    rows = table[table["arm"].isin(list(arms)) & (table.get("model", model) == model)]
     g = rows.groupby("arm", sort=False)
     out = pd.DataFrame({"seeds": g["seed"].count(), "crystal_mean": g["val_crystal_bleu"].mean(),
                         "crystal_min": g["val_crystal_bleu"].min(), "crystal_max": g["val_crystal_bleu"].max(),
@@ -141,8 +143,31 @@ def summary_markdown(table: pd.DataFrame) -> str:
     text = markdown_table(rows, ["arm", "seeds", "val CrystalBLEU mean (min-max)", "seed range", "val BLEU mean",
                                  "val loss mean"])
     if len(summary) >= 2 and (summary["seeds"] >= 2).all():
-        text += "\n\nWinner: **{}**: {}.".format(*decide(summary))
+        winner, why = decide(summary)
+        text += f"\n\nWinner: **{winner}**: {why}."
+        check = check_models(table, winner) if "model" in table and (table["model"] != "attention").any() else None
+        if check is not None and "hurt" in check:
+            text += "\n\n" + markdown_table(
+                [[m, cell(r["loss_e64-all-3ep"], 3), cell(r["loss_" + winner], 3), cell(r["crystal_e64-all-3ep"], 2),
+                  cell(r["crystal_" + winner], 2), "yes" if r["hurt"] else "no"] for m, r in check.iterrows()],
+                ["model (seed 42)", "val loss e64-all-3ep", f"val loss {winner}", "val CrystalBLEU e64-all-3ep",
+                 f"val CrystalBLEU {winner}", "hurt"])
     return text
+
+
+def check_models(table: pd.DataFrame, winner: str, baseline: str = "e64-all-3ep") -> pd.DataFrame:
+    """The winner on the other models (one seed each): per model trained at both ``winner`` and
+    ``baseline``, the validation loss and CrystalBLEU at each, and ``hurt``: a higher validation loss
+    at the winner (such a model keeps the baseline's settings through ``per_model``)."""
+    rows = table[(table["model"] != "attention") & table["arm"].isin([winner, baseline])]
+    wide = rows.pivot_table(index="model", columns="arm", values=["val_loss", "val_crystal_bleu"], aggfunc="mean")
+    out = pd.DataFrame({"loss_" + a: wide[("val_loss", a)] for a in (baseline, winner) if ("val_loss", a) in wide})
+    for a in (baseline, winner):
+        if ("val_crystal_bleu", a) in wide:
+            out["crystal_" + a] = wide[("val_crystal_bleu", a)]
+    if winner != baseline and len(out.columns) >= 2:
+        out["hurt"] = out["loss_" + winner] > out["loss_" + baseline]
+    return out.dropna()
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -164,7 +189,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         summary = arm_summary(found)
         print(summary.round(3).to_string())
         if len(summary) >= 2 and (summary["seeds"] >= 2).all():
-            print("winner: {} ({})".format(*decide(summary)))
+            winner, why = decide(summary)
+            print(f"winner: {winner} ({why})")
+            if (found["model"] != "attention").any():
+                print(check_models(found, winner).round(3).to_string())
         return 0
     params, data = load_study_data(p, args.params, args.threads)
     out = Path(args.out)
