@@ -49,15 +49,16 @@ ARMS: dict[str, dict[str, Any]] = {
     # the peak rate
     "e64-all-3ep-lr1e-2": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 3, "lr": 0.01,
                            "budget": "main"},
-    # a higher peak still: does the lower validation loss of 1e-2 go on?
+    # a higher peak still: does the lower validation loss of 1e-2 go on? (not compared: see COMPARED)
     "e64-all-3ep-lr1.4e-2": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 3, "lr": 0.014,
                              "budget": "main"},
     # twice the main job's budget, the schedule stretched to it
     "e64-all-6ep": {"embed_dim": 64, "hidden_dim": 128, "train_size": None, "epochs": 6, "budget": "x2"},
 }
 STUDY_KEYS = ("embed_dim", "hidden_dim", "train_size", "epochs", "lr")
-# the arms that compete for the main job's recipe (the wider one and twice the budget are reported, not chosen)
-COMPARED = ("e64-all-3ep", "e64-all-3ep-lr1e-2", "e64-half-6ep", "e64-all-3ep-lr1.4e-2")
+# the arms that compete for the main job's recipe (the wider one and twice the budget are reported, not
+# chosen; 1.4e-2 did not fit beside them: an attention arm takes about 30 minutes of a core here)
+COMPARED = ("e64-all-3ep", "e64-all-3ep-lr1e-2", "e64-half-6ep")
 SEEDS = (42, 1, 2)
 
 
