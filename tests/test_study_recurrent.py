@@ -1,6 +1,8 @@
 """The recurrent study (``utils.studies.recurrent``): the variants trained on a tiny corpus, and its criterion."""
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -23,6 +25,14 @@ def test_the_recurrent_study_trains_each_variant_and_seed_apart(tmp_path, tiny_w
     csv.unlink()
     assert recurrent.main([*argv, "--collect"]) == 0  # nothing trained: the rows again
     assert len(pd.read_csv(csv)) == 4
+    # a later session without the runs' folders keeps the CSV's rows and trains only what is missing
+    shutil.rmtree(tmp_path / "runs" / "seed-8")
+    assert recurrent.main([*argv, "--seeds", "7", "8", "--variants", "original", "context", "reverse"]) == 0
+    again = pd.read_csv(csv)
+    assert again[["variant", "seed"]].values.tolist() == [["original", 7], ["original", 8], ["reverse", 7],
+                                                          ["reverse", 8], ["context", 7], ["context", 8]]
+    assert not (tmp_path / "runs" / "seed-8" / "rnn-context").exists()  # kept from the CSV, not retrained
+    assert again.loc[again["seed"] == 8, "val_loss"].tolist()[::2] == table["val_loss"].tolist()[1::2]
 
 
 def _verdicts(rows: list[tuple[str, str, int, float, float, float]]) -> pd.DataFrame:

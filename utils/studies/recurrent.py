@@ -13,7 +13,9 @@ to the output layer, Cho et al. 2014). After training, the best checkpoint decod
 docstrings greedily; the docstring gap (teacher-forced validation loss with other rows' docstrings
 minus with their own, ``utils.evaluation.source_reliance``) says how much the model uses what it
 reads. One row per seed, model and variant goes to ``<out>/seed-<s>/<model>-<variant>/result.json``
-and ``--csv``; an interrupted run resumes, a finished one is scored again. The test split is never read.
+and ``--csv``; an interrupted run resumes, a finished one is scored again, and a row already in
+``--csv`` whose folder is gone (a run of an earlier session, on another machine) is kept, not
+trained again. The test split is never read.
 
 The criterion, fixed before the runs were read (:func:`reads_docstring`, :func:`choose`): a variant
 reads its docstring when, in every seed, its validation docstring gap is at least ``MIN_GAP`` nats
@@ -58,11 +60,24 @@ def run_variant(model: str, variant: str, seed: int, params: dict, data: Screeni
     return row
 
 
-def table(out: Path) -> pd.DataFrame:
-    """Every finished run's row under ``out``: by model, variant (``RECURRENT_VARIANTS`` order), seed."""
+KEY = ["model", "variant", "seed"]
+
+
+def table(out: Path, kept: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every finished run's row under ``out``, and the rows of ``kept`` (the CSV so far: runs of an
+    earlier session whose folders are gone) for runs with no folder here; by model, variant
+    (``RECURRENT_VARIANTS`` order), seed."""
     seeds = sorted(int(d.name.removeprefix("seed-")) for d in out.glob("seed-*") if d.is_dir())
-    return pd.DataFrame([json.loads(p.read_text()) for m in RECURRENT_MODELS for v in RECURRENT_VARIANTS
+    rows = pd.DataFrame([json.loads(p.read_text()) for m in RECURRENT_MODELS for v in RECURRENT_VARIANTS
                          for s in seeds if (p := run_dir(out, s, m, v) / "result.json").is_file()])
+    if kept is not None and not kept.empty:
+        here = [run_dir(out, r.seed, r.model, r.variant).exists() for r in kept.itertuples()]
+        rows = pd.concat([rows, kept[[not h for h in here]]], ignore_index=True)
+    if rows.empty:
+        return rows
+    order = {(m, v): i for i, (m, v) in enumerate((m, v) for m in RECURRENT_MODELS for v in RECURRENT_VARIANTS)}
+    rank = [order[(m, v)] for m, v in zip(rows["model"], rows["variant"])]
+    return rows.assign(_rank=rank).sort_values(["_rank", "seed"], kind="stable").drop(columns="_rank")
 
 
 def reads_docstring(table: pd.DataFrame) -> pd.DataFrame:
@@ -123,9 +138,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--csv", default="plots/recurrent_study.csv")
     p.add_argument("--collect", action="store_true", help="train nothing: the table of the finished runs")
     args = p.parse_args(list(argv) if argv is not None else None)
-    out = Path(args.out)
+    out, csv = Path(args.out), Path(args.csv)
+    kept = pd.read_csv(csv) if csv.is_file() else None
     if args.collect:
-        found = table(out)
+        found = table(out, kept)
         save_csv(found, args.csv)
         verdicts = reads_docstring(found)
         print(verdicts.round(3).to_string())
@@ -133,11 +149,14 @@ def main(argv: Iterable[str] | None = None) -> int:
             print("chosen: {} ({})".format(*choose(verdicts, args.models)))
         return 0
     params, data = load_study_data(p, args.params, args.threads)
+    done = set() if kept is None else {tuple(k) for k in kept[KEY].itertuples(index=False)}
     for seed in args.seeds:
         for model in args.models:
             for variant in args.variants:
+                if (model, variant, seed) in done and not run_dir(out, seed, model, variant).exists():
+                    continue  # finished in an earlier session: its row is in the CSV
                 print(json.dumps(run_variant(model, variant, seed, params, data, out)), flush=True)
-                save_csv(table(out), args.csv)
+                save_csv(table(out, kept), args.csv)
     return 0
 
 
