@@ -29,6 +29,7 @@ from utils.checkpoint import load_checkpoint
 from utils.evaluation.markdown import cell, markdown_table
 from utils.files import save_csv
 from utils.paths import project_path
+from utils.studies.budget import check_markdown
 from utils.studies.budget import summary_markdown as budget_summary_markdown
 from utils.studies.recipe import STUDY
 from utils.studies.recurrent import markdown as recurrent_markdown
@@ -363,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("## Budget study (validation split)\n\n" + budget_markdown(budget) + "\n")
         if "seed" in budget:
             print("## Budget study: the compared arms over their seeds\n\n" + budget_summary_markdown(budget) + "\n")
+    if (plots / "budget_check.csv").exists():
+        print("## The budget study's winner on the other models\n\n"
+              + check_markdown(pd.read_csv(plots / "budget_check.csv")) + "\n")
     if (plots / "recurrent_study.csv").exists():
         print("## Recurrent study (validation split)\n\n"
               + recurrent_markdown(pd.read_csv(plots / "recurrent_study.csv")) + "\n")

@@ -5,6 +5,7 @@ budget ``make main`` gives a model, judged on the validation split.
     python -m utils.studies budget --seeds 1 --threads 1 &     # one core and one seed per process
     python -m utils.studies budget --arms e64-all-6ep --seeds 42          # twice the main job's budget
     python -m utils.studies budget --collect      # the table of the finished runs, and the rule's winner
+    python -m utils.studies budget --check runs/full/checkpoints/copy_best.pt   # the winner on another model
 
 Every arm trains one model (``--model``, default attention) with the main job's recipe
 (``--params``, default ``params/full.yaml``: 4,000-piece batches, the learning rate falling linearly
@@ -31,6 +32,7 @@ from typing import Any, Iterable
 import pandas as pd
 import torch
 
+from utils.checkpoint import load_checkpoint
 from utils.config import MODEL_NAMES, make_config
 from utils.data.processed import model_lengths
 from utils.evaluation.markdown import cell, markdown_table
@@ -144,31 +146,34 @@ def summary_markdown(table: pd.DataFrame) -> str:
     text = markdown_table(rows, ["arm", "seeds", "val CrystalBLEU mean (min-max)", "seed range", "val BLEU mean",
                                  "val loss mean"])
     if len(summary) >= 2 and (summary["seeds"] >= 2).all():
-        winner, why = decide(summary)
-        text += f"\n\nWinner: **{winner}**: {why}."
-        check = check_models(table, winner) if "model" in table and (table["model"] != "attention").any() else None
-        if check is not None and "hurt" in check:
-            text += "\n\n" + markdown_table(
-                [[m, cell(r["loss_e64-all-3ep"], 3), cell(r["loss_" + winner], 3), cell(r["crystal_e64-all-3ep"], 2),
-                  cell(r["crystal_" + winner], 2), "yes" if r["hurt"] else "no"] for m, r in check.iterrows()],
-                ["model (seed 42)", "val loss e64-all-3ep", f"val loss {winner}", "val CrystalBLEU e64-all-3ep",
-                 f"val CrystalBLEU {winner}", "hurt"])
+        text += "\n\nWinner: **{}**: {}.".format(*decide(summary))
     return text
 
 
-def check_models(table: pd.DataFrame, winner: str, baseline: str = "e64-all-3ep") -> pd.DataFrame:
-    """The winner on the other models (one seed each): per model trained at both ``winner`` and
-    ``baseline``, the validation loss and CrystalBLEU at each, and ``hurt``: a higher validation loss
-    at the winner (such a model keeps the baseline's settings through ``per_model``)."""
-    rows = table[(table["model"] != "attention") & table["arm"].isin([winner, baseline])]
-    wide = rows.pivot_table(index="model", columns="arm", values=["val_loss", "val_crystal_bleu"], aggfunc="mean")
-    out = pd.DataFrame({"loss_" + a: wide[("val_loss", a)] for a in (baseline, winner) if ("val_loss", a) in wide})
-    for a in (baseline, winner):
-        if ("val_crystal_bleu", a) in wide:
-            out["crystal_" + a] = wide[("val_crystal_bleu", a)]
-    if winner != baseline and len(out.columns) >= 2:
-        out["hurt"] = out["loss_" + winner] > out["loss_" + baseline]
-    return out.dropna()
+def check_against(checkpoints: Iterable[Path], baseline_dir: Path) -> pd.DataFrame:
+    """The winner on the other models: each best checkpoint of ``checkpoints`` (a model trained at the
+    winner) against ``<baseline_dir>/<model>_best.pt`` (the same model at the old recipe, the same
+    seed): peak rates, seeds and best validation losses, and ``hurt``, a higher validation loss at the
+    winner (such a model keeps the old settings through ``per_model``)."""
+    rows = []
+    for path in checkpoints:
+        new = load_checkpoint(path, "cpu")
+        name = new["config"]["model"]
+        old = load_checkpoint(baseline_dir / f"{name}_best.pt", "cpu")
+        loss = {k: c["history"][c["best_epoch"] - 1]["val_loss"] for k, c in (("winner", new), ("old", old))}
+        rows.append({"model": name, "recurrent_variant": new["config"].get("recurrent_variant", "original"),
+                     "checkpoint": str(path), "lr": new["config"]["lr"], "seed": new["config"]["seed"],
+                     "val_loss": loss["winner"], "old_lr": old["config"]["lr"], "old_seed": old["config"]["seed"],
+                     "old_val_loss": loss["old"], "hurt": loss["winner"] > loss["old"]})
+    return pd.DataFrame(rows)
+
+
+def check_markdown(check: pd.DataFrame) -> str:
+    """``plots/budget_check.csv`` as a table."""
+    rows = [[r["model"], r["recurrent_variant"], cell(r["seed"], 0), f"{r['old_lr']:g}", cell(r["old_val_loss"], 3),
+             f"{r['lr']:g}", cell(r["val_loss"], 3), "yes" if r["hurt"] else "no"] for r in check.to_dict("records")]
+    return markdown_table(rows, ["model", "variant", "seed", "old peak lr", "val loss", "winner's peak lr",
+                                 "val loss", "hurt"])
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -183,6 +188,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--collect", action="store_true", help="train nothing: the table of the finished arms")
     p.add_argument("--start-from", type=Path, help="a run's checkpoint folder the arms start from (e.g. "
                    "runs/full/checkpoints for e64-all-3ep, the main job's model: not trained twice)")
+    p.add_argument("--check", nargs="+", type=Path, metavar="CHECKPOINT",
+                   help="train nothing: these best checkpoints (models trained at the winner) against --against's")
+    p.add_argument("--against", type=Path, default=Path("checkpoints"),
+                   help="the folder of the same models at the old recipe (default: the shipped weights)")
+    p.add_argument("--check-csv", default="plots/budget_check.csv")
     args = p.parse_args(list(argv) if argv is not None else None)
     if args.collect:
         found = table(Path(args.out))
@@ -190,10 +200,12 @@ def main(argv: Iterable[str] | None = None) -> int:
         summary = arm_summary(found)
         print(summary.round(3).to_string())
         if len(summary) >= 2 and (summary["seeds"] >= 2).all():
-            winner, why = decide(summary)
-            print(f"winner: {winner} ({why})")
-            if (found["model"] != "attention").any():
-                print(check_models(found, winner).round(3).to_string())
+            print("winner: {} ({})".format(*decide(summary)))
+        return 0
+    if args.check:
+        check = check_against(args.check, args.against)
+        save_csv(check, args.check_csv)
+        print(check.drop(columns="checkpoint").round(3).to_string())
         return 0
     params, data = load_study_data(p, args.params, args.threads)
     out = Path(args.out)
