@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from utils.data.batch import Batch
@@ -92,11 +92,10 @@ def _encode(model: Seq2SeqModel, src: Tensor, src_lengths: Tensor) -> State:
 def _recurrent_steps(model: RecurrentSeq2Seq, state: RecurrentState, trg_in: Tensor, tf: list[bool],
                      active: list[int], predict: Predict) -> DecoderRun:
     T, E = trg_in.size(1), model.config.embed_dim
-    layers = [layer_params(model.decoder, k) for k in range(model.decoder.num_layers)]
-    w_ih0, w_hh0, b_ih0, b_hh0 = layers[0]
     # layer 0 reads [embedding; context]: its embedding columns step by step, the context's once
-    w = StackWeights.build([(w_ih0[:, :E], w_hh0, b_ih0, b_hh0), *layers[1:]], E, isinstance(model.decoder, nn.LSTM))
-    context_gates = None if state.context is None else F.linear(state.context, w_ih0[:, E:])  # [B, G]
+    w = StackWeights.of_module(model.decoder, E)
+    context_gates = (None if state.context is None
+                     else F.linear(state.context, layer_params(model.decoder, 0)[0][:, E:]))  # [B, G]
     emb_all = model.dropout(model.trg_embedding(trg_in))  # [B, T, E]
     gates_all = w.input_gates(emb_all)                    # [B, T, G]
     if context_gates is not None:

@@ -153,10 +153,15 @@ class StackWeights:
                    rec=rec, lstm=lstm)
 
     @classmethod
-    def of_module(cls, module: nn.RNNBase) -> "StackWeights":
-        """The weights of a unidirectional ``nn.RNN`` / ``nn.LSTM``."""
+    def of_module(cls, module: nn.RNNBase, in0: int | None = None) -> "StackWeights":
+        """The weights of a unidirectional ``nn.RNN`` / ``nn.LSTM``. With ``in0``, layer 0 keeps only its
+        first ``in0`` input columns (the embedding's); the rest, an input that is the same at every step,
+        is left to the caller to project once."""
         layers = [layer_params(module, k) for k in range(module.num_layers)]
-        return cls.build(layers, module.input_size, isinstance(module, nn.LSTM))
+        if in0 is not None:
+            w_ih, w_hh, b_ih, b_hh = layers[0]
+            layers[0] = (w_ih[:, :in0], w_hh, b_ih, b_hh)
+        return cls.build(layers, module.input_size if in0 is None else in0, isinstance(module, nn.LSTM))
 
     def input_gates(self, emb: Tensor) -> Tensor:
         """Layer 0's embedding part with both biases: [..., E] -> [..., G]."""
