@@ -239,10 +239,7 @@ def make_config(name: str, **params: Any) -> Seq2SeqConfig:
     if retrieval and params["retrieval_input"] == "none":
         raise ValueError(f"Model {name!r} reads retrieved code, but retrieval_input is 'none'; set "
                          f"retrieval_input to one of {', '.join(RETRIEVAL_INPUTS[1:])}, or drop {name!r}.")
-    cfg = Seq2SeqConfig(model=model, **params)
-    for key, value in {**MODEL_OVERRIDES.get(model, {}), **own}.items():
-        setattr(cfg, key, value)
-    cfg.__post_init__()  # the model's own settings checked too
+    cfg = Seq2SeqConfig(model=model, **{**params, **MODEL_OVERRIDES.get(model, {}), **own})
     cfg.warmup_steps = max(cfg.warmup_steps, MIN_WARMUP.get(model, 0))
     if retrieval:  # docstring, separator, retrieved code (a training function: within the target limit)
         cfg.max_positions = max(cfg.max_positions, cfg.max_src_len + 1 + cfg.max_trg_len + 2)
