@@ -119,7 +119,7 @@ def trained_models(tiny_config, toy_examples) -> dict[str, Seq2SeqModel]:
     (neither constant nor perfect), which is what the decoding tests need."""
     examples = toy_examples(160, seed=11)
     models = {}
-    for name in (*VARIANT_MODELS,):
+    for name in VARIANT_MODELS:
         torch.manual_seed(0)
         model = build_model(tiny_config(name))
         train_steps(model, examples, epochs=8, lr=1e-2)

@@ -37,7 +37,7 @@ from utils.config import MODEL_NAMES, make_config
 from utils.data.processed import model_lengths
 from utils.evaluation.markdown import cell, markdown_table
 from utils.files import save_csv
-from utils.studies.screening import ScreeningData, load_study_data, train_and_validate
+from utils.studies.screening import ScreeningData, found_seeds, load_study_data, train_and_validate
 
 # arm -> what it changes from the parameter file ("train_size": pairs, None for all of them;
 # "budget": the arm's compute against the main job's, for the table)
@@ -100,7 +100,7 @@ def arm_dir(out: Path, seed: int, arm: str) -> Path:
 def table(out: Path) -> pd.DataFrame:
     """Every finished run's row under ``out``: the study's model (attention) in ``ARMS`` order, then by
     seed; then the other models' (the winner checked on them, ``MODEL_NAMES`` order)."""
-    seeds = sorted(int(d.name.removeprefix("seed-")) for d in out.glob("seed-*") if d.is_dir())
+    seeds = found_seeds(out)
     models = ["attention", *(m for m in MODEL_NAMES if m != "attention")]
     return pd.DataFrame([json.loads(p.read_text()) for m in models for a in ARMS for s in seeds
                          if (p := arm_dir(out, s, a) / f"{m}.json").is_file()])

@@ -35,7 +35,7 @@ from utils.config import RECURRENT_MODELS, RECURRENT_VARIANTS, make_config
 from utils.data.processed import model_lengths
 from utils.evaluation.markdown import cell, markdown_table
 from utils.files import save_csv
-from utils.studies.screening import ScreeningData, load_study_data, train_and_validate
+from utils.studies.screening import ScreeningData, found_seeds, load_study_data, train_and_validate
 
 SEEDS = (42, 1)
 MIN_GAP = 0.05  # nats: the docstring lowers the validation loss by at least this much
@@ -67,7 +67,7 @@ def table(out: Path, kept: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every finished run's row under ``out``, and the rows of ``kept`` (the CSV so far: runs of an
     earlier session whose folders are gone) for runs with no folder here; by model, variant
     (``RECURRENT_VARIANTS`` order), seed."""
-    seeds = sorted(int(d.name.removeprefix("seed-")) for d in out.glob("seed-*") if d.is_dir())
+    seeds = found_seeds(out)
     rows = pd.DataFrame([json.loads(p.read_text()) for m in RECURRENT_MODELS for v in RECURRENT_VARIANTS
                          for s in seeds if (p := run_dir(out, s, m, v) / "result.json").is_file()])
     if kept is not None and not kept.empty:

@@ -52,6 +52,11 @@ class ScreeningData:
                    encode_pairs(valid_rows, src, trg, with_copy=True), valid_rows, shared_ngrams(train_rows))
 
 
+def found_seeds(out: Path) -> list[int]:
+    """The seeds whose runs a study keeps under ``out`` (its ``seed-<s>/`` folders), in order."""
+    return sorted(int(d.name.removeprefix("seed-")) for d in out.glob("seed-*") if d.is_dir())
+
+
 def load_study_data(parser: argparse.ArgumentParser, params_path: str, threads: int = 0) -> tuple[dict, ScreeningData]:
     """A study command's parameter file and its processed corpus (a bad file is ``parser``'s error,
     exit 2), on ``threads`` torch threads (0: torch's default)."""
