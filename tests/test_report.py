@@ -178,16 +178,6 @@ def test_recipe_markdown_names_what_each_recipe_changes() -> None:
     assert "| combined | teacher_forcing 1.0, train_size all |" in lines[4] and "| 4 / 4 |" in lines[4]
 
 
-def test_seed_markdown_gives_spread_and_ranking() -> None:
-    from utils.report import seed_markdown
-
-    rows = [{"seed": s, "model": m, "bleu": b, "codebleu": b, "distinct_outputs": 10.0, "exact_match": 0.0}
-            for s, values in {1: (4.0, 6.0), 2: (6.0, 5.0)}.items() for m, b in zip(("rnn", "lstm"), values)]
-    text = seed_markdown(pd.DataFrame(rows), ["rnn", "lstm", "attention"])
-    assert "| rnn | 2 | 5.00 ± 1.41 (4.00-6.00) |" in text
-    assert "rnn < lstm by test BLEU: holds in 1 of 2 seeds (seed 1: yes, seed 2: no)." in text
-
-
 def test_headline_markdown_keeps_greedy_and_beam_syntax_rows_and_the_baselines() -> None:
     from utils.report import headline_markdown
 
@@ -202,13 +192,6 @@ def test_headline_markdown_keeps_greedy_and_beam_syntax_rows_and_the_baselines()
     assert [line.split(" | ")[1] for line in lines[2:]] == ["greedy", "beam5+syntax", "nearest training docstring"]
     assert "| 13.0 |" in lines[2] and lines[2].endswith("| 0.30 | 3 | schedule |")  # how training ended
     assert lines[-1].endswith("| 83.5 |  |  |  |")  # one decimal; no gap or training for a baseline
-
-
-def test_a_seed_rows_parameter_file_is_found_where_it_lives() -> None:
-    from utils.report import params_file
-
-    assert params_file("full") == "params/full.yaml"
-    assert params_file("small") == "params/studies/small.yaml"
 
 
 def test_budget_markdown_gives_one_row_per_arm() -> None:

@@ -1,4 +1,5 @@
-"""The seed study: summary statistics, the ranking check, and a real run on a tiny corpus."""
+"""The seed study: its summary and claims by hand, and real runs on a tiny corpus (trained seeds,
+the recipe's own seed read from shipped weights and checked against the recipe, resuming)."""
 from __future__ import annotations
 
 import json
@@ -7,79 +8,85 @@ import pandas as pd
 import pytest
 
 from utils.studies import seeds as seed_study
-from utils.studies.seeds import ranking_holds, summary
+from utils.studies.seeds import claims, claims_markdown, summary, summary_markdown
 
 
 def _table() -> pd.DataFrame:
     bleu = {1: (4.0, 6.0, 9.0), 2: (5.0, 7.0, 8.0), 3: (6.0, 5.0, 10.0)}
-    return pd.DataFrame([{"seed": s, "model": m, "bleu": b} for s, values in bleu.items()
-                         for m, b in zip(("rnn", "lstm", "attention"), values)])
+    return pd.DataFrame([{"seed": s, "model": m, "decoding": "greedy", "bleu": b, "crystal_bleu": b / 10}
+                         for s, values in bleu.items() for m, b in zip(("rnn", "lstm", "attention"), values)])
 
 
-def test_summary_per_model_in_the_given_order() -> None:
-    table = summary(_table(), ["rnn", "lstm", "attention"])
-    assert list(table.index) == ["rnn", "lstm", "attention"]
-    assert table.loc["rnn"].tolist() == pytest.approx([3, 5.0, 1.0, 4.0, 6.0])
-    assert table.loc["attention", "mean"] == pytest.approx(9.0)
+def test_summary_per_model_and_decoding_in_the_tables_order() -> None:
+    table = summary(_table())
+    assert list(table.index) == [("rnn", "greedy"), ("lstm", "greedy"), ("attention", "greedy")]
+    assert table.loc[("rnn", "greedy")].tolist() == pytest.approx([3, 5.0, 1.0, 4.0, 6.0])
+    assert "| rnn | greedy | 3 | 5.00 ± 1.00 (4.00-6.00) | 0.50 ± 0.10 (0.40-0.60) |" in summary_markdown(_table())
 
 
-def test_ranking_holds_per_seed() -> None:
-    assert ranking_holds(_table(), ["rnn", "lstm", "attention"]) == {1: True, 2: True, 3: False}
-    assert ranking_holds(_table(), ["rnn", "attention"]) == {1: True, 2: True, 3: True}
+def test_a_claim_is_settled_only_when_it_holds_in_every_seed() -> None:
+    found = claims(_table()).set_index("claim")
+    assert list(found.index) == ["rnn < lstm", "lstm < attention"]  # copy and the Transformer were not run
+    assert found.loc["rnn < lstm", "holds"] == 2 and not found.loc["rnn < lstm", "settled"]
+    assert found.loc["lstm < attention", "holds"] == 3 and found.loc["lstm < attention", "settled"]
+    text = claims_markdown(_table())
+    assert "- rnn < lstm: not settled (BLEU greedy 2 of 3, CrystalBLEU greedy 2 of 3)." in text
+    assert "- lstm < attention: holds in every seed" in text
 
 
-def test_seed_runs_on_the_test_split_and_resume(tiny_corpus, tmp_path, capsys) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({"data_dir": str(tiny_corpus), "embed_dim": 8, "hidden_dim": 16,
-                                  "epochs": 1, "device": "cpu"}))
-    csv = tmp_path / "seeds.csv"
-    argv = ["--models", "rnn", "lstm", "--seeds", "1", "2", "--params", str(params), "--out", str(tmp_path / "out"),
+def test_the_length_penalty_candidates_are_notebook_03s() -> None:
+    import ast
+
+    import papermill as pm
+
+    from utils.paths import project_path
+
+    declared = pm.inspect_notebook(str(project_path("notebooks/03_bleu.ipynb")))
+    assert list(seed_study.LENGTH_PENALTIES) == ast.literal_eval(declared["length_penalty"]["default"])
+
+
+def _params(tmp_path, corpus, **extra) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(json.dumps({"data_dir": str(corpus), "embed_dim": 8, "hidden_dim": 16, "epochs": 1,
+                                "device": "cpu", "tune_examples": 4, **extra}))
+    return str(path)
+
+
+def test_seeds_train_score_both_decodings_and_resume(tiny_corpus, tmp_path, capsys) -> None:
+    csv, out = tmp_path / "seeds.csv", tmp_path / "out"
+    argv = ["--models", "rnn", "--seeds", "1", "2", "--params", _params(tmp_path, tiny_corpus), "--out", str(out),
             "--csv", str(csv)]
     assert seed_study.main(argv) == 0
     table = pd.read_csv(csv)
-    assert sorted(zip(table["seed"], table["model"])) == [(1, "lstm"), (1, "rnn"), (2, "lstm"), (2, "rnn")]
-    assert (tmp_path / "out" / "seed-2" / "lstm_best.pt").exists()
-    assert "rnn < lstm (test BLEU) in every seed" in capsys.readouterr().out
-    # seeds change the training: the two rnn runs differ
-    rnn = table[table["model"] == "rnn"]
-    assert rnn["val_loss"].nunique() == 2
-    assert seed_study.main(argv) == 0 and len(pd.read_csv(csv)) == 4  # nothing retrained
+    assert sorted(zip(table["seed"], table["decoding"])) == [(1, "beam5+syntax"), (1, "greedy"),
+                                                              (2, "beam5+syntax"), (2, "greedy")]
+    assert set(table["params"]) == {"tiny"} and table["commit"].notna().all()
+    assert set(table.loc[table["decoding"] == "beam5+syntax", "length_penalty"]) <= {2.0, 3.0}
+    assert (table["brevity_penalty"] * table["ngram_precision"]).round(6).tolist() == table["bleu"].round(6).tolist()
+    assert table[table["decoding"] == "greedy"]["val_loss"].nunique() == 2  # seeds change the training
+    assert (out / "seed-2" / "rnn_best.pt").exists() and (out / "seed-2" / "rnn.json").exists()
+    assert "| rnn | greedy | 2 |" in capsys.readouterr().out
+    (out / "seed-2" / "rnn_best.pt").unlink()  # a finished run is not trained again
+    assert seed_study.main(argv) == 0 and len(pd.read_csv(csv)) == 4
+    assert seed_study.main([*argv, "--collect"]) == 0 and len(pd.read_csv(csv)) == 4
 
 
-def test_missing_processed_corpus_is_a_clear_error(tmp_path, capsys) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({"data_dir": str(tmp_path / "nothing")}))
-    with pytest.raises(SystemExit):
-        seed_study.main(["--params", str(params)])
-    assert "No processed data at" in capsys.readouterr().err
+def test_the_recipes_own_seed_is_read_from_the_shipped_weights_never_trained(tiny_corpus, tmp_path, capsys) -> None:
+    shipped, out, csv = tmp_path / "shipped", tmp_path / "out", tmp_path / "s.csv"
 
+    def run(study_seed: int, **extra) -> int:
+        params = _params(tmp_path, tiny_corpus, **extra)
+        return seed_study.main(["--models", "rnn", "--seeds", str(study_seed), "--params", params, "--out", str(out),
+                                "--csv", str(csv), "--shipped", str(shipped)])
 
-def test_the_main_runs_seed_is_read_from_its_checkpoints(tiny_corpus, tmp_path) -> None:
-    main_dir = tmp_path / "main"
-    params = {"data_dir": str(tiny_corpus), "checkpoint_dir": str(main_dir), "embed_dim": 8, "hidden_dim": 16,
-              "epochs": 1, "device": "cpu"}
-    assert seed_study.seed_dir(42, params, tmp_path / "out") == main_dir
-    assert seed_study.seed_dir(1, params, tmp_path / "out") == tmp_path / "out" / "seed-1"
-    assert seed_study.seed_dir(7, {**params, "seed": 7}, tmp_path / "out") == main_dir
-    path = tmp_path / "params.yaml"
-    path.write_text(json.dumps(params))
-    argv = ["--models", "rnn", "--seeds", "42", "--params", str(path), "--out", str(tmp_path / "out"),
-            "--csv", str(tmp_path / "seeds.csv")]
-    assert seed_study.main(argv) == 0
-    assert (main_dir / "rnn_best.pt").exists() and not (tmp_path / "out").exists()
-
-
-def test_rows_of_another_parameter_file_are_kept_but_not_reused(tiny_corpus, tmp_path, capsys) -> None:
-    params = tmp_path / "tiny.yaml"
-    params.write_text(json.dumps({"data_dir": str(tiny_corpus), "embed_dim": 8, "hidden_dim": 16,
-                                  "epochs": 1, "device": "cpu"}))
-    csv = tmp_path / "seeds.csv"
-    pd.DataFrame([{"params": "other", "seed": 1, "model": "rnn", "bleu": 99.0}]).to_csv(csv, index=False)
-    argv = ["--models", "rnn", "--seeds", "1", "--params", str(params), "--out", str(tmp_path / "out"),
-            "--csv", str(csv)]
-    assert seed_study.main(argv) == 0
+    assert run(42) == 2  # no shipped weights: never trained in their place
+    assert "make release" in capsys.readouterr().err and not shipped.exists() and not out.exists()
+    assert run(7) == 0  # trained with seed 7 ...
+    shipped.mkdir()
+    (out / "seed-7" / "rnn_best.pt").rename(shipped / "rnn_best.pt")
+    assert run(42) == 2  # ... is not the recipe's seed 42
+    assert "was not trained at this recipe: seed=7 (recipe 42)" in capsys.readouterr().err
+    (out / "seed-7" / "rnn.json").unlink()
+    assert run(7, seed=7) == 0  # the recipe's own seed: read from shipped/, scored, marked shipped
     table = pd.read_csv(csv)
-    assert sorted(table["params"]) == ["other", "tiny"]  # trained, not taken from the other file's row
-    assert table.loc[table["params"] == "tiny", "bleu"].iloc[0] != 99.0
-    assert (tmp_path / "out" / "seed-1" / "rnn_best.pt").exists()
-    assert "99.0" not in capsys.readouterr().out  # the summary leaves the other file's rows out
+    assert table["weights"].tolist() == ["shipped", "shipped"] and not (out / "seed-7" / "rnn_best.pt").exists()

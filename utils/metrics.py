@@ -10,18 +10,17 @@ Definitions (all corpus figures in percent unless noted):
   ``<UNK>`` matched ``<UNK>`` (kept only as :func:`study_bleu_score`, labelled inflated).
 * BLEU: corpus-level BLEU-4 (NLTK ``corpus_bleu``), one reference per hypothesis, uniform
   weights, no smoothing unless asked (method1), scaled to 0-100.
-* Token accuracy: per example, position-by-position matches / reference length (extra
-  hypothesis tokens are not penalised, as in the study); the corpus figure is the mean
-  over examples. :func:`token_accuracy_micro` pools tokens instead. Being positional, one
-  missing token early on makes every later token miss.
+* BLEU's parts (``utils.bleu``): ``brevity_penalty`` (1 at or above the reference length) and
+  ``ngram_precision``, the geometric mean of the four clipped n-gram precisions; BLEU is their product.
+* Token accuracy: per example, position-by-position matches / reference length (extra hypothesis
+  tokens are not penalised, as in the study), averaged (:func:`token_accuracy_micro` pools tokens).
 * Exact match: hypothesis token sequence equals the reference (and holds no ``<UNK>``).
 * Syntax validity: the detokenized hypothesis is non-empty, holds no ``<UNK>`` and
   ``ast.parse`` accepts it. Nothing is ever executed.
 * Copied identifiers: of the distinct reference identifiers (Python names that are not
   keywords) that the docstring mentions, the share the hypothesis contains (pooled).
-* Distinct outputs: distinct hypotheses (after cleaning) per 100 inputs. A decoder that ignores
-  its input writes one program for every docstring and scores 0.1 on 1,000 inputs; its BLEU is
-  then that one program's overlap with every reference.
+* Distinct outputs: distinct hypotheses (after cleaning) per 100 inputs: a decoder that ignores
+  its input writes one program for every docstring and scores 0.1 on 1,000 inputs.
 * Output length: output tokens per 100 reference tokens, pooled over the corpus (specials stripped):
   the ratio behind BLEU's brevity penalty, which scales BLEU by ``exp(1 - 100 / output_length)``
   below 100. Beam search that ends hypotheses too early shows here first.
@@ -47,9 +46,11 @@ from collections import Counter
 from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu, sentence_bleu
 
+from utils.bleu import N_STATS, corpus_scores, sentence_stats
 from utils.data.tokenizer import DEDENT, INDENT, NEWLINE, detokenize
 
 SPECIAL_TOKENS: frozenset[str] = frozenset({"<PAD>", "<SOS>", "<EOS>"})
@@ -146,6 +147,15 @@ def crystal_bleu_score(hypotheses: Sequence[Tokens], references: Sequence[Tokens
         except ZeroDivisionError:  # every n-gram of one order is shared: nothing left to match
             return 0.0
     return 100.0 * float(score)
+
+
+def bleu_statistics(hypotheses: Sequence[Tokens], references: Sequence[Tokens], ignore: Container[NGram] = ()
+                    ) -> np.ndarray:
+    """Each function's BLEU counts, (n, ``utils.bleu.N_STATS``), cleaned as :func:`corpus_bleu_score`
+    cleans them; with ``ignore`` (CrystalBLEU's shared n-grams) those of :func:`crystal_bleu_score`."""
+    _check_parallel("hypotheses", hypotheses, "references", references)
+    rows = [sentence_stats(_honest_hyp(h), strip_special(r), ignore) for h, r in zip(hypotheses, references)]
+    return np.array(rows).reshape(-1, N_STATS)
 
 
 def sentence_bleu_scores(hypotheses: Sequence[Tokens], references: Sequence[Tokens]) -> list[float]:
@@ -291,6 +301,8 @@ def evaluate_outputs(
         "bleu": corpus_bleu_score(hypotheses, references),
         "codebleu": codebleu_score(hypotheses, references),
     }
+    parts = corpus_scores(bleu_statistics(hypotheses, references).sum(0))
+    out.update({k: float(parts[k]) if n else float("nan") for k in ("brevity_penalty", "ngram_precision")})
     if shared_ngrams is not None:
         out["crystal_bleu"] = crystal_bleu_score(hypotheses, references, shared_ngrams)
     if trg_vocab is not None:

@@ -1,6 +1,7 @@
 """Where the repository lives, so notebooks and scripts resolve paths the same way from any cwd."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 REPO_ROOT: Path = Path(__file__).resolve().parents[1]
@@ -19,3 +20,12 @@ def user_path(path: str | Path) -> Path:
     else relative to the repository root (so ``checkpoints/x.pt`` works from any folder)."""
     p = Path(path).expanduser()
     return p.resolve() if p.is_absolute() or p.exists() else project_path(p)
+
+
+def git_commit() -> str:
+    """The repository's current commit (full hash), "unknown" outside a git checkout: what a result ran at."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

@@ -33,7 +33,8 @@ from utils.studies.budget import check_markdown
 from utils.studies.budget import summary_markdown as budget_summary_markdown
 from utils.studies.recipe import STUDY
 from utils.studies.recurrent import markdown as recurrent_markdown
-from utils.studies.seeds import ranking_holds, read_table, summary
+from utils.studies.seeds import claims_markdown
+from utils.studies.seeds import summary_markdown as seed_summary_markdown
 
 # (column in plots/results.csv, header in the README, digits); None digits = integer with separators
 README_COLUMNS: list[tuple[str, str, int | None]] = [
@@ -246,26 +247,6 @@ def budget_markdown(table: pd.DataFrame) -> str:
     return markdown_table(rows, header)
 
 
-def seed_markdown(table: pd.DataFrame, models: Sequence[str]) -> str:
-    """``plots/seed_study.csv``: mean ± standard deviation (min-max) per model and metric, and whether
-    the ranking along ``models`` by test BLEU holds in every seed."""
-    models = [m for m in models if m in set(table["model"])]
-    metrics = [("bleu", "BLEU"), ("codebleu", "CodeBLEU"), ("distinct_outputs", "distinct %"),
-               ("exact_match", "exact %")]
-    cells = {m: [] for m in models}
-    for metric, _ in metrics:
-        stats = summary(table, models, metric)
-        for m in models:
-            st = stats.loc[m]
-            cells[m].append(f"{st['mean']:.2f} ± {st['std']:.2f} ({st['min']:.2f}-{st['max']:.2f})")
-    seeds = sorted(int(s) for s in set(table["seed"]))
-    rows = [[m, str(len(seeds)), *cells[m]] for m in models]
-    holds = ranking_holds(table, models)
-    verdict = (f"{' < '.join(models)} by test BLEU: holds in {sum(holds.values())} of {len(holds)} seeds "
-               f"({', '.join(f'seed {s}: ' + ('yes' if h else 'no') for s, h in holds.items())}).")
-    return markdown_table(rows, ["model", "seeds", *(h for _, h in metrics)]) + "\n\n" + verdict
-
-
 def run_timings(run: Path) -> dict[str, float]:
     """A run's ``timings.json``, with the stages that ran apart in ``<run>/scored/`` (a word run's
     03-05, scored on the BPE run's functions) added and the total summed."""
@@ -309,13 +290,6 @@ def _study_settings(run: Path, plots: Path) -> None:
     print("## Study settings (test split)\n\n" + results_markdown(results) + "\n")
     if history is not None:
         print("## Study settings: when each model stopped\n\n" + stopping_markdown(epoch_times(history)) + "\n")
-
-
-def params_file(name: str) -> str:
-    """The parameter file a seed-study row names by its stem: ``params/<name>.yaml``, or
-    ``params/studies/<name>.yaml`` for the studies' own files."""
-    study = f"params/studies/{name}.yaml"
-    return study if project_path(study).is_file() else f"params/{name}.yaml"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -371,9 +345,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("## Recurrent study (validation split)\n\n"
               + recurrent_markdown(pd.read_csv(plots / "recurrent_study.csv")) + "\n")
     if (plots / "seed_study.csv").exists():
-        seeds = read_table(plots / "seed_study.csv")
-        for name, rows in seeds.groupby("params"):
-            print(f"## Seeds (test split, greedy): {params_file(name)}\n\n" + seed_markdown(rows, args.models) + "\n")
+        seeds = pd.read_csv(plots / "seed_study.csv")
+        print("## Seeds (test split)\n\n" + seed_summary_markdown(seeds) + "\n\n" + claims_markdown(seeds) + "\n")
 
 
 if __name__ == "__main__":

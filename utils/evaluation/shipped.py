@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -31,7 +30,7 @@ from utils.data.batch import encode_pairs, make_batch
 from utils.data.processed import load_manifest, load_split
 from utils.evaluation.results import decode_split
 from utils.files import write_text
-from utils.paths import project_path
+from utils.paths import git_commit, project_path
 
 RECORDED_FILE = "recorded_outputs.json"
 RECORDED_EXAMPLES = 32  # test docstrings per model
@@ -65,14 +64,6 @@ def compare_with_recorded(loaded: LoadedModel, recorded: Sequence[dict]) -> dict
     outputs = decode_split(loaded, recorded, beam_size=1).hypotheses
     return {"max_log_prob_diff": max((abs(a - r["log_prob"]) for a, r in zip(log_probs, recorded)), default=0.0),
             "same_outputs": sum(o == r["code_tokens"] for o, r in zip(outputs, recorded)) / max(len(recorded), 1)}
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_path("."), capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def model_entry(name: str, path: Path, ckpt: dict, results: pd.DataFrame, penalties: pd.DataFrame) -> dict:
@@ -116,7 +107,7 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
         recorded[name] = record_outputs(loaded, rows)
     manifest = {"about": "The trained weights that ship with the repository (make release); loading checks "
                          "each file's sha256.",
-                "commit": commit or _git_commit(), "params": params,
+                "commit": commit or git_commit(), "params": params,
                 "corpus_sha256": load_manifest(data_dir).get("corpus_sha256"), "files": files,
                 "recorded_outputs": RECORDED_FILE}
     write_text(out / RECORDED_FILE, json.dumps(recorded, indent=1) + "\n")

@@ -1,117 +1,208 @@
-"""Does the comparison hold across seeds? The models retrained with other seeds, scored on the test split.
+"""Does the comparison hold across seeds? The main table's models trained with other seeds and scored
+on the test split as notebook 03 scores them.
 
-    python -m utils.studies.seeds                                  # rnn, lstm, attention; seeds 42 1 2
-    python -m utils.studies.seeds --params params/studies/small.yaml --models rnn lstm attention copy transformer
+    python -m utils.studies seeds --seeds 1 --threads 1 &    # two seeds side by side, one core each
+    python -m utils.studies seeds --seeds 2 --threads 1 &
+    python -m utils.studies seeds --seeds 42                 # the shipped weights: scored, not trained
+    python -m utils.studies seeds --collect                  # the table of the finished runs, and the claims
 
-Every model trains with ``--params``' recipe and its processed corpus (run notebook 01 with those
-parameters first); only the seed changes (initial weights, dropout, teacher-forcing draws, batch
-order), so the spread is the training's own. The main run's own seed (``seed`` in ``--params``, else
-the default 42) is read from the main run's ``checkpoint_dir``, so after the main job the default
-``--seeds 42 1 2`` trains two more; other seeds go to ``<out>/seed-<s>/`` (default
-``runs/seeds/<params name>/``; a run is resumed, a finished one reused). Each model is decoded
-greedily on the **test** split (this is the final comparison, not a choice of settings) and one row
-per seed and model goes to ``--csv``, tagged with the parameter file's name: rows of another
-parameter file are kept there but neither reused nor summarised. The summary gives mean, standard
-deviation, min and max per model, and whether the models rank in the order given by ``--models`` in
-every seed.
+Every model trains with ``--params``' recipe (default ``params/full.yaml``) on its processed corpus;
+only the seed changes (initial weights, dropout, batch order), so the spread is the training's own.
+The parameter file's own seed (42) is the shipped weights: read from ``--shipped`` (default
+``checkpoints/``, which ``make release`` fills from the main job), checked to be at this recipe and
+never written. Other seeds train into ``<out>/seed-<s>/`` (default ``runs/seeds/<params name>/``;
+resumed when interrupted, reused when finished). Each model is decoded on the test split as notebook
+03 decodes it, in fp32: greedy, and beam 5 with the syntax constraint, whose length penalty (2 or 3)
+is chosen for each seed on the same first ``tune_examples`` validation rows. A seed's rows for a model
+go to ``<out>/seed-<s>/<model>.json``; ``--csv`` (``plots/seed_study.csv``) is every finished run's
+rows, each with the commit and the parameter file it ran at.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
 
+from utils.checkpoint import load_checkpoint
 from utils.config import Seq2SeqConfig, make_config, model_names
 from utils.data.processed import load_split, model_lengths
+from utils.data.vocabulary import known_tokens
+from utils.evaluation.length_penalty import chosen_length_penalties, tune_length_penalty
+from utils.evaluation.markdown import cell, markdown_table
+from utils.evaluation.results import decode_split, load_trained
 from utils.files import save_csv
-from utils.run_notebooks import load_params
-from utils.studies.screening import ScreeningData, greedy_figures
+from utils.metrics import evaluate_outputs
+from utils.paths import git_commit
+from utils.studies.screening import ScreeningData, found_seeds, load_study_data
 from utils.training.trainer import train_model
 
-METRICS = ("bleu", "crystal_bleu", "codebleu", "exact_match", "distinct_outputs", "syntax_valid")
+MODELS = ("rnn", "lstm", "attention", "copy", "transformer")
+SEEDS = (42, 1, 2)
+BEAM = "beam5+syntax"
+DECODINGS = ("greedy", BEAM)
+LENGTH_PENALTIES = (2.0, 3.0)  # notebook 03's candidates (tests/test_seeds.py holds them equal)
+METRICS = ("bleu", "crystal_bleu", "brevity_penalty", "ngram_precision", "codebleu", "exact_match",
+           "distinct_outputs", "syntax_valid", "output_length")
+# The steps of the ranking the README states, as (lower, higher): rnn < lstm < attention, and the two
+# later models against attention.
+CLAIMS = (("rnn", "lstm"), ("lstm", "attention"), ("attention", "transformer"), ("attention", "copy"))
+# What the shipped weights must share with the recipe to stand in for its seed.
+RECIPE_FIELDS = ("model", "embed_dim", "hidden_dim", "num_layers", "recurrent_variant", "dropout", "lr",
+                 "lr_schedule", "epochs", "batch_tokens", "teacher_forcing", "seed")
 
 
-def summary(table: pd.DataFrame, models: Sequence[str], metric: str = "bleu") -> pd.DataFrame:
-    """Mean, standard deviation, min and max of ``metric`` per model over the seeds, in ``models`` order."""
-    grouped = table.groupby("model")[metric]
-    out = pd.DataFrame({"seeds": grouped.count(), "mean": grouped.mean(), "std": grouped.std(ddof=1),
-                        "min": grouped.min(), "max": grouped.max()})
-    return out.reindex([m for m in models if m in out.index])
+def check_shipped(path: Path, config: Seq2SeqConfig) -> None:
+    """A ValueError naming the differences unless the checkpoint at ``path`` was trained with ``config``'s recipe."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No shipped checkpoint {path}: the recipe's own seed is read from the shipped "
+                                f"weights. Run `make main` and `make release` first.")
+    saved = load_checkpoint(path, "cpu")["config"]
+    differ = [f"{f}={saved.get(f)!r} (recipe {getattr(config, f)!r})" for f in RECIPE_FIELDS
+              if saved.get(f) != getattr(config, f)]
+    if differ:
+        raise ValueError(f"{path} was not trained at this recipe: {', '.join(differ)}. Run `make main` and "
+                         f"`make release` with this parameter file first.")
 
 
-def ranking_holds(table: pd.DataFrame, models: Sequence[str], metric: str = "bleu") -> dict[int, bool]:
-    """Per seed: whether ``metric`` rises strictly along ``models`` (e.g. rnn < lstm < attention)."""
-    wide = table.pivot(index="seed", columns="model", values=metric)
-    return {int(seed): all(row[a] < row[b] for a, b in zip(models, models[1:])) for seed, row in wide.iterrows()}
+def score_model(folder: Path, name: str, data: ScreeningData, test_rows: list[dict],
+                tune_rows: list[dict]) -> list[dict]:
+    """``<folder>/<name>_best.pt`` decoded on ``test_rows`` greedily and with beam 5 + syntax (its
+    length penalty chosen on ``tune_rows``), fp32; one row of figures per decoding."""
+    loaded = load_trained(folder, [name], "cpu", log=lambda _: None, precision="fp32")
+    tuning = tune_length_penalty(loaded, tune_rows, LENGTH_PENALTIES, beam_size=5, syntax_aware=True,
+                                 log=lambda _: None)
+    alpha = chosen_length_penalties(tuning)[(name, BEAM)]
+    refs, docs = [r["code_tokens"] for r in test_rows], [r["docstring_tokens"] for r in test_rows]
+    rows = []
+    for beam, syntax in ((1, False), (5, True)):
+        decoded = decode_split(loaded[name], test_rows, beam_size=beam, syntax_aware=syntax, length_penalty=alpha)
+        m = evaluate_outputs(decoded.hypotheses, refs, docs, known_tokens(data.trg), data.shared)
+        rows.append({"decoding": decoded.decoding, "length_penalty": alpha if beam > 1 else float("nan"),
+                     **{k: m[k] for k in METRICS}})
+    return rows
 
 
-def read_table(csv: Path) -> pd.DataFrame:
-    """The seed study's CSV so far (empty if there is none); rows written before rows carried their
-    parameter file's name get ``params`` "unknown", so they are never taken for any recipe's."""
-    table = pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=["params", "seed", "model"])
-    if "params" not in table:
-        table["params"] = "unknown"
-    return table
-
-
-def seed_dir(seed: int, params: dict, out: Path) -> Path:
-    """Where ``seed``'s checkpoints live: the main run's folder for its own seed, else ``<out>/seed-<s>/``."""
+def run_seed(seed: int, models: Sequence[str], params: dict, data: ScreeningData, test_rows: list[dict],
+             out: Path, shipped: Path, recipe: str) -> None:
+    """Train (or, for the recipe's own seed, check the shipped weights of) each model of ``models``
+    and write its rows to ``<out>/seed-<seed>/<model>.json``; a model whose file exists is skipped."""
     main_seed = params.get("seed", Seq2SeqConfig.seed)
-    if seed == main_seed and params.get("checkpoint_dir"):
-        return Path(params["checkpoint_dir"])
-    return out / f"seed-{seed}"
-
-
-def run_seed(seed: int, models: Sequence[str], params: dict, data: ScreeningData, data_dir: Path,
-             test_rows: list[dict], out: Path) -> list[dict]:
-    records = []
+    tune_rows = data.valid_rows[: params.get("tune_examples", 200)]
     for name in models:
+        record = out / f"seed-{seed}" / f"{name}.json"
+        if record.is_file():
+            continue
         config = make_config(name, **{**params, "seed": seed}, src_vocab_size=len(data.src),
-                             trg_vocab_size=len(data.trg), **model_lengths(data_dir))
-        ckpt = seed_dir(seed, params, out)
-        result = train_model(config, data.train, data.valid, data.src, data.trg, checkpoint_dir=ckpt,
-                             device=params.get("device", "auto"), progress=False)
-        m = greedy_figures(ckpt, name, test_rows, data.trg, data.shared)
-        records.append({"seed": seed, "model": name, **{k: m[k] for k in METRICS},
-                        "val_loss": result.history[result.best_epoch - 1]["val_loss"],
-                        "best_epoch": result.best_epoch, "epochs_run": len(result.history)})
-    return records
+                             trg_vocab_size=len(data.trg), **model_lengths(params["data_dir"]))
+        folder = shipped if seed == main_seed else out / f"seed-{seed}"
+        if seed == main_seed:
+            check_shipped(shipped / f"{name}_best.pt", config)
+        else:
+            train_model(config, data.train, data.valid, data.src, data.trg, checkpoint_dir=folder,
+                        device=params.get("device", "auto"), progress=False)
+        best = load_checkpoint(folder / f"{name}_best.pt", "cpu")
+        trained = {"val_loss": best["history"][best["best_epoch"] - 1]["val_loss"], "best_epoch": best["best_epoch"],
+                   "epochs_run": len(best["history"]), "ended_by": best.get("ended_by", "")}
+        rows = [{"params": recipe, "commit": git_commit(), "seed": seed, "model": name, **r, **trained,
+                 "weights": "shipped" if seed == main_seed else "trained"}
+                for r in score_model(folder, name, data, test_rows, tune_rows)]
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(rows, indent=1))
+        print(json.dumps(rows), flush=True)
+
+
+def collect(out: Path, models: Sequence[str] = MODELS) -> pd.DataFrame:
+    """Every finished run's rows under ``out``, by seed (in order) and model (in ``models`` order)."""
+    return pd.DataFrame([row for s in found_seeds(out) for m in models
+                         if (p := out / f"seed-{s}" / f"{m}.json").is_file() for row in json.loads(p.read_text())])
+
+
+def summary(table: pd.DataFrame, metric: str = "bleu") -> pd.DataFrame:
+    """Per model and decoding (in the table's order): seeds, mean, standard deviation, min and max of ``metric``."""
+    g = table.groupby(["model", "decoding"], sort=False)[metric]
+    return pd.DataFrame({"seeds": g.count(), "mean": g.mean(), "std": g.std(ddof=1), "min": g.min(), "max": g.max()})
+
+
+def claims(table: pd.DataFrame, metric: str = "bleu", decoding: str = "greedy") -> pd.DataFrame:
+    """Each step of ``CLAIMS``: in how many seeds the higher model scores above the lower one on
+    ``metric`` with ``decoding``; ``settled`` only when it holds in every seed."""
+    wide = table[table["decoding"] == decoding].pivot(index="seed", columns="model", values=metric)
+    rows = []
+    for low, high in CLAIMS:
+        if {low, high} <= set(wide.columns):
+            both = wide[[low, high]].dropna()
+            holds = int((both[high] > both[low]).sum())
+            rows.append({"claim": f"{low} < {high}", "metric": metric, "decoding": decoding, "seeds": len(both),
+                         "holds": holds, "settled": holds == len(both) > 0})
+    return pd.DataFrame(rows)
+
+
+def _spread(row: pd.Series) -> str:
+    return f"{row['mean']:.2f} ± {row['std']:.2f} ({row['min']:.2f}-{row['max']:.2f})"
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    """The seed study as a table: mean ± standard deviation (min-max) of BLEU and CrystalBLEU per model
+    and decoding."""
+    bleu, crystal = summary(table, "bleu"), summary(table, "crystal_bleu")
+    rows = [[m, d, cell(bleu.loc[(m, d), "seeds"], 0), _spread(bleu.loc[(m, d)]), _spread(crystal.loc[(m, d)])]
+            for m, d in bleu.index]
+    return markdown_table(rows, ["model", "decoding", "seeds", "BLEU mean ± sd (min-max)",
+                                 "CrystalBLEU mean ± sd (min-max)"])
+
+
+def claims_markdown(table: pd.DataFrame) -> str:
+    """One line per step of the README's ranking: in how many seeds it holds by BLEU and CrystalBLEU,
+    greedy and beam 5 + syntax; a step that fails in any seed is not settled."""
+    found = pd.concat([claims(table, m, d) for d in DECODINGS for m in ("bleu", "crystal_bleu")])
+    if found.empty:
+        return "No step of the ranking has both its models in the table."
+    lines = []
+    for claim, rows in found.groupby("claim", sort=False):
+        parts = [f"{'BLEU' if r.metric == 'bleu' else 'CrystalBLEU'} {r.decoding} {r.holds} of {r.seeds}"
+                 for r in rows.itertuples()]
+        verdict = "holds in every seed" if rows["settled"].all() else "not settled"
+        lines.append(f"- {claim}: {verdict} ({', '.join(parts)}).")
+    return "\n".join(lines)
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["rnn", "lstm", "attention"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[42, 1, 2])
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     p.add_argument("--params", default="params/full.yaml")
-    p.add_argument("--out", help="checkpoints of the other seeds (default: runs/seeds/<params name>)")
+    p.add_argument("--shipped", type=Path, default=Path("checkpoints"),
+                   help="the recipe's own seed: the shipped weights, read only (default: checkpoints)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", help="the other seeds' runs (default: runs/seeds/<params name>)")
     p.add_argument("--csv", default="plots/seed_study.csv")
+    p.add_argument("--collect", action="store_true", help="train nothing: the table of the finished runs")
     args = p.parse_args(list(argv) if argv is not None else None)
+    recipe = Path(args.params).stem
+    out = Path(args.out or f"runs/seeds/{recipe}")
     try:
         models = model_names(" ".join(args.models))
-        params = load_params(args.params)
-        data_dir = Path(params["data_dir"])
-        data = ScreeningData.load(data_dir)
-        test_rows = load_split(data_dir, "test")
-    except (ValueError, FileNotFoundError) as e:
+    except ValueError as e:
         p.error(str(e))
-    csv, recipe = Path(args.csv), Path(args.params).stem
-    out = Path(args.out or f"runs/seeds/{recipe}")
-    table = read_table(csv)
-    for seed in args.seeds:
-        done = set(table[(table["params"] == recipe) & (table["seed"] == seed)]["model"])
-        todo = [m for m in models if m not in done]
-        if todo:
-            rows = pd.DataFrame(run_seed(seed, todo, params, data, data_dir, test_rows, out))
-            table = pd.concat([table, rows.assign(params=recipe)], ignore_index=True)
-            save_csv(table, csv)  # after every seed: an interrupted study keeps what it measured
-    table = table[(table["params"] == recipe) & table["seed"].isin(args.seeds) & table["model"].isin(models)]
-    print(summary(table, models).round(2).to_string())
-    holds = ranking_holds(table, models)
-    print(f"{' < '.join(models)} (test BLEU) in every seed: {all(holds.values())} "
-          f"({', '.join(f'seed {s}: {h}' for s, h in holds.items())})")
+    if not args.collect:
+        params, data = load_study_data(p, args.params, args.threads)
+        test_rows = load_split(params["data_dir"], "test")
+        for seed in args.seeds:
+            try:
+                run_seed(seed, models, params, data, test_rows, out, args.shipped, recipe)
+            except (FileNotFoundError, ValueError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+    table = collect(out, models)
+    if table.empty:
+        print(f"No finished run under {out}.")
+        return 0
+    save_csv(table, args.csv)
+    print(summary_markdown(table) + "\n\n" + claims_markdown(table))
     return 0
 
 
