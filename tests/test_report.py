@@ -34,10 +34,10 @@ def test_markdown_table_escapes_pipes():
 def test_results_markdown_formats_every_row_from_the_csv():
     lines = report.results_markdown(_results(7.125, 3.0)).splitlines()
     assert len(lines) == 2 + 7
-    assert lines[2].startswith("| rnn | greedy |  | 7.12 | 8.12 | 0.50 | 10.00 |")
+    assert lines[2].startswith("| rnn | greedy |  | 7.12 |  | 0.50 | 8.12 | 10.00 |")
     assert "| 1,234,567 | 100 |" in lines[2]
     assert "| 2 |" in lines[3]                       # the beam row's length penalty
-    assert lines[-1].startswith("| retrieval (TF-IDF) | nearest training docstring |  | 15.00 |")
+    assert lines[-1].startswith("| retrieval (TF-IDF) | nearest training docstring |  | 15.00 |  |  | 16.00 |")
 
 
 def test_vocabulary_comparison_pairs_rows_by_model_and_decoding():
@@ -183,14 +183,17 @@ def test_headline_markdown_keeps_greedy_and_beam_syntax_rows_and_the_baselines()
 
     results = pd.DataFrame([
         {"model": "attention", "decoding": d, "bleu": b, "codebleu": 1.0, "syntax_valid": 90.0,
-         "distinct_outputs": 80.0, "source_gap": 0.3, "epochs": 3, "ended_by": "schedule"}
+         "distinct_outputs": 80.0, "source_gap": 0.3, "epochs": 3, "ended_by": "schedule", "bleu_low": b - 1,
+         "bleu_high": b + 1.04, "brevity_penalty": 0.5}
         for d, b in (("greedy", 13.02), ("beam5", 11.8), ("beam5+syntax", 11.81))
     ] + [{"model": "retrieval (TF-IDF)", "decoding": "nearest training docstring", "bleu": 18.93, "codebleu": 18.9,
           "syntax_valid": 100.0, "distinct_outputs": 83.5, "source_gap": None}])
     lines = headline_markdown(results).splitlines()
-    assert lines[0].startswith("| model | decoding | BLEU | CodeBLEU")
+    assert lines[0].startswith("| model | decoding | BLEU (95% CI) | BP | CrystalBLEU (95% CI) | CodeBLEU")
+    assert lines[2].startswith("| attention | greedy | 13.0 (12.0-14.1) | 0.50 |")
+    assert "| 18.9 |" in lines[-1]  # no interval in the row: the figure alone
     assert [line.split(" | ")[1] for line in lines[2:]] == ["greedy", "beam5+syntax", "nearest training docstring"]
-    assert "| 13.0 |" in lines[2] and lines[2].endswith("| 0.30 | 3 | schedule |")  # how training ended
+    assert lines[2].endswith("| 0.30 | 3 | schedule |")  # how training ended
     assert lines[-1].endswith("| 83.5 |  |  |  |")  # one decimal; no gap or training for a baseline
 
 

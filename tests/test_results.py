@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from utils.data.batch import encode_pairs, make_batch
+from utils.evaluation.baselines import CONSTANT_MODEL, FLOOR_MODEL
 from utils.evaluation.length_penalty import chosen_length_penalties
 from utils.evaluation.results import (
-    FLOOR_MODEL,
     RESULT_COLUMNS,
     decode_models,
     decode_split,
@@ -22,7 +22,6 @@ from utils.evaluation.results import (
     load_trained,
     penalty_for,
     results_table,
-    shuffled_reference_baseline,
     teacher_forced_figures,
     teacher_forced_perplexity,
 )
@@ -188,19 +187,23 @@ def test_results_table(loaded, rows, decoded, tmp_path):
     assert (models["output_length"] >= 0).all()
 
 
+def test_results_table_has_the_constant_program_row_and_intervals(loaded, rows, decoded):
+    program = rows[0]["code_tokens"]
+    table = results_table(decoded, loaded, rows, constant=program).set_index(["model", "decoding"])
+    constant = table.loc[(CONSTANT_MODEL, "one training function for all")]
+    refs, docs = [r["code_tokens"] for r in rows], [r["docstring_tokens"] for r in rows]
+    assert constant["bleu"] == pytest.approx(evaluate_outputs([program] * len(rows), refs, docs)["bleu"])
+    assert constant["distinct_outputs"] == pytest.approx(100 / len(rows))
+    for key, row in table.iterrows():
+        assert row["bleu_low"] - 1e-9 <= row["bleu"] <= row["bleu_high"] + 1e-9, key
+    # attention is compared with the model below it in the ranking only when that model was decoded
+    assert table["compared_with"].isna().all()  # lstm is not among the tiny models
+    assert table["bleu_vs_retrieval"].isna().all()  # no training rows: no retrieval row
+
+
 def test_results_table_rejects_outputs_of_another_split(loaded, rows, decoded):
     with pytest.raises(ValueError, match="outputs for"):
         results_table(decoded, loaded, rows[:3])
-
-
-def test_shuffled_reference_baseline(rows):
-    refs, docs = [r["code_tokens"] for r in rows], [r["docstring_tokens"] for r in rows]
-    got = shuffled_reference_baseline(rows)
-    assert got == evaluate_outputs(refs[1:] + refs[:1], refs, docs)
-    assert got["syntax_valid"] == 100.0 and got["exact_match"] == 0.0
-    same = [rows[0], dict(rows[0])]
-    assert shuffled_reference_baseline(same)["bleu"] == pytest.approx(100.0)
-    assert math.isnan(shuffled_reference_baseline(rows[:1])["bleu"])
 
 
 def test_length_bucket_results(rows, decoded):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from utils.data.retrieval import TfidfRetriever, retrieval_outputs
-from utils.evaluation.results import RETRIEVAL_MODEL, retrieval_baseline
+from utils.evaluation.baselines import RETRIEVAL_MODEL, retrieval_baseline
 
 TRAIN = [
     {"docstring_tokens": ["Return", "the", "sum", "of", "two", "numbers", "."], "code_tokens": ["def", "add"]},

@@ -42,8 +42,9 @@ README_COLUMNS: list[tuple[str, str, int | None]] = [
     ("decoding", "decoding", 0),
     ("length_penalty", "length penalty", 0),
     ("bleu", "BLEU", 2),
-    ("codebleu", "CodeBLEU", 2),
+    ("brevity_penalty", "BP", 2),
     ("crystal_bleu", "CrystalBLEU", 2),
+    ("codebleu", "CodeBLEU", 2),
     ("token_accuracy", "token acc %", 2),
     ("exact_match", "exact %", 1),
     ("syntax_valid", "syntax valid %", 1),
@@ -63,8 +64,8 @@ README_COLUMNS: list[tuple[str, str, int | None]] = [
 ]
 # The README's short table: each model greedy and with its best-tuned decoding, beside the two baselines;
 # README_COLUMNS' headers and digits, BLEU and CodeBLEU to one decimal (CrystalBLEU, near 0, to two).
-HEADLINE = ("model", "decoding", "bleu", "crystal_bleu", "codebleu", "syntax_valid", "distinct_outputs", "source_gap",
-            "epochs", "ended_by")
+HEADLINE = ("model", "decoding", "bleu", "brevity_penalty", "crystal_bleu", "codebleu", "syntax_valid",
+            "distinct_outputs", "source_gap", "epochs", "ended_by")
 HEADLINE_COLUMNS = [(col, header, 1 if col in ("bleu", "codebleu") else digits)
                     for col, header, digits in README_COLUMNS if col in HEADLINE]
 HEADLINE_DECODINGS = ("greedy", "beam5+syntax")
@@ -85,11 +86,21 @@ def results_markdown(results: pd.DataFrame) -> str:
     return markdown_table(rows, [h for _, h, _ in README_COLUMNS])
 
 
+def with_interval(row: dict, col: str, digits: int | None) -> str:
+    """``row[col]`` with its 95% bootstrap interval, "12.3 (11.2-13.4)", where the row has one."""
+    low, high = row.get(f"{col}_low"), row.get(f"{col}_high")
+    if low is None or pd.isna(low) or pd.isna(row.get(col)):
+        return cell(row.get(col), digits)
+    return f"{cell(row[col], digits)} ({cell(low, digits)}-{cell(high, digits)})"
+
+
 def headline_markdown(results: pd.DataFrame) -> str:
-    """The README's short table: the rows of ``HEADLINE_DECODINGS`` and the baselines, fewer columns."""
+    """The README's short table: the rows of ``HEADLINE_DECODINGS`` and the baselines, fewer columns;
+    BLEU and CrystalBLEU with their 95% bootstrap intervals."""
     rows = results[results["decoding"].isin(HEADLINE_DECODINGS) | ~results["decoding"].map(_is_model_row)]
-    return markdown_table([[cell(r.get(col), d) for col, _, d in HEADLINE_COLUMNS] for r in rows.to_dict("records")],
-                          [h for _, h, _ in HEADLINE_COLUMNS])
+    header = [h + (" (95% CI)" if col in ("bleu", "crystal_bleu") else "") for col, h, _ in HEADLINE_COLUMNS]
+    return markdown_table([[with_interval(r, col, d) for col, _, d in HEADLINE_COLUMNS]
+                           for r in rows.to_dict("records")], header)
 
 
 def vocabulary_comparison(bpe: pd.DataFrame, word: pd.DataFrame,

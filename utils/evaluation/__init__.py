@@ -1,8 +1,9 @@
 """Evaluation: how good the trained models are, and how they fail, on a split they never trained on.
 
 ``results`` loads the trained checkpoints, decodes a split (greedy and beam search) and scores it
-into the results table, with the retrieval and reference-shuffled baseline rows and the length
-buckets; the scores themselves are ``utils.metrics`` (BLEU, CodeBLEU, token accuracy, ...), which
+into the results table, with the baseline rows of ``baselines`` (reference-shuffled floor, best
+constant program, retrieval), the bootstrap intervals of ``intervals`` and the length buckets; the
+scores themselves are ``utils.metrics`` (BLEU, CodeBLEU, token accuracy, ...), which
 sits below training because the trainer scores its validation outputs with it. ``length_penalty``
 chooses beam search's length penalty on validation rows, ``source_reliance`` measures whether a
 model reads its docstring at all, ``error_analysis`` sorts outputs into failure classes,
@@ -14,6 +15,7 @@ examples, and ``shipped`` releases a run's checkpoints as the weights that come 
 from __future__ import annotations
 
 from utils.evaluation.attention_analysis import attention_statistics, pick_heatmap_examples
+from utils.evaluation.baselines import constant_program
 from utils.evaluation.error_analysis import FAILURE_CLASSES, classify_output, failure_examples, failure_table
 from utils.evaluation.length_penalty import choose_length_penalty
 from utils.evaluation.markdown import render_example
@@ -36,7 +38,7 @@ from utils.evaluation.results import (
 from utils.evaluation.study_results import study_comparison, study_table
 
 __all__ = ["FAILURE_CLASSES", "RESULT_LABELS", "attention_statistics", "choose_length_penalty", "classify_output",
-           "decode_models", "decode_split", "decoding_label", "evaluation_setup", "failure_examples",
-           "failure_table", "length_bucket_results", "pick_heatmap_examples", "plot_attention_heatmap",
-           "plot_failure_classes", "plot_length_buckets", "plot_length_histograms", "plot_training_curves",
-           "render_example", "results_table", "study_comparison", "study_table"]
+           "constant_program", "decode_models", "decode_split", "decoding_label", "evaluation_setup",
+           "failure_examples", "failure_table", "length_bucket_results", "pick_heatmap_examples",
+           "plot_attention_heatmap", "plot_failure_classes", "plot_length_buckets", "plot_length_histograms",
+           "plot_training_curves", "render_example", "results_table", "study_comparison", "study_table"]

@@ -10,7 +10,8 @@ import torch
 
 from utils.data.processed import load_split
 from utils.decoding.search import check_length_penalty
-from utils.evaluation.results import LengthPenalties, LoadedModel, _references, decode_split
+from utils.evaluation.baselines import references
+from utils.evaluation.results import LengthPenalties, LoadedModel, decode_split
 from utils.files import save_csv
 from utils.metrics import corpus_bleu_score, distinct_outputs, output_length
 from utils.paths import project_path
@@ -35,7 +36,7 @@ def tune_length_penalty(loaded: Mapping[str, LoadedModel], rows: Sequence[dict],
     if not alphas or not rows:
         raise ValueError("Choosing a length penalty needs at least one candidate and one validation row.")
     modes = [syntax_aware] if isinstance(syntax_aware, bool) else list(syntax_aware)
-    refs, _ = _references(rows)
+    refs, _ = references(rows)
     records = []
     for name, lm in loaded.items():
         for mode in modes:

@@ -1,6 +1,6 @@
 """Evaluating trained checkpoints on a split: loading, decoding, the results table with its baseline
-rows, length buckets. (The length penalty is chosen in ``utils.evaluation.length_penalty``, attention is analysed
-in ``utils.evaluation.attention_analysis``, the study's quoted numbers live in ``utils.evaluation.study_results``.)
+rows (``baselines``) and intervals (``intervals``), length buckets. (The length penalty is chosen in
+``length_penalty``, attention analysed in ``attention_analysis``, the study's figures quoted in ``study_results``.)
 
 Free-running metrics (BLEU, token accuracy, exact match, syntax validity, ``<UNK>`` rate, copied
 identifiers) are computed by :func:`utils.metrics.evaluate_outputs` on decoded outputs, where the
@@ -26,26 +26,21 @@ from utils.data.batch import SEPARATOR, encode_pairs, retrieved_code, source_sym
 from utils.data.processed import load_split
 from utils.data.retrieval import retrieval_outputs
 from utils.data.subwords import join_pieces, merge_attention
-from utils.data.vocabulary import Vocabulary, known_tokens
+from utils.data.vocabulary import known_tokens
 from utils.decoding.search import check_length_penalty, decode_examples, ids_to_tokens
+from utils.evaluation.baselines import RETRIEVAL_MODEL, baseline_rows, references, shared_ngrams
+from utils.evaluation.intervals import interval_columns
 from utils.evaluation.source_reliance import source_reliance
 from utils.files import save_csv
 from utils.metrics import (
-    NGram,
     edit_figures,
     evaluate_outputs,
     length_bucket_table,
     perplexity,
-    trivially_shared_ngrams,
 )
 from utils.paths import TRAIN_HINT, project_path
 from utils.precision import resolve_precision
 from utils.training.trainer import evaluate_loss
-
-FLOOR_MODEL = "reference-shuffled (floor)"
-FLOOR_DECODING = "other reference"
-RETRIEVAL_MODEL = "retrieval (TF-IDF)"
-RETRIEVAL_DECODING = "nearest training docstring"
 
 # Column names of the results table -> labels for display.
 RESULT_LABELS: dict[str, str] = {
@@ -54,9 +49,28 @@ RESULT_LABELS: dict[str, str] = {
     "length_penalty": "length penalty (beam)",
     "n": "test examples",
     "bleu": "BLEU",
+    "bleu_low": "BLEU 95% low",
+    "bleu_high": "BLEU 95% high",
+    "brevity_penalty": "BLEU brevity penalty",
+    "ngram_precision": "BLEU n-gram precision (geometric mean)",
     "bleu_study": "BLEU (study variant, inflated)",
     "codebleu": "CodeBLEU",
     "crystal_bleu": "CrystalBLEU",
+    "crystal_bleu_low": "CrystalBLEU 95% low",
+    "crystal_bleu_high": "CrystalBLEU 95% high",
+    "bleu_vs_retrieval": "BLEU minus retrieval's",
+    "bleu_vs_retrieval_low": "BLEU minus retrieval's, 95% low",
+    "bleu_vs_retrieval_high": "BLEU minus retrieval's, 95% high",
+    "crystal_bleu_vs_retrieval": "CrystalBLEU minus retrieval's",
+    "crystal_bleu_vs_retrieval_low": "CrystalBLEU minus retrieval's, 95% low",
+    "crystal_bleu_vs_retrieval_high": "CrystalBLEU minus retrieval's, 95% high",
+    "compared_with": "model below in the ranking",
+    "bleu_vs_below": "BLEU minus its",
+    "bleu_vs_below_low": "BLEU minus its, 95% low",
+    "bleu_vs_below_high": "BLEU minus its, 95% high",
+    "crystal_bleu_vs_below": "CrystalBLEU minus its",
+    "crystal_bleu_vs_below_low": "CrystalBLEU minus its, 95% low",
+    "crystal_bleu_vs_below_high": "CrystalBLEU minus its, 95% high",
     "token_accuracy": "token accuracy %",
     "exact_match": "exact match %",
     "syntax_valid": "syntax valid %",
@@ -294,57 +308,25 @@ def teacher_forced_figures(loaded: LoadedModel, rows: Sequence[dict], device: st
     return perplexity(r.loss), r.gap
 
 
-def _references(rows: Sequence[dict]) -> tuple[list[list[str]], list[list[str]]]:
-    return [r["code_tokens"] for r in rows], [r["docstring_tokens"] for r in rows]
-
-
-def shuffled_reference_baseline(rows: Sequence[dict], trg_vocab: Vocabulary | None = None,
-                                shared: frozenset[NGram] | None = None) -> dict[str, float]:
-    """Metrics of each reference scored against the next row's reference (the last against the first).
-
-    A floor: the score a "model" gets from boilerplate alone (``def``, ``self``, ``return``, layout).
-    Needs at least two rows (NaN metrics otherwise). ``shared``: CrystalBLEU's ignored n-grams.
-    """
-    refs, docs = _references(rows)
-    if len(refs) < 2:
-        return {"n": len(refs), **{k: float("nan") for k in ("bleu", "bleu_study", "codebleu", "crystal_bleu",
-                                                            "token_accuracy", "exact_match",
-                                                            "syntax_valid", "unk_rate", "copied_identifiers",
-                                                            "distinct_outputs", "output_length")}}
-    shifted = refs[1:] + refs[:1]
-    return evaluate_outputs(shifted, refs, docs, trg_vocab, shared)
-
-
-def retrieval_baseline(train_rows: Sequence[dict], rows: Sequence[dict],
-                       trg_vocab: Vocabulary | None = None, shared: frozenset[NGram] | None = None) -> dict[str, float]:
-    """Metrics of the retrieval baseline (``utils.data.retrieval``): each row answered with the training
-    function whose docstring is most similar to its own. ``shared``: CrystalBLEU's ignored n-grams."""
-    refs, docs = _references(rows)
-    return evaluate_outputs(retrieval_outputs(train_rows, rows), refs, docs, trg_vocab, shared)
-
-
-def shared_ngrams(train_rows: Sequence[dict] | None) -> frozenset[NGram] | None:
-    """CrystalBLEU's ignored n-grams: the trivially shared n-grams of the training code (None without it)."""
-    return trivially_shared_ngrams(r["code_tokens"] for r in train_rows) if train_rows else None
-
-
 def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedModel], rows: Sequence[dict],
                   device: str | torch.device | None = None, out_path: str | Path | None = None,
-                  include_floor: bool = True, batch_size: int = 128,
-                  train_rows: Sequence[dict] | None = None) -> pd.DataFrame:
-    """One row per (model, decoding), plus the shuffled-reference floor and (given the training rows)
-    the retrieval baseline, scored exactly like the models; written as CSV to ``out_path``. CrystalBLEU
-    needs the training rows (its ignored n-grams are the training code's most frequent).
+                  include_floor: bool = True, batch_size: int = 128, train_rows: Sequence[dict] | None = None,
+                  constant: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (model, decoding), plus the shuffled-reference floor, the best constant program
+    (``constant``: its code tokens, ``utils.evaluation.baselines.constant_program``) and (given the
+    training rows) the retrieval baseline, scored exactly like the models, with bootstrap intervals
+    (``utils.evaluation.intervals``); written as CSV to ``out_path``. CrystalBLEU needs the training
+    rows (its ignored n-grams are the training code's most frequent).
 
     Columns: :data:`RESULT_COLUMNS` (percentages 0-100; ``test_ppl`` and ``source_gap`` are
     teacher-forced and the same for every decoding of a model; ``train_seconds`` sums the recorded
     epochs; ``same_as_retrieved`` and ``better_than_retrieved`` for retrieval models only, against
     the retrieval row's output on each function).
     """
-    refs, docs = _references(rows)
+    refs, docs = references(rows)
     ppl: dict[str, float] = {}
     gap: dict[str, float] = {}
-    records = []
+    records, outputs = [], []
     baseline = retrieval_outputs(train_rows, rows) if train_rows else None
     shared = shared_ngrams(train_rows)
     for d in decoded:
@@ -359,23 +341,19 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
             m |= edit_figures(d.hypotheses, retrieved, retrieved if baseline is None else baseline, refs)
         records.append({
             "model": d.model, "decoding": d.decoding, "length_penalty": d.length_penalty, **m,
-            "test_ppl": ppl[d.model],
-            "source_gap": gap[d.model],
-            "decode_seconds": d.seconds,
-            "parameters": lm.n_parameters,
-            "train_seconds": lm.training_seconds,
-            "epochs": len(lm.history),
-            "best_epoch": lm.best_epoch,
-            "ended_by": lm.ended_by or None,
+            "test_ppl": ppl[d.model], "source_gap": gap[d.model], "decode_seconds": d.seconds,
+            "parameters": lm.n_parameters, "train_seconds": lm.training_seconds, "epochs": len(lm.history),
+            "best_epoch": lm.best_epoch, "ended_by": lm.ended_by or None,
         })
+        outputs.append(d.hypotheses)
     vocab = known_tokens(next(iter(loaded.values())).trg_vocab) if loaded else None
-    if include_floor:
-        records.append({"model": FLOOR_MODEL, "decoding": FLOOR_DECODING,
-                        **shuffled_reference_baseline(rows, vocab, shared)})
-    if train_rows:
-        records.append({"model": RETRIEVAL_MODEL, "decoding": RETRIEVAL_DECODING,
-                        **retrieval_baseline(train_rows, rows, vocab, shared)})
-    table = pd.DataFrame(records).reindex(columns=RESULT_COLUMNS)
+    for record, output in baseline_rows(rows, train_rows, constant, include_floor, vocab, shared):
+        records.append(record)
+        outputs.append(output)
+    table = pd.DataFrame(records)
+    if rows:
+        table = table.join(interval_columns(table, outputs, refs, shared, RETRIEVAL_MODEL))
+    table = table.reindex(columns=RESULT_COLUMNS)
     table["n"] = table["n"].astype("Int64")
     for col in ("parameters", "epochs", "best_epoch"):
         table[col] = pd.to_numeric(table[col]).astype("Int64")
@@ -386,7 +364,7 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
 
 def length_bucket_results(decoded: Sequence[DecodedSplit], rows: Sequence[dict]) -> pd.DataFrame:
     """:func:`utils.metrics.length_bucket_table` for every decoded split, stacked (model, decoding first)."""
-    refs, docs = _references(rows)
+    refs, docs = references(rows)
     parts = []
     for d in decoded:
         t = length_bucket_table(d.hypotheses, refs, docs)

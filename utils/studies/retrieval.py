@@ -25,7 +25,7 @@ import pandas as pd
 from utils.checkpoint import load_checkpoint
 from utils.config import MODEL_NAMES, RETRIEVAL_SUFFIX
 from utils.data.processed import load_split
-from utils.evaluation.results import RETRIEVAL_MODEL, retrieval_baseline
+from utils.evaluation.baselines import RETRIEVAL_MODEL, retrieval_baseline
 from utils.files import save_csv
 from utils.paths import REPO_ROOT, project_path
 

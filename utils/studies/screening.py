@@ -16,15 +16,14 @@ from utils.config import Seq2SeqConfig
 from utils.data.batch import Example, encode_pairs
 from utils.data.processed import load_split, load_vocabs
 from utils.data.vocabulary import Vocabulary, known_tokens
-from utils.evaluation.results import (
+from utils.evaluation.baselines import (
     FLOOR_MODEL,
     RETRIEVAL_MODEL,
-    decode_split,
-    load_trained,
     retrieval_baseline,
     shared_ngrams,
     shuffled_reference_baseline,
 )
+from utils.evaluation.results import decode_split, load_trained
 from utils.evaluation.source_reliance import source_reliance
 from utils.metrics import NGram, evaluate_outputs
 from utils.precision import resolve_precision
