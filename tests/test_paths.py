@@ -21,3 +21,30 @@ def test_absolute_and_home_paths_stay(tmp_path, monkeypatch) -> None:
     assert project_path(tmp_path / "a.pt") == tmp_path / "a.pt"
     monkeypatch.setenv("HOME", str(tmp_path))
     assert project_path("~/b.pt") == tmp_path / "b.pt"
+
+
+def test_nothing_but_make_release_writes_into_the_shipped_weights(tmp_path, tiny_config, toy_vocab,
+                                                                    toy_examples) -> None:
+    import pytest
+
+    from utils.checkpoint import save_checkpoint
+    from utils.data.retrieval_database import save_retrieval_database
+    from utils.models import build_model
+    from utils.paths import SHIPPED_DIR, ShippedWeightsError, check_not_shipped
+    from utils.training.trainer import train_model
+
+    shipped = project_path(SHIPPED_DIR)
+    before = {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()}
+    check_not_shipped(tmp_path)  # any other folder is fine
+    for folder in (SHIPPED_DIR, shipped, shipped / "."):
+        with pytest.raises(ShippedWeightsError, match="only `make release` replaces"):
+            check_not_shipped(folder)
+    config = tiny_config("rnn", epochs=1)
+    with pytest.raises(ShippedWeightsError, match="Nothing was written"):
+        train_model(config, toy_examples(8, 1), toy_examples(4, 2), toy_vocab, toy_vocab, checkpoint_dir=SHIPPED_DIR,
+                    device="cpu", progress=False)
+    with pytest.raises(ShippedWeightsError):
+        save_checkpoint(shipped / "rnn_best.pt", build_model(config), toy_vocab, toy_vocab)
+    with pytest.raises(ShippedWeightsError):
+        save_retrieval_database(tmp_path, SHIPPED_DIR, toy_vocab)
+    assert {p.name: p.stat().st_mtime_ns for p in shipped.iterdir()} == before

@@ -19,13 +19,12 @@ from utils.config import Seq2SeqConfig
 from utils.data.vocabulary import Vocabulary
 from utils.files import atomic_write, disk_full
 from utils.models import Seq2SeqModel, build_model
-from utils.paths import TRAIN_HINT, project_path
+from utils.paths import SHIPPED_DIR, TRAIN_HINT, check_not_shipped, project_path
 
 FORMAT = "seq2seq-checkpoint-v1"
 REQUIRED_KEYS = ("format", "config", "model_state", "src_vocab", "trg_vocab")
 # The trained weights that come with the repository, and their manifest (utils.evaluation.shipped
 # writes both: ``make release``); training never writes there by default.
-SHIPPED_DIR = "checkpoints"
 MANIFEST_FILE = "manifest.json"
 RESTORE_HINT = "restore the shipped weights with `git checkout -- checkpoints`"
 
@@ -36,8 +35,10 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, model: Seq2SeqModel, src_vocab: Vocabulary, trg_vocab: Vocabulary,
                     history: list[dict] | None = None, **extra: Any) -> Path:
-    """Write a checkpoint atomically; ``extra`` holds e.g. optimizer state and epoch for resuming."""
+    """Write a checkpoint atomically (never into the shipped weights' folder); ``extra`` holds e.g.
+    optimizer state and epoch for resuming."""
     path = Path(path)
+    check_not_shipped(path.parent)
     payload = {
         "format": FORMAT,
         "config": model.config.to_dict(),

@@ -9,6 +9,21 @@ REPO_ROOT: Path = Path(__file__).resolve().parents[1]
 TRAIN_HINT = "train with `make main` (or run notebooks/02_train.ipynb with jupyter or papermill)"
 
 
+# The trained weights that come with the repository: only `make release` writes there.
+SHIPPED_DIR = "checkpoints"
+
+
+class ShippedWeightsError(ValueError):
+    """Something other than ``make release`` was about to write into the shipped weights' folder."""
+
+
+def check_not_shipped(folder: str | Path) -> None:
+    """A ShippedWeightsError if ``folder`` is the shipped weights' folder (``checkpoints/``)."""
+    if project_path(folder).resolve() == project_path(SHIPPED_DIR).resolve():
+        raise ShippedWeightsError(f"{folder} holds the shipped weights, which only `make release` replaces: write "
+                                  f"into a run's own folder instead (e.g. runs/full/checkpoints). Nothing was written.")
+
+
 def project_path(path: str | Path) -> Path:
     """Return ``path`` unchanged if absolute, else resolved against the repository root."""
     p = Path(path).expanduser()

@@ -5,7 +5,7 @@ when it trains a "+retrieval" model: every training docstring and function, the 
 fingerprint of the source vocabulary. Inference rebuilds the same TF-IDF retriever from it
 (``utils.data.retrieval``), so a new docstring gets the neighbour 01 would have found for it.
 
-    python -m utils.data.retrieval_database --data-dir data/processed --checkpoint-dir checkpoints
+    python -m utils.data.retrieval_database --data-dir data/processed --checkpoint-dir runs/full/checkpoints
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from utils.data.processed import load_manifest, load_split, load_vocabs
 from utils.data.retrieval import TfidfRetriever
 from utils.data.vocabulary import Vocabulary
 from utils.files import read_format, write_text
-from utils.paths import project_path
+from utils.paths import check_not_shipped, project_path
 
 DATABASE_FILE = "retrieval_db.json"
 _FORMAT = "seq2seq-retrieval-db-v1"
@@ -104,14 +104,16 @@ class RetrievalDatabase:
 
 
 def save_retrieval_database(data_dir: str | Path, checkpoint_dir: str | Path, src_vocab: Vocabulary) -> Path:
-    """Write ``<checkpoint_dir>/retrieval_db.json`` from the training split of ``data_dir``."""
+    """Write ``<checkpoint_dir>/retrieval_db.json`` from the training split of ``data_dir`` (never into
+    the shipped weights' folder)."""
+    check_not_shipped(checkpoint_dir)
     return RetrievalDatabase.from_data(data_dir, src_vocab).save(project_path(checkpoint_dir) / DATABASE_FILE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Write <checkpoint-dir>/retrieval_db.json from a processed corpus.")
     p.add_argument("--data-dir", default="data/processed")
-    p.add_argument("--checkpoint-dir", default="checkpoints")
+    p.add_argument("--checkpoint-dir", required=True, help="the run's checkpoint folder, e.g. runs/full/checkpoints")
     args = p.parse_args(argv)
     print(f"wrote {save_retrieval_database(args.data_dir, args.checkpoint_dir, load_vocabs(args.data_dir)[0])}")
     return 0

@@ -31,6 +31,7 @@ from utils.checkpoint import load_checkpoint
 from utils.config import Seq2SeqConfig, make_config, model_names
 from utils.data.processed import load_split, model_lengths
 from utils.data.vocabulary import known_tokens
+from utils.evaluation.intervals import RANKING
 from utils.evaluation.length_penalty import chosen_length_penalties, tune_length_penalty
 from utils.evaluation.markdown import cell, markdown_table
 from utils.evaluation.results import decode_split, load_trained
@@ -47,9 +48,6 @@ DECODINGS = ("greedy", BEAM)
 LENGTH_PENALTIES = (2.0, 3.0)  # notebook 03's candidates (tests/test_seeds.py holds them equal)
 METRICS = ("bleu", "crystal_bleu", "brevity_penalty", "ngram_precision", "codebleu", "exact_match",
            "distinct_outputs", "syntax_valid", "output_length")
-# The steps of the ranking the README states, as (lower, higher): rnn < lstm < attention, and the two
-# later models against attention.
-CLAIMS = (("rnn", "lstm"), ("lstm", "attention"), ("attention", "transformer"), ("attention", "copy"))
 # What the shipped weights must share with the recipe to stand in for its seed.
 RECIPE_FIELDS = ("model", "embed_dim", "hidden_dim", "num_layers", "recurrent_variant", "dropout", "lr",
                  "lr_schedule", "epochs", "batch_tokens", "teacher_forcing", "seed")
@@ -128,11 +126,12 @@ def summary(table: pd.DataFrame, metric: str = "bleu") -> pd.DataFrame:
 
 
 def claims(table: pd.DataFrame, metric: str = "bleu", decoding: str = "greedy") -> pd.DataFrame:
-    """Each step of ``CLAIMS``: in how many seeds the higher model scores above the lower one on
-    ``metric`` with ``decoding``; ``settled`` only when it holds in every seed."""
+    """Each step of the README's ranking (``utils.evaluation.intervals.RANKING``): in how many seeds the
+    higher model scores above the lower one on ``metric`` with ``decoding``; ``settled`` only when it
+    holds in every seed."""
     wide = table[table["decoding"] == decoding].pivot(index="seed", columns="model", values=metric)
     rows = []
-    for low, high in CLAIMS:
+    for low, high in RANKING:
         if {low, high} <= set(wide.columns):
             both = wide[[low, high]].dropna()
             holds = int((both[high] > both[low]).sum())

@@ -63,7 +63,7 @@ def _train_in_worker(config: Seq2SeqConfig, examples: tuple[list[Example], list[
 
 
 def train_models(configs: Mapping[str, Seq2SeqConfig], examples: Mapping[str, tuple[list[Example], list[Example]]],
-                 src_vocab: Vocabulary, trg_vocab: Vocabulary, checkpoint_dir: str | Path = "checkpoints",
+                 src_vocab: Vocabulary, trg_vocab: Vocabulary, checkpoint_dir: str | Path,
                  device: str | torch.device | None = None, resume: bool = True, workers: int = 0,
                  log: Callable[[str], None] = print) -> dict[str, TrainResult]:
     """Train every model of ``configs`` (name -> config) on ``examples[config.retrieval_input]`` (train,

@@ -33,7 +33,7 @@ from utils.decoding.search import decode_examples
 from utils.fast import fast_loss
 from utils.metrics import token_accuracy
 from utils.models import Seq2SeqModel, build_model
-from utils.paths import project_path
+from utils.paths import check_not_shipped, project_path
 from utils.precision import autocast, grad_scaler, resolve_precision
 
 # Fields that change the architecture: a checkpoint that differs in any of them cannot be resumed.
@@ -311,7 +311,7 @@ def train_model(
     valid_examples: Sequence[Example],
     src_vocab: Vocabulary,
     trg_vocab: Vocabulary,
-    checkpoint_dir: str | Path = "checkpoints",
+    checkpoint_dir: str | Path,
     device: str | torch.device | None = None,
     resume: bool = True,
     progress: bool = True,
@@ -326,6 +326,7 @@ def train_model(
     if not train_examples or not valid_examples:
         raise ValueError("Training needs non-empty train and valid splits; run notebooks/01_preprocess.ipynb first.")
     check_batch_tokens(train_examples, config.batch_tokens)
+    check_not_shipped(checkpoint_dir)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     ckpt_dir = project_path(checkpoint_dir)
     best_path, last_path = ckpt_dir / f"{config.name}_best.pt", ckpt_dir / f"{config.name}_last.pt"
