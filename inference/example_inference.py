@@ -99,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="vocabulary JSON (src_vocab.json or trg_vocab.json) to check against the checkpoint's")
     model.add_argument("--device", default="auto", metavar="{cpu,cuda,auto}",
                        help="where to run the model (default: auto = cuda when available, else cpu)")
-    model.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
-                       help="arithmetic: fp32, bf16 (autocast; a CPU with native bf16, or a GPU) or auto "
-                            "(default: auto, see utils/precision.py); any checkpoint decodes in any of them")
+    model.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                       help="arithmetic: fp32 (default: the README's table was scored in it), bf16 (autocast; a "
+                            "CPU with native bf16, or a GPU) or auto (see utils/precision.py); any checkpoint "
+                            "decodes in any of them")
     dec = p.add_argument_group("decoding")
     dec.add_argument("-b", "--beam-size", type=_positive_int, default=1, metavar="N",
                      help="beam width; 1 is greedy decoding (default: 1)")

@@ -539,3 +539,16 @@ def test_cli_uses_the_shipped_weights_and_refuses_a_damaged_one_in_one_line(tiny
     code, out, err = _main(capsys, "-d", DOC)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "attention_best.pt is damaged or was replaced" in err and "git checkout -- checkpoints" in err
+
+
+def test_the_command_line_and_the_api_decode_in_the_tables_precision_by_default() -> None:
+    """The README's table was scored in fp32 (notebook 03's decode_precision): a user gets that unless told."""
+    import inspect
+
+    import inference.inference as api
+    from inference.example_inference import build_parser
+
+    assert api.DECODE_PRECISION == "fp32"
+    for fn in (api.generate_code, api.generate_with_attention, api.batch_generate):
+        assert inspect.signature(fn).parameters["precision"].default == "fp32", fn.__name__
+    assert build_parser().parse_args(["--docstring", "x"]).precision == "fp32"
