@@ -388,6 +388,17 @@ def test_linear_schedule_warms_up_then_falls_to_zero_at_its_horizon() -> None:
     assert factors == pytest.approx([0.1, 1.0, 1.0, 0.5, 0.01, 0.0, 0.0])
 
 
+def test_a_linear_warmup_longer_than_the_horizon_is_scaled_to_half_of_it(tmp_path, run) -> None:
+    """The Transformer's 400-step minimum warmup on a run of about 130 steps (params/quick.yaml): the rate
+    still peaks and falls to 0, so a run labelled "schedule" really ended by it."""
+    long = Seq2SeqConfig(lr_schedule="linear", warmup_steps=400)
+    factors = [schedule_factor(long, s, 20) for s in (0, 9, 10, 15, 19, 20)]
+    assert factors == pytest.approx([0.1, 1.0, 1.0, 0.5, 0.1, 0.0])
+    assert schedule_factor(long, 399, 2000) == 1.0 and schedule_factor(long, 0, 2000) == 1 / 400  # room: kept
+    result, _ = run(tmp_path, epochs=2, lr_schedule="linear", warmup_steps=400)
+    assert result.ended_by == "schedule" and result.history[-1]["lr"] == 0.0
+
+
 def test_schedule_steps_count_every_epochs_batches(splits) -> None:
     from utils.data.batch import batch_indices
 

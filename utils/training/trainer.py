@@ -109,9 +109,12 @@ def greedy_token_accuracy(model: Seq2SeqModel, examples: Sequence[Example], devi
 def schedule_factor(config: Seq2SeqConfig, step: int, total_steps: int = 0) -> float:
     """The learning rate at ``step`` (0-based) over ``config.learning_rate``: a linear warmup over
     ``warmup_steps``, then 1; for "inverse_sqrt", sqrt(warmup_steps / (step + 1)); for "linear", a
-    straight line from 1 after the warmup to 0 after ``total_steps`` (the schedule's horizon).
+    straight line from 1 after the warmup to 0 after ``total_steps`` (the schedule's horizon), its
+    warmup at most half the horizon (a longer one would end the run before the rate fell at all).
     ("plateau"'s reductions come on top, per epoch: ``TrainingState.lr_factor``.)"""
     warmup = config.warmup_steps
+    if config.lr_schedule == "linear" and total_steps:
+        warmup = min(warmup, total_steps // 2)
     if step < warmup:
         return (step + 1) / warmup
     if config.lr_schedule == "inverse_sqrt":
