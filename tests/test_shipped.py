@@ -66,10 +66,12 @@ def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outpu
     monkeypatch.setattr(checkpoint, "SHIPPED_DIR", str(out))
     (out / "rnn_best.pt").parent.mkdir()
     (out / "old_best.pt").write_bytes(b"an earlier release")
+    (out.with_name("shipped.new")).mkdir()  # left by an earlier release that failed
 
     manifest = release(ckpt_dir, ["attention", "rnn"], "params/full.yaml", data, plots, out_dir=out, commit="abc",
                        n_recorded=4)
     assert sorted(p.name for p in out.glob("*_best.pt")) == ["attention_best.pt", "rnn_best.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "plots", "shipped"]  # swapped in whole
     assert json.loads((out / "manifest.json").read_text()) == manifest
     entry = manifest["files"]["attention_best.pt"]
     assert entry["sha256"] == file_sha256(out / "attention_best.pt") and entry["model"] == "attention"
@@ -86,6 +88,40 @@ def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outpu
     diffs = [abs(a - r["log_prob"]) for a, r in zip(sequence_log_probs(other, recorded["attention"]),
                                                     recorded["attention"])]
     assert max(diffs) > LOG_PROB_TOLERANCE
+
+
+def test_a_release_that_fails_half_way_leaves_the_old_weights_and_manifest(tmp_path, ckpt_dir, rows,
+                                                                           monkeypatch) -> None:
+    import utils.evaluation.shipped as shipped
+
+    data, plots, out = tmp_path / "data", tmp_path / "plots", tmp_path / "shipped"
+    for folder in (data, plots, out):
+        folder.mkdir()
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pd.DataFrame([{"model": m, "decoding": "greedy", "bleu": 1.0, "codebleu": 1.0, "syntax_valid": 1.0,
+                   "exact_match": 0.0} for m in ("rnn", "attention")]).to_csv(plots / "results.csv", index=False)
+    (out / "rnn_best.pt").write_bytes(b"the old weights")
+    (out / "manifest.json").write_text('{"files": {}}')
+
+    def fail(*_):
+        raise OSError("the disk is full")
+
+    monkeypatch.setattr(shipped, "record_outputs", fail)
+    with pytest.raises(OSError):
+        release(ckpt_dir, ["attention", "rnn"], "params/full.yaml", data, plots, out_dir=out, commit="abc")
+    assert (out / "rnn_best.pt").read_bytes() == b"the old weights"
+    assert (out / "manifest.json").read_text() == '{"files": {}}' and not (out / "attention_best.pt").exists()
+
+
+def test_a_damaged_manifest_names_the_file_and_the_restore_command(tmp_path) -> None:
+    from utils.checkpoint import CheckpointError
+
+    (tmp_path / "manifest.json").write_text('{"files": {"rnn_best.pt": ')
+    with pytest.raises(CheckpointError, match=r"manifest.json is damaged .*git checkout -- checkpoints"):
+        shipped_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text('["not", "a", "manifest"]')
+    with pytest.raises(CheckpointError, match="is damaged"):
+        shipped_manifest(tmp_path)
 
 
 # Docstrings the project never trained or tested on, written for this test (HumanEval-like tasks).

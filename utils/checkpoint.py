@@ -72,9 +72,18 @@ def file_sha256(path: str | Path) -> str:
 
 
 def shipped_manifest(folder: str | Path | None = None) -> dict | None:
-    """The shipped weights' manifest (``checkpoints/manifest.json``), or None where there is none."""
+    """The shipped weights' manifest (``checkpoints/manifest.json``), or None where there is none; a
+    damaged one is a ``CheckpointError`` naming it and the restore command."""
     path = project_path(folder or SHIPPED_DIR) / MANIFEST_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        raise CheckpointError(f"{path} is damaged (not the JSON manifest of the shipped weights); {RESTORE_HINT}.")
+    return manifest
 
 
 def shipped_entry(path: str | Path) -> tuple[dict, dict | None] | None:

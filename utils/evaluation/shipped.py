@@ -83,8 +83,9 @@ def model_entry(name: str, path: Path, ckpt: dict, results: pd.DataFrame, penalt
 def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: str | Path = "data/processed",
             plots_dir: str | Path = "plots", out_dir: str | Path = SHIPPED_DIR, commit: str | None = None,
             n_recorded: int = RECORDED_EXAMPLES) -> dict:
-    """Copy ``<run_dir>/<model>_best.pt`` for each model into ``out_dir``; write the manifest and the
-    recorded outputs (the first ``n_recorded`` test docstrings); the old shipped files go first."""
+    """Copy ``<run_dir>/<model>_best.pt`` for each model into ``out_dir``, with the manifest and the
+    recorded outputs (the first ``n_recorded`` test docstrings). The new folder is written beside the
+    old one and swapped in whole: a release that fails half-way leaves the old weights and manifest."""
     run, out = project_path(run_dir), project_path(out_dir)
     missing = [m for m in models if not (run / f"{m}_best.pt").is_file()]
     if missing:
@@ -93,10 +94,9 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
     tuning = project_path(plots_dir) / "length_penalty.csv"
     penalties = pd.read_csv(tuning) if tuning.is_file() else pd.DataFrame(columns=["model", "chosen"])
     rows = load_split(data_dir, "test", required=True)[:n_recorded]
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*_best.pt"):
-        old.unlink()
-    (out / MANIFEST_FILE).unlink(missing_ok=True)  # the copies below are checked against the new one only
+    final, out = out, out.with_name(out.name + ".new")
+    shutil.rmtree(out, ignore_errors=True)  # what an earlier failed release left
+    out.mkdir(parents=True)
     files, recorded = {}, {}
     for name in models:
         path = out / f"{name}_best.pt"
@@ -112,7 +112,18 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
                 "recorded_outputs": RECORDED_FILE}
     write_text(out / RECORDED_FILE, json.dumps(recorded, indent=1) + "\n")
     write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
+    swap_in(out, final)
     return manifest
+
+
+def swap_in(new: Path, final: Path) -> None:
+    """Put the folder ``new`` in the place of ``final`` (the old one removed only once the new one is there)."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: Iterable[str] | None = None) -> int:
