@@ -257,3 +257,25 @@ def test_a_file_the_manifest_does_not_list_is_refused_in_the_shipped_folder(ship
 def test_a_checkpoint_outside_the_shipped_folder_loads_without_a_hash_check(shipped, saved) -> None:
     shipped.write_bytes(b"damaged")  # the shipped copy is broken; the user's own file is not checked against it
     assert load_checkpoint(saved[0])["format"] == FORMAT
+
+
+def test_a_run_without_checkpoints_reads_the_whole_shipped_folder_never_a_mix(tmp_path, saved, monkeypatch) -> None:
+    import shutil
+
+    import utils.checkpoint as checkpoint
+    from utils.checkpoint import run_or_shipped
+
+    run, shipped = tmp_path / "run", tmp_path / "shipped"
+    run.mkdir()
+    shipped.mkdir()
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", str(shipped))
+    lines: list[str] = []
+    with pytest.raises(FileNotFoundError, match="`make main`.*`make evaluate`"):
+        run_or_shipped(run, ["rnn", "lstm"], lines.append)
+    shutil.copyfile(saved[0], shipped / "rnn_best.pt")
+    shutil.copyfile(saved[0], shipped / "lstm_best.pt")
+    assert run_or_shipped(run, ["rnn", "lstm"], lines.append) == shipped
+    assert lines == [f"note: {run} holds no trained checkpoint of rnn, lstm: using the shipped weights ({shipped}/, "
+                     "from the main job) for every model."]
+    shutil.copyfile(saved[0], run / "rnn_best.pt")  # the run has one of them: only the run's, no shipped lstm
+    assert run_or_shipped(run, ["rnn", "lstm"], lines.append) == run and len(lines) == 1

@@ -11,7 +11,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -94,6 +94,24 @@ def shipped_entry(path: str | Path) -> tuple[dict, dict | None] | None:
         return None
     manifest = shipped_manifest()
     return None if manifest is None else (manifest, manifest.get("files", {}).get(path.name))
+
+
+def run_or_shipped(checkpoint_dir: str | Path, models: Sequence[str], log: Callable[[str], None] = print) -> Path:
+    """Where to read trained ``models`` from: the run's ``checkpoint_dir`` when it holds any of their
+    ``<model>_best.pt``, else the shipped weights (the whole folder, never a mix), said in one line;
+    a FileNotFoundError naming both ways out when neither holds any."""
+    def holds(folder: str | Path) -> bool:
+        return any((project_path(folder) / f"{m}_best.pt").is_file() for m in models)
+
+    if holds(checkpoint_dir):
+        return project_path(checkpoint_dir)
+    if holds(SHIPPED_DIR):
+        log(f"note: {checkpoint_dir} holds no trained checkpoint of {', '.join(models)}: using the shipped weights "
+            f"({SHIPPED_DIR}/, from the main job) for every model.")
+        return project_path(SHIPPED_DIR)
+    raise FileNotFoundError(f"No trained checkpoint (<model>_best.pt) of {', '.join(models)} in {checkpoint_dir} "
+                            f"nor in the shipped weights ({SHIPPED_DIR}/): train them with `make main`, or restore the "
+                            f"shipped ones (`git checkout -- checkpoints`) and score them with `make evaluate`.")
 
 
 def verify_shipped(path: str | Path) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from utils.checkpoint import LoadedModel, load_checkpoint
+from utils.checkpoint import LoadedModel, load_checkpoint, run_or_shipped
 from utils.config import model_names, resolve_device
 from utils.data.batch import SEPARATOR, encode_pairs, retrieved_code, source_symbols
 from utils.data.processed import load_split
@@ -132,12 +132,13 @@ def evaluation_setup(data_dir: str | Path, checkpoint_dir: str | Path, models: s
                      log: Callable[[str], None] = print,
                      precision: str = "auto") -> tuple[list[dict], dict[str, LoadedModel], torch.device]:
     """What notebooks 03-05 start from: the test rows (the first ``max_examples`` when positive), the
-    trained models that have a checkpoint (to decode in ``precision``), and the device; one line says
-    what was found."""
+    trained models that have a checkpoint (the run's, else the shipped weights; to decode in
+    ``precision``), and the device; one line says what was found."""
     device = _device(device)
     rows = load_split(data_dir, "test", required=True)
     rows = rows[:max_examples] if max_examples else rows
-    loaded = load_trained(checkpoint_dir, models, device, log=log, precision=precision)
+    folder = run_or_shipped(checkpoint_dir, model_names(models), log)  # the run's, or the shipped weights
+    loaded = load_trained(folder, models, device, log=log, precision=precision)
     arithmetic = next(iter(loaded.values())).precision
     log(f"{len(rows):,} test examples; models: {', '.join(loaded)}; device: {device}; precision: {arithmetic}")
     return rows, loaded, device
