@@ -154,7 +154,7 @@ def test_stopping_markdown_says_what_ended_training():
 
 
 def test_recipe_markdown_names_what_each_recipe_changes() -> None:
-    from utils.report import recipe_markdown
+    from utils.report.tables import recipe_markdown
     from utils.studies.recipe import STUDY
 
     base = {**STUDY, "train_size": 10000.0, "model": "attention", "val_loss": 4.5, "val_bleu": 8.0,
@@ -179,7 +179,7 @@ def test_recipe_markdown_names_what_each_recipe_changes() -> None:
 
 
 def test_headline_markdown_keeps_greedy_and_beam_syntax_rows_and_the_baselines() -> None:
-    from utils.report import headline_markdown
+    from utils.report.tables import headline_markdown
 
     results = pd.DataFrame([
         {"model": "attention", "decoding": d, "bleu": b, "codebleu": 1.0, "syntax_valid": 90.0,
@@ -198,7 +198,7 @@ def test_headline_markdown_keeps_greedy_and_beam_syntax_rows_and_the_baselines()
 
 
 def test_budget_markdown_gives_one_row_per_arm() -> None:
-    from utils.report import budget_markdown
+    from utils.report.tables import budget_markdown
 
     row = {"arm": "e64-all-3ep", "seed": 42, "budget": "main", "embed_dim": 64, "hidden_dim": 128,
            "train_pairs": 24906, "epochs": 3, "lr": 0.006, "val_loss": 3.0364, "val_bleu": 13.2619,

@@ -68,8 +68,12 @@ def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outpu
     (out / "old_best.pt").write_bytes(b"an earlier release")
     (out.with_name("shipped.new")).mkdir()  # left by an earlier release that failed
 
+    (ckpt_dir.parent / "timings.json").write_text(json.dumps({"02_train.ipynb": 10.0, "total": 12.5}))
     manifest = release(ckpt_dir, ["attention", "rnn"], "params/full.yaml", data, plots, out_dir=out, commit="abc",
                        n_recorded=4)
+    timings = json.loads((plots / "timings.json").read_text())
+    assert timings["stages"] == {"02_train.ipynb": 10.0, "total": 12.5} and timings["params"] == "params/full.yaml"
+    assert {"cpu", "cores", "avx512_bf16", "amx", "torch"} <= set(timings["machine"])
     assert sorted(p.name for p in out.glob("*_best.pt")) == ["attention_best.pt", "rnn_best.pt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "plots", "shipped"]  # swapped in whole
     assert json.loads((out / "manifest.json").read_text()) == manifest

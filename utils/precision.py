@@ -29,6 +29,17 @@ def cpu_has_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def machine_description() -> dict:
+    """This machine as a timing needs it said: CPU model, cores, native bf16 (AVX-512 BF16, AMX), GPU, torch."""
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {"cpu": cpu, "cores": os.cpu_count(), "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
+            "amx": bool(torch.cpu._is_amx_tile_supported()),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__}
+
+
 def check_precision(precision: str) -> str:
     """``precision`` if it is one of the three names, else one clear ValueError listing them."""
     if precision not in PRECISIONS:

@@ -31,6 +31,7 @@ from utils.data.processed import load_manifest, load_split
 from utils.evaluation.results import decode_split
 from utils.files import write_text
 from utils.paths import git_commit, project_path
+from utils.precision import machine_description
 
 RECORDED_FILE = "recorded_outputs.json"
 RECORDED_EXAMPLES = 32  # test docstrings per model
@@ -84,7 +85,8 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
             plots_dir: str | Path = "plots", out_dir: str | Path = SHIPPED_DIR, commit: str | None = None,
             n_recorded: int = RECORDED_EXAMPLES) -> dict:
     """Copy ``<run_dir>/<model>_best.pt`` for each model into ``out_dir``, with the manifest and the
-    recorded outputs (the first ``n_recorded`` test docstrings). The new folder is written beside the
+    recorded outputs (the first ``n_recorded`` test docstrings); the run's stage times, with this
+    machine's description, go to ``<plots_dir>/timings.json``. The new folder is written beside the
     old one and swapped in whole: a release that fails half-way leaves the old weights and manifest."""
     run, out = project_path(run_dir), project_path(out_dir)
     missing = [m for m in models if not (run / f"{m}_best.pt").is_file()]
@@ -110,6 +112,12 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
                 "commit": commit or git_commit(), "params": params,
                 "corpus_sha256": load_manifest(data_dir).get("corpus_sha256"), "files": files,
                 "recorded_outputs": RECORDED_FILE}
+    timings = run.parent / "timings.json"  # the run's stage times (utils.run_notebooks), with this machine's name
+    if timings.is_file():
+        stages = json.loads(timings.read_text())
+        write_text(project_path(plots_dir) / "timings.json", json.dumps(
+            {"params": params, "run": str(run.parent), "stages": stages, "machine": machine_description()},
+            indent=1) + "\n")
     write_text(out / RECORDED_FILE, json.dumps(recorded, indent=1) + "\n")
     write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
     swap_in(out, final)

@@ -1,0 +1,64 @@
+"""The marked blocks of the README and the docs: rendered from committed files, and a test that fails
+when a shown figure no longer matches its file (or the block was edited by hand)."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+import utils.report.__main__  # noqa: F401  (``python -m utils.report`` imports without running)
+from utils.paths import project_path
+from utils.report.blocks import BLOCKS, DOCUMENTS, Files, render, stale_documents, write_documents
+from utils.report.cli import main
+
+
+def _copy_of_the_repository(tmp_path):
+    """The documents and the committed files they are rendered from, in a scratch folder."""
+    for name in (*DOCUMENTS, "plots", "checkpoints/manifest.json"):
+        src, dst = project_path(name), tmp_path / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.png"))
+        else:
+            shutil.copyfile(src, dst)
+    return tmp_path
+
+
+def test_every_document_matches_what_its_committed_files_render(capsys) -> None:
+    assert stale_documents() == [], "run `python -m utils.report --write` and commit the documents"
+    assert main(["--check"]) == 0 and "out of date: nothing" in capsys.readouterr().out
+
+
+def test_every_document_has_blocks_and_every_block_renders() -> None:
+    files = Files(project_path("."))
+    used = set()
+    for doc in DOCUMENTS:
+        text = project_path(doc).read_text()
+        used |= {name for name in BLOCKS if f"<!-- report:{name} -->" in text}
+    assert used == set(BLOCKS), f"blocks no document uses: {sorted(set(BLOCKS) - used)}"
+    assert all(BLOCKS[name](files).strip() for name in BLOCKS)
+
+
+def test_a_changed_figure_or_a_hand_edit_makes_the_documents_stale(tmp_path) -> None:
+    root = _copy_of_the_repository(tmp_path)
+    results = pd.read_csv(root / "plots" / "results.csv")
+    results.loc[results["model"] == "retrieval (TF-IDF)", "bleu"] += 0.1  # shown to one decimal
+    results.to_csv(root / "plots" / "results.csv", index=False)
+    assert "README.md" in stale_documents(root) and "docs/results.md" in stale_documents(root)
+    assert "README.md" in write_documents(root) and stale_documents(root) == []
+    readme = (root / "README.md").read_text()
+    start = readme.index("<!-- report:results-short -->")
+    (root / "README.md").write_text(readme[:start] + readme[start:].replace("| greedy |", "| greedy  |", 1))
+    assert stale_documents(root) == ["README.md"]
+
+
+def test_render_fills_each_block_and_refuses_an_unknown_one() -> None:
+    files = Files(project_path("."))
+    text = "before\n<!-- report:main-job-minutes -->\nold\n<!-- /report:main-job-minutes -->\nafter\n"
+    rendered = render(text, files)
+    assert rendered.startswith("before\n<!-- report:main-job-minutes -->\n") and "old" not in rendered
+    assert rendered.endswith("minutes\n<!-- /report:main-job-minutes -->\nafter\n")
+    assert render(rendered, files) == rendered
+    with pytest.raises(ValueError, match="unknown block <!-- report:nothing -->"):
+        render("<!-- report:nothing -->\n<!-- /report:nothing -->", files, "README.md")

@@ -1,0 +1,178 @@
+"""The figures of the README and the docs, rendered from committed files into marked blocks.
+
+A block in a Markdown file is the text between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``;
+``BLOCKS[NAME]`` renders it from the committed files (``plots/*.csv``, ``plots/timings.json``,
+``checkpoints/manifest.json``): a table, or sentences that quote figures. ``write_documents``
+rewrites every block of ``DOCUMENTS`` and nothing else; ``stale_documents`` lists the files whose
+blocks differ from what they would render (the test that keeps the docs honest).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from utils.evaluation.baselines import CONSTANT_MODEL, RETRIEVAL_MODEL
+from utils.evaluation.intervals import RANKING
+from utils.evaluation.markdown import cell
+from utils.files import write_text
+from utils.paths import project_path
+from utils.report.tables import headline_markdown, results_markdown, timings_markdown
+from utils.studies.budget import check_markdown
+from utils.studies.budget import summary_markdown as budget_summary_markdown
+from utils.studies.recurrent import markdown as recurrent_markdown
+from utils.studies.seeds import claims, claims_markdown
+from utils.studies.seeds import summary_markdown as seed_summary_markdown
+
+DOCUMENTS = ("README.md", "docs/results.md", "docs/benchmarks.md")
+BLOCK = re.compile(r"(?P<open><!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /report:(?P=name) -->)",
+                   re.S)
+
+
+@dataclass
+class Files:
+    """The committed files the blocks are rendered from, read once."""
+
+    root: Path
+
+    def csv(self, name: str) -> pd.DataFrame:
+        return pd.read_csv(self.root / "plots" / name)
+
+    @cached_property
+    def results(self) -> pd.DataFrame:
+        return self.csv("results.csv")
+
+    @cached_property
+    def manifest(self) -> dict:
+        return json.loads((self.root / "checkpoints" / "manifest.json").read_text())
+
+    @cached_property
+    def timings(self) -> dict:
+        return json.loads((self.root / "plots" / "timings.json").read_text())
+
+    def row(self, model: str, decoding: str | None = None) -> pd.Series:
+        found = self.results[(self.results["model"] == model)
+                             & ((self.results["decoding"] == decoding) if decoding else True)]
+        if found.empty:
+            raise KeyError(f"plots/results.csv has no row {model} {decoding or ''}")
+        return found.iloc[0]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f}"
+
+
+def provenance(files: Files) -> str:
+    """Which run the main table and the shipped weights come from, on what machine, in how long."""
+    m, t = files.manifest, files.timings
+    machine = t["machine"]
+    features = ", ".join(name for name, on in (("AVX-512 BF16", machine["avx512_bf16"]), ("AMX", machine["amx"]))
+                         if on) or "no native bf16"
+    return (f"From `make main` with `{m['params']}`, shipped by `make release` at commit `{m['commit'][:7]}` "
+            f"(`checkpoints/manifest.json`), on the corpus with sha256 `{m['corpus_sha256'][:12]}…`: "
+            f"{cell(t['stages']['total'], 0)} s ({_minutes(t['stages']['total'])} minutes) on "
+            f"{machine['cores']} cores of {machine['cpu']} ({features}), torch {machine['torch']} "
+            f"(`plots/timings.json`).")
+
+
+def main_job_minutes(files: Files) -> str:
+    return f"{_minutes(files.timings['stages']['total'])} minutes"
+
+
+def headline(files: Files) -> str:
+    """The README's opening figures: retrieval, the best model row, the constant program."""
+    results, retrieval = files.results, files.row(RETRIEVAL_MODEL)
+    models = results[results["decoding"].str.startswith(("greedy", "beam"))]
+    best = models.loc[models["bleu"].idxmax()]
+    above = models[models["bleu"] > retrieval["bleu"]]
+    verdict = (f"{len(above)} model rows score above simply returning the training function with the most "
+               f"similar docstring" if len(above) else
+               "no model beats simply returning the training function with the most similar docstring")
+    constant = files.row(CONSTANT_MODEL)
+    return (f"{verdict} ({cell(retrieval['bleu'], 1)} BLEU, {cell(retrieval['crystal_bleu'], 2)} CrystalBLEU; the "
+            f"best model row, {best['model']} with {best['decoding']}, {cell(best['bleu'], 1)} and "
+            f"{cell(best['crystal_bleu'], 2)}), and one constant program returned for every docstring scores "
+            f"{cell(constant['bleu'], 1)} BLEU but {cell(constant['crystal_bleu'], 2)} CrystalBLEU.")
+
+
+def _difference(row: pd.Series, score: str) -> str:
+    low, high = row[f"{score}_vs_below_low"], row[f"{score}_vs_below_high"]
+    sign = "+" if row[f"{score}_vs_below"] >= 0 else ""
+    return f"{sign}{cell(row[f'{score}_vs_below'], 2)} ({cell(low, 2)} to {cell(high, 2)})"
+
+
+def ranking(files: Files) -> str:
+    """Each step of the ranking on the test split (greedy): the difference with its 95% interval, and in
+    how many seeds it holds (``plots/seed_study.csv``, when it has the step)."""
+    seeds = files.csv("seed_study.csv") if (files.root / "plots" / "seed_study.csv").is_file() else None
+    steps = claims(seeds) if seeds is not None and "decoding" in seeds else pd.DataFrame(columns=["claim"])
+    lines = []
+    for low, high in RANKING:
+        row = files.row(high, "greedy")
+        interval_holds = row["bleu_vs_below_low"] > 0 or row["bleu_vs_below_high"] < 0
+        found = steps[steps["claim"] == f"{low} < {high}"]
+        seeds_text = (f"; higher in {found.iloc[0]['holds']} of {found.iloc[0]['seeds']} seeds"
+                      if len(found) else "; not yet run with other seeds")
+        lines.append(f"- {high} minus {low}, greedy: BLEU {_difference(row, 'bleu')}, CrystalBLEU "
+                     f"{_difference(row, 'crystal_bleu')}"
+                     f"{'' if interval_holds else ' (the BLEU interval holds 0: a tie on these functions)'}"
+                     f"{seeds_text}.")
+    return "\n".join(lines)
+
+
+def _plots_csv(name: str, render: Callable[[pd.DataFrame], str]) -> Callable[[Files], str]:
+    return lambda files: render(files.csv(name))
+
+
+def seeds(files: Files) -> str:
+    table = files.csv("seed_study.csv")
+    return seed_summary_markdown(table) + "\n\n" + claims_markdown(table)
+
+
+BLOCKS: dict[str, Callable[[Files], str]] = {
+    "provenance": provenance,
+    "main-job-minutes": main_job_minutes,
+    "headline": headline,
+    "results-short": lambda files: headline_markdown(files.results),
+    "results-full": lambda files: results_markdown(files.results),
+    "ranking": ranking,
+    "main-job-stages": lambda files: timings_markdown({"make main": files.timings["stages"]}),
+    "budget-summary": _plots_csv("budget_study.csv", budget_summary_markdown),
+    "budget-check": _plots_csv("budget_check.csv", check_markdown),
+    "recurrent": _plots_csv("recurrent_study.csv", recurrent_markdown),
+    "seeds": seeds,
+}
+
+
+def render(text: str, files: Files, where: str = "") -> str:
+    """``text`` with every block rendered again; an unknown block name is a ValueError naming it."""
+    def fill(match: re.Match) -> str:
+        name = match["name"]
+        if name not in BLOCKS:
+            raise ValueError(f"{where}: unknown block <!-- report:{name} -->; known: {', '.join(BLOCKS)}")
+        return match["open"] + BLOCKS[name](files).rstrip("\n") + "\n" + match["close"]
+
+    return BLOCK.sub(fill, text)
+
+
+def stale_documents(root: str | Path = ".", documents: tuple[str, ...] = DOCUMENTS) -> list[str]:
+    """The documents whose blocks differ from what the committed files render."""
+    base, files = project_path(root), Files(project_path(root))
+    return [d for d in documents if (text := (base / d).read_text()) != render(text, files, d)]
+
+
+def write_documents(root: str | Path = ".", documents: tuple[str, ...] = DOCUMENTS) -> list[str]:
+    """Rewrite every block of ``documents`` from the committed files; the documents that changed."""
+    base, files = project_path(root), Files(project_path(root))
+    changed = []
+    for d in documents:
+        text = (base / d).read_text()
+        if (new := render(text, files, d)) != text:
+            write_text(base / d, new)
+            changed.append(d)
+    return changed
