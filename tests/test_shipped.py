@@ -21,6 +21,7 @@ from utils.paths import project_path
 SHIPPED = shipped_manifest() or {"files": {}}
 LOG_PROB_TOLERANCE = 1e-2  # nats per sequence: fp32 rounding differs between CPUs by far less
 SAME_OUTPUTS = 0.9
+ENCODER_TOLERANCE = 1e-4  # relative; fp32 rounding differs between CPUs by far less
 
 
 def _load(path) -> LoadedModel:
@@ -49,6 +50,12 @@ def test_each_shipped_model_computes_what_it_computed_when_shipped(file) -> None
     found = compare_with_recorded(loaded, recorded)
     assert found["max_log_prob_diff"] <= LOG_PROB_TOLERANCE, found
     assert found["same_outputs"] >= SAME_OUTPUTS, found
+    # the README's second row: beam 5 + syntax with the manifest's length penalty
+    assert recorded[0]["length_penalty"] == SHIPPED["files"][file]["length_penalty"]["beam5+syntax"]
+    assert found["same_beam_outputs"] >= SAME_OUTPUTS, found
+    # the encoder, which the log-probabilities may not see (the RNN ignores its docstring)
+    assert found["max_encoder_diff"] <= ENCODER_TOLERANCE, found
+    assert len({round(r["encoder"], 3) for r in recorded}) > len(recorded) // 2  # docstrings are told apart
 
 
 def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outputs(tmp_path, ckpt_dir, rows,
@@ -61,8 +68,9 @@ def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outpu
     figures = {"bleu": 12.5, "codebleu": 20.0, "syntax_valid": 90.0, "exact_match": 0.0}
     pd.DataFrame([{"model": m, "decoding": d, **figures} for m in ("rnn", "attention")
                   for d in ("greedy", "beam5", "beam5+syntax")]).to_csv(plots / "results.csv", index=False)
-    pd.DataFrame([{"model": "attention", "decoding": "beam5", "length_penalty": a, "chosen": a == 2.0}
-                  for a in (2.0, 3.0)]).to_csv(plots / "length_penalty.csv", index=False)
+    pd.DataFrame([{"model": "attention", "decoding": d, "length_penalty": a, "chosen": a == 2.0}
+                  for d in ("beam5", "beam5+syntax") for a in (2.0, 3.0)]).to_csv(plots / "length_penalty.csv",
+                                                                                 index=False)
     monkeypatch.setattr(checkpoint, "SHIPPED_DIR", str(out))
     (out / "rnn_best.pt").parent.mkdir()
     (out / "old_best.pt").write_bytes(b"an earlier release")
@@ -79,14 +87,17 @@ def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outpu
     assert json.loads((out / "manifest.json").read_text()) == manifest
     entry = manifest["files"]["attention_best.pt"]
     assert entry["sha256"] == file_sha256(out / "attention_best.pt") and entry["model"] == "attention"
-    assert entry["length_penalty"] == {"beam5": 2.0} and manifest["files"]["rnn_best.pt"]["length_penalty"] == {}
+    assert entry["length_penalty"] == {"beam5": 2.0, "beam5+syntax": 2.0}
+    assert manifest["files"]["rnn_best.pt"]["length_penalty"] == {}
     assert entry["test"] == {"greedy": figures, "beam5+syntax": figures}
     assert manifest["commit"] == "abc" and manifest["corpus_sha256"] == "c0ffee"
     recorded = json.loads((out / RECORDED_FILE).read_text())
     assert [r["docstring_tokens"] for r in recorded["rnn"]] == [r["docstring_tokens"] for r in rows[:4]]
     assert all(r["log_prob"] < 0 for r in recorded["rnn"])
     loaded = _load(out / "attention_best.pt")
-    assert compare_with_recorded(loaded, recorded["attention"]) == {"max_log_prob_diff": 0.0, "same_outputs": 1.0}
+    assert compare_with_recorded(loaded, recorded["attention"]) == {
+        "max_log_prob_diff": 0.0, "same_outputs": 1.0, "max_encoder_diff": 0.0, "same_beam_outputs": 1.0}
+    assert recorded["attention"][0]["beam_code_tokens"] and recorded["rnn"][0].get("length_penalty") is None
     # another model's weights under the same name compute something else: the comparison sees it
     other = _load(ckpt_dir / "rnn_best.pt")
     diffs = [abs(a - r["log_prob"]) for a, r in zip(sequence_log_probs(other, recorded["attention"]),

@@ -9,7 +9,8 @@ The manifest (``checkpoints/manifest.json``) holds, for each file: its sha256 (c
 penalty chosen for it on validation (``plots/length_penalty.csv``) and its test figures as in the
 README (``plots/results.csv``); and for all of them the commit and parameter file that trained them
 and the corpus hash. ``recorded_outputs.json`` holds, per model, a few dozen test docstrings with
-the model's greedy output and that output's teacher-forced log-probability, computed in fp32
+the model's greedy output, its beam-5 + syntax output (the manifest's length penalty), the greedy
+output's teacher-forced log-probability and the encoder's fingerprint, computed in fp32
 (``record_outputs``); ``tests/test_shipped.py`` recomputes them.
 """
 from __future__ import annotations
@@ -49,22 +50,59 @@ def sequence_log_probs(loaded: LoadedModel, rows: Sequence[dict]) -> list[float]
     return [-float(model.loss(make_batch([ex]).to(loaded.device), 1.0, None, 0.0)[0]) for ex in examples]
 
 
-def record_outputs(loaded: LoadedModel, rows: Sequence[dict]) -> list[dict]:
+@torch.no_grad()
+def encoder_fingerprints(loaded: LoadedModel, rows: Sequence[dict]) -> list[float]:
+    """Each row's encoder state (what the first decoder step starts from) as one number: the sum of the
+    absolute values of every tensor it holds, in float64. It separates docstrings even for a model
+    whose decoder has learnt to ignore them (the RNN: its outputs' log-probabilities differ between
+    docstrings by about 0.01 nats), so a change to the encoder shows."""
+    model = loaded.model.eval()
+    examples = encode_pairs(rows, loaded.src_vocab, loaded.trg_vocab, with_copy=True,
+                            retrieval_input=model.config.retrieval_input)
+    found = []
+    for ex in examples:
+        batch = make_batch([ex]).to(loaded.device)
+        state = model.encode(batch.src, batch.src_lengths)
+        tensors = [t for v in vars(state).values() for t in (v if isinstance(v, tuple) else (v,))
+                   if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        found.append(sum(float(t.double().abs().sum()) for t in tensors))
+    return found
+
+
+def _beam(loaded: LoadedModel, rows: Sequence[dict], length_penalty: float) -> list[list[str]]:
+    """The README's second decoding: beam 5 under the syntax constraint, with ``length_penalty``."""
+    return decode_split(loaded, rows, beam_size=5, syntax_aware=True, length_penalty=length_penalty).hypotheses
+
+
+def record_outputs(loaded: LoadedModel, rows: Sequence[dict], length_penalty: float | None = None) -> list[dict]:
     """Each row's docstring (and retrieved code, for a model that reads it), the model's greedy
-    output for it (``code_tokens``) and that output's teacher-forced log-probability."""
+    output for it (``code_tokens``), that output's teacher-forced log-probability and the encoder's
+    fingerprint; with ``length_penalty``, also its beam-5 + syntax output (``beam_code_tokens``)."""
     hypotheses = decode_split(loaded, rows, beam_size=1).hypotheses
     reads = ["docstring_tokens"] + (["retrieved"] if loaded.model.config.retrieval_input != "none" else [])
     outputs = [{**{k: r[k] for k in reads}, "code_tokens": h} for r, h in zip(rows, hypotheses)]
-    return [{**o, "log_prob": lp} for o, lp in zip(outputs, sequence_log_probs(loaded, outputs))]
+    if length_penalty is not None:
+        outputs = [{**o, "beam_code_tokens": b, "length_penalty": length_penalty}
+                   for o, b in zip(outputs, _beam(loaded, rows, length_penalty))]
+    return [{**o, "log_prob": lp, "encoder": e} for o, lp, e in
+            zip(outputs, sequence_log_probs(loaded, outputs), encoder_fingerprints(loaded, outputs))]
 
 
 def compare_with_recorded(loaded: LoadedModel, recorded: Sequence[dict]) -> dict[str, float]:
     """How far ``loaded`` now computes from what ``record_outputs`` recorded: the largest difference
-    of the outputs' log-probabilities (nats) and the share of greedy outputs that are still the same."""
+    of the outputs' log-probabilities (nats), the largest relative difference of the encoder's
+    fingerprints, and the shares of greedy (and beam + syntax) outputs that are still the same."""
     log_probs = sequence_log_probs(loaded, recorded)
     outputs = decode_split(loaded, recorded, beam_size=1).hypotheses
-    return {"max_log_prob_diff": max((abs(a - r["log_prob"]) for a, r in zip(log_probs, recorded)), default=0.0),
-            "same_outputs": sum(o == r["code_tokens"] for o, r in zip(outputs, recorded)) / max(len(recorded), 1)}
+    found = {"max_log_prob_diff": max((abs(a - r["log_prob"]) for a, r in zip(log_probs, recorded)), default=0.0),
+             "same_outputs": sum(o == r["code_tokens"] for o, r in zip(outputs, recorded)) / max(len(recorded), 1)}
+    if recorded and "encoder" in recorded[0]:
+        found["max_encoder_diff"] = max(abs(a - r["encoder"]) / max(abs(r["encoder"]), 1e-12)
+                                        for a, r in zip(encoder_fingerprints(loaded, recorded), recorded))
+    if recorded and "beam_code_tokens" in recorded[0]:
+        beams = _beam(loaded, recorded, recorded[0]["length_penalty"])
+        found["same_beam_outputs"] = sum(b == r["beam_code_tokens"] for b, r in zip(beams, recorded)) / len(recorded)
+    return found
 
 
 def model_entry(name: str, path: Path, ckpt: dict, results: pd.DataFrame, penalties: pd.DataFrame) -> dict:
@@ -106,7 +144,7 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
         ckpt = load_checkpoint(path)
         files[path.name] = model_entry(name, path, ckpt, results, penalties)
         loaded = LoadedModel.from_checkpoint(ckpt, path, "cpu", precision="fp32")
-        recorded[name] = record_outputs(loaded, rows)
+        recorded[name] = record_outputs(loaded, rows, files[path.name]["length_penalty"].get("beam5+syntax"))
     manifest = {"about": "The trained weights that ship with the repository (make release); loading checks "
                          "each file's sha256.",
                 "commit": commit or git_commit(), "params": params,

@@ -19,10 +19,10 @@ import pandas as pd
 
 from utils.evaluation.baselines import CONSTANT_MODEL, RETRIEVAL_MODEL
 from utils.evaluation.intervals import RANKING
-from utils.evaluation.markdown import cell
+from utils.evaluation.markdown import cell, markdown_table
 from utils.files import write_text
 from utils.paths import project_path
-from utils.report.tables import headline_markdown, results_markdown, timings_markdown
+from utils.report.tables import budget_markdown, headline_markdown, results_markdown, timings_markdown
 from utils.studies.budget import check_markdown
 from utils.studies.budget import summary_markdown as budget_summary_markdown
 from utils.studies.recurrent import markdown as recurrent_markdown
@@ -92,7 +92,7 @@ def headline(files: Files) -> str:
     above = models[models["bleu"] > retrieval["bleu"]]
     verdict = (f"{len(above)} model rows score above simply returning the training function with the most "
                f"similar docstring" if len(above) else
-               "no model beats simply returning the training function with the most similar docstring")
+               "No model beats simply returning the training function with the most similar docstring")
     constant = files.row(CONSTANT_MODEL)
     return (f"{verdict} ({cell(retrieval['bleu'], 1)} BLEU, {cell(retrieval['crystal_bleu'], 2)} CrystalBLEU; the "
             f"best model row, {best['model']} with {best['decoding']}, {cell(best['bleu'], 1)} and "
@@ -130,8 +130,29 @@ def _plots_csv(name: str, render: Callable[[pd.DataFrame], str]) -> Callable[[Fi
 
 
 def seeds(files: Files) -> str:
+    """The seed study's table and claims; a line saying it has not run where its CSV is missing."""
+    if not (files.root / "plots" / "seed_study.csv").is_file():
+        return "The seed study has not run at this recipe yet (`python -m utils.studies seeds`)."
     table = files.csv("seed_study.csv")
     return seed_summary_markdown(table) + "\n\n" + claims_markdown(table)
+
+
+def val_losses(files: Files) -> str:
+    """Each model's validation loss per epoch (``plots/training_epochs.csv``, the BPE run)."""
+    epochs = files.csv("training_epochs.csv")
+    epochs = epochs[epochs["vocabulary"] == "bpe"]
+    return "; ".join(f"{model} " + " → ".join(cell(v, 2) for v in rows.sort_values("epoch")["val_loss"])
+                     for model, rows in epochs.groupby("model", sort=False)) + "."
+
+
+def epoch_seconds(files: Files) -> str:
+    """Each model's seconds per epoch in the main job (training and validation, one core each beside
+    another model), from ``plots/training_epochs.csv``."""
+    epochs = files.csv("training_epochs.csv")
+    wide = epochs[epochs["vocabulary"] == "bpe"].pivot(index="model", columns="epoch", values="epoch_seconds")
+    wide = wide.reindex([m for m in dict.fromkeys(epochs["model"]) if m in wide.index])
+    return markdown_table([[m, *(cell(v, 0) for v in row)] for m, row in wide.iterrows()],
+                          ["model", *(f"epoch {int(e)} (s)" for e in wide.columns)])
 
 
 BLOCKS: dict[str, Callable[[Files], str]] = {
@@ -141,7 +162,10 @@ BLOCKS: dict[str, Callable[[Files], str]] = {
     "results-short": lambda files: headline_markdown(files.results),
     "results-full": lambda files: results_markdown(files.results),
     "ranking": ranking,
+    "epoch-seconds": epoch_seconds,
     "main-job-stages": lambda files: timings_markdown({"make main": files.timings["stages"]}),
+    "val-losses": val_losses,
+    "budget-runs": _plots_csv("budget_study.csv", budget_markdown),
     "budget-summary": _plots_csv("budget_study.csv", budget_summary_markdown),
     "budget-check": _plots_csv("budget_check.csv", check_markdown),
     "recurrent": _plots_csv("recurrent_study.csv", recurrent_markdown),
