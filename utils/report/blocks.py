@@ -22,11 +22,20 @@ from utils.evaluation.intervals import RANKING
 from utils.evaluation.markdown import cell, markdown_table
 from utils.files import write_text
 from utils.paths import project_path
-from utils.report.tables import budget_markdown, headline_markdown, results_markdown, timings_markdown
+from utils.report.tables import (
+    budget_markdown,
+    comparison_markdown,
+    epoch_times,
+    headline_markdown,
+    recipe_markdown,
+    results_markdown,
+    stopping_markdown,
+    timings_markdown,
+)
 from utils.studies.budget import check_markdown
 from utils.studies.budget import summary_markdown as budget_summary_markdown
 from utils.studies.recurrent import markdown as recurrent_markdown
-from utils.studies.seeds import claims, claims_markdown
+from utils.studies.seeds import BEAM, claims, claims_markdown
 from utils.studies.seeds import summary_markdown as seed_summary_markdown
 
 DOCUMENTS = ("README.md", "docs/results.md", "docs/benchmarks.md")
@@ -145,6 +154,19 @@ def val_losses(files: Files) -> str:
                      for model, rows in epochs.groupby("model", sort=False)) + "."
 
 
+def bleu_parts(files: Files) -> str:
+    """Per model, greedy beside beam 5 + syntax: BLEU, its brevity penalty and n-gram precision, and
+    CrystalBLEU (``plots/results.csv``)."""
+    r = files.results.set_index(["model", "decoding"])
+    models = [m for m in dict.fromkeys(files.results["model"]) if (m, "greedy") in r.index and (m, BEAM) in r.index]
+    rows = [[m, *(cell(r.loc[(m, d), c], digits) for c, digits in (("bleu", 2), ("brevity_penalty", 2),
+                                                                     ("ngram_precision", 2), ("crystal_bleu", 2))
+                  for d in ("greedy", BEAM))] for m in models]
+    header = ["model", *(f"{name} {d}" for name in ("BLEU", "BP", "n-gram precision", "CrystalBLEU")
+                         for d in ("greedy", "beam"))]
+    return markdown_table(rows, header)
+
+
 def epoch_seconds(files: Files) -> str:
     """Each model's seconds per epoch in the main job (training and validation, one core each beside
     another model), from ``plots/training_epochs.csv``."""
@@ -155,6 +177,16 @@ def epoch_seconds(files: Files) -> str:
                           ["model", *(f"epoch {int(e)} (s)" for e in wide.columns)])
 
 
+def retrieval_study_markdown(table: pd.DataFrame) -> str:
+    """``plots/retrieval_study.csv``: what each model reads, its validation loss, greedy token accuracy
+    and beam-5 BLEU on the validation rows notebook 03 tunes on."""
+    rows = [[r["model"], r.get("retrieval_input") if isinstance(r.get("retrieval_input"), str) else "",
+             cell(r.get("val_loss"), 3), cell(r.get("val_token_acc_greedy"), 1), cell(r["val_beam_bleu"], 2)]
+            for r in table.to_dict("records")]
+    return markdown_table(rows, ["model", "retrieval input", "validation loss (TF)", "greedy token acc %",
+                                 "beam5 BLEU (validation rows)"])
+
+
 BLOCKS: dict[str, Callable[[Files], str]] = {
     "provenance": provenance,
     "main-job-minutes": main_job_minutes,
@@ -163,9 +195,15 @@ BLOCKS: dict[str, Callable[[Files], str]] = {
     "results-full": lambda files: results_markdown(files.results),
     "ranking": ranking,
     "epoch-seconds": epoch_seconds,
+    "bleu-parts": bleu_parts,
     "main-job-stages": lambda files: timings_markdown({"make main": files.timings["stages"]}),
     "val-losses": val_losses,
     "budget-runs": _plots_csv("budget_study.csv", budget_markdown),
+    "retrieval-study": _plots_csv("retrieval_study.csv", retrieval_study_markdown),
+    "vocabulary-comparison": _plots_csv("vocabulary_comparison.csv", comparison_markdown),
+    "study-settings": _plots_csv("study_settings.csv", results_markdown),
+    "study-settings-stopping": _plots_csv("study_settings_epochs.csv", lambda t: stopping_markdown(epoch_times(t))),
+    "recipe-study": _plots_csv("recipe_study.csv", recipe_markdown),
     "budget-summary": _plots_csv("budget_study.csv", budget_summary_markdown),
     "budget-check": _plots_csv("budget_check.csv", check_markdown),
     "recurrent": _plots_csv("recurrent_study.csv", recurrent_markdown),
