@@ -68,3 +68,20 @@ def test_read_format_takes_only_json_with_the_marker(tmp_path) -> None:
         assert read_format(path, "x") == expected
     path.write_bytes(b"\xff\xfe")
     assert read_format(path, "x") is None
+
+
+def test_replace_folder_swaps_the_new_folder_in_whole(tmp_path) -> None:
+    from utils.files import replace_folder
+
+    final, new = tmp_path / "shipped", tmp_path / "shipped.new"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    new.mkdir()
+    (new / "new.txt").write_text("new")
+    (tmp_path / "shipped.old").mkdir()  # left by an earlier swap that failed half-way
+    replace_folder(new, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shipped"]
+    (tmp_path / "fresh").mkdir()
+    replace_folder(tmp_path / "fresh", tmp_path / "absent")  # nothing to replace: the new one moves in
+    assert (tmp_path / "absent").is_dir() and not (tmp_path / "fresh").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -71,3 +72,14 @@ def read_format(path: Path, marker: str) -> dict | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     return payload if isinstance(payload, dict) and payload.get("format") == marker else None
+
+
+def replace_folder(new: Path, final: Path) -> None:
+    """Put the finished folder ``new`` in the place of ``final`` whole; the old one is removed only once
+    the new one is there, so a failure before this call leaves ``final`` as it was."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)

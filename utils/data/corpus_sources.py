@@ -22,7 +22,7 @@ import sysconfig
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from utils.files import write_text
+from utils.files import replace_folder, write_text
 from utils.paths import project_path
 
 PACKAGES_FILE = "data/corpus_packages.txt"
@@ -179,12 +179,7 @@ def install_corpus_packages(packages_file: str | Path = PACKAGES_FILE, target: s
             f"that has it, or set corpus_packages='{ENVIRONMENT}' to read the installed packages instead.")
     _keep_sources_only(partial)
     write_text(partial / _STAMP, stamp)
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    partial.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(partial, target)
     return target
 
 

@@ -30,7 +30,7 @@ from utils.checkpoint import MANIFEST_FILE, SHIPPED_DIR, LoadedModel, file_sha25
 from utils.data.batch import encode_pairs, make_batch
 from utils.data.processed import load_manifest, load_split
 from utils.evaluation.results import decode_split
-from utils.files import write_text
+from utils.files import replace_folder, write_text
 from utils.paths import git_commit, project_path
 from utils.precision import machine_description
 
@@ -158,18 +158,8 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
             indent=1) + "\n")
     write_text(out / RECORDED_FILE, json.dumps(recorded, indent=1) + "\n")
     write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
-    swap_in(out, final)
+    replace_folder(out, final)
     return manifest
-
-
-def swap_in(new: Path, final: Path) -> None:
-    """Put the folder ``new`` in the place of ``final`` (the old one removed only once the new one is there)."""
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: Iterable[str] | None = None) -> int:
