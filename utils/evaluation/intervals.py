@@ -35,16 +35,16 @@ def interval_columns(table: pd.DataFrame, outputs: Sequence[Sequence[Sequence[st
     out = pd.DataFrame(index=table.index)
     below = [BELOW.get(m) if (BELOW.get(m), d) in keys else None for m, d in keys]
     out["compared_with"] = below
+    models = [m for m, _ in keys]
+    base = models.index(reference_row) if reference_row in models else None
+    against = {"retrieval": [base] * len(keys),  # the row each row is paired with, by position
+               "below": [keys.index((c, d)) if c else None for c, (_, d) in zip(below, keys)]}
     for score, ignore in SCORES:
         if ignore is None and shared is None:
             continue
         stats = [bleu_statistics(o, refs, shared if ignore is None else ignore) for o in outputs]
         bounds = np.array([bleu_interval(s, weights) for s in stats])
         out[f"{score}_low"], out[f"{score}_high"] = bounds[:, 0], bounds[:, 1]
-        models = [m for m, _ in keys]
-        base = models.index(reference_row) if reference_row in models else None
-        against = {"retrieval": [base] * len(keys),
-                   "below": [keys.index((c, d)) if c else None for c, (_, d) in zip(below, keys)]}
         for name, partners in against.items():
             diffs = [difference_interval(stats[i], stats[j], weights) if j is not None and j != i else (np.nan,) * 3
                      for i, j in enumerate(partners)]
