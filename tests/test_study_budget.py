@@ -27,6 +27,7 @@ def test_the_budget_study_trains_each_arm_on_its_schedule_and_writes_one_row(tmp
     assert table["hidden_dim"].tolist() == [16, 16, 32, 32]
     assert (table["ended_by"] == "schedule").all() and table["val_bleu"].between(0, 100).all()
     assert table["val_crystal_bleu"].between(0, 100).all()
+    assert (table["params"] == str(params)).all() and table["commit"].str.len().ge(7).all()  # where it ran
     assert table.loc[0, "val_loss"] != table.loc[1, "val_loss"]  # another seed, another model
     assert (tmp_path / "runs" / "seed-8" / "wide-half-1ep" / "lstm_best.pt").is_file()
     csv.unlink()

@@ -20,6 +20,7 @@ def test_the_recurrent_study_trains_each_variant_and_seed_apart(tmp_path, tiny_w
     assert table[["variant", "seed"]].values.tolist() == [["original", 7], ["original", 8], ["context", 7],
                                                           ["context", 8]]
     assert (table["model"] == "rnn").all() and (table["epochs_run"] == 1).all()
+    assert (table["params"] == str(params)).all() and table["commit"].notna().all()  # where each run ran
     assert table["val_source_gap"].notna().all() and table["val_crystal_bleu"].between(0, 100).all()
     assert (tmp_path / "runs" / "seed-8" / "rnn-context" / "rnn_best.pt").is_file()
     csv.unlink()

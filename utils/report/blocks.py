@@ -134,6 +134,17 @@ def ranking(files: Files) -> str:
     return "\n".join(lines)
 
 
+def study_source(table: pd.DataFrame) -> str:
+    """Where a study's rows ran, from their ``commit`` and ``params`` columns (rows from before the
+    studies recorded them are counted apart)."""
+    recorded = table.dropna(subset=["commit"]) if "commit" in table else table.iloc[0:0]
+    found = [f"{n} at `{c[:7]}` with `{p}`" for (c, p), n in recorded.groupby(["commit", "params"]).size().items()]
+    older = len(table) - len(recorded)
+    if older:
+        found.append(f"{older} before the study recorded its commit and parameter file")
+    return f"Rows of this table: {'; '.join(found)}."
+
+
 def _plots_csv(name: str, render: Callable[[pd.DataFrame], str]) -> Callable[[Files], str]:
     return lambda files: render(files.csv(name))
 
@@ -204,6 +215,8 @@ BLOCKS: dict[str, Callable[[Files], str]] = {
     "study-settings": _plots_csv("study_settings.csv", results_markdown),
     "study-settings-stopping": _plots_csv("study_settings_epochs.csv", lambda t: stopping_markdown(epoch_times(t))),
     "recipe-study": _plots_csv("recipe_study.csv", recipe_markdown),
+    "budget-source": _plots_csv("budget_study.csv", study_source),
+    "recurrent-source": _plots_csv("recurrent_study.csv", study_source),
     "budget-summary": _plots_csv("budget_study.csv", budget_summary_markdown),
     "budget-check": _plots_csv("budget_check.csv", check_markdown),
     "recurrent": _plots_csv("recurrent_study.csv", recurrent_markdown),

@@ -37,7 +37,7 @@ from utils.config import MODEL_NAMES, make_config
 from utils.data.processed import model_lengths
 from utils.evaluation.markdown import cell, markdown_table
 from utils.files import save_csv
-from utils.studies.screening import ScreeningData, found_seeds, load_study_data, train_and_validate
+from utils.studies.screening import ScreeningData, found_seeds, load_study_data, provenance, train_and_validate
 
 # arm -> what it changes from the parameter file ("train_size": pairs, None for all of them;
 # "budget": the arm's compute against the main job's, for the table)
@@ -65,7 +65,7 @@ SEEDS = (42, 1, 2)
 
 
 def run_arm(arm: str, model: str, params: dict, data: ScreeningData, out: Path, start_from: Path | None = None,
-            seed: int = 42) -> dict:
+            seed: int = 42, source: dict | None = None) -> dict:
     """Train ``model`` as ``arm`` says with ``seed`` (resuming ``out/seed-<seed>/<arm>``), decode the
     validation split; its row.
     With ``start_from``, an arm that has no checkpoint yet takes that folder's (the main job's, for the
@@ -87,7 +87,7 @@ def run_arm(arm: str, model: str, params: dict, data: ScreeningData, out: Path, 
            "train_pairs": len(train), "lr_schedule": config.lr_schedule, "precision": config.precision,
            "threads": torch.get_num_threads(), **figures,
            "train_seconds": sum(h["epoch_seconds"] for h in best["history"]),
-           "ended_by": best.get("ended_by", "")}
+           "ended_by": best.get("ended_by", ""), **(source or {})}
     (folder / f"{model}.json").write_text(json.dumps(row, indent=1))
     return row
 
@@ -211,7 +211,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     out = Path(args.out)
     for seed in args.seeds:
         for arm in args.arms:
-            row = run_arm(arm, args.model, params, data, out, args.start_from, seed)
+            row = run_arm(arm, args.model, params, data, out, args.start_from, seed, provenance(args.params))
             print(json.dumps(row), flush=True)
             save_csv(table(out), args.csv)
     return 0

@@ -35,7 +35,7 @@ from utils.config import RECURRENT_MODELS, RECURRENT_VARIANTS, make_config
 from utils.data.processed import model_lengths
 from utils.evaluation.markdown import cell, markdown_table
 from utils.files import save_csv
-from utils.studies.screening import ScreeningData, found_seeds, load_study_data, train_and_validate
+from utils.studies.screening import ScreeningData, found_seeds, load_study_data, provenance, train_and_validate
 
 SEEDS = (42, 1)
 MIN_GAP = 0.05  # nats: the docstring lowers the validation loss by at least this much
@@ -47,15 +47,17 @@ def run_dir(out: Path, seed: int, model: str, variant: str) -> Path:
     return out / f"seed-{seed}" / f"{model}-{variant}"
 
 
-def run_variant(model: str, variant: str, seed: int, params: dict, data: ScreeningData, out: Path) -> dict:
-    """Train ``model`` as ``variant`` with ``seed`` (resuming its folder), decode the validation split; its row."""
+def run_variant(model: str, variant: str, seed: int, params: dict, data: ScreeningData, out: Path,
+                source: dict | None = None) -> dict:
+    """Train ``model`` as ``variant`` with ``seed`` (resuming its folder), decode the validation split; its
+    row, with ``source`` (``screening.provenance``: the commit and parameter file)."""
     folder = run_dir(out, seed, model, variant)
     config = make_config(model, **{**params, "recurrent_variant": variant, "seed": seed}, src_vocab_size=len(data.src),
                          trg_vocab_size=len(data.trg), **model_lengths(params["data_dir"]))
     figures = train_and_validate(config, data, folder)
     row = {"model": model, "variant": variant, "seed": seed, "lr": config.lr, "epochs": config.epochs,
            "train_seconds": figures["epoch_seconds"] * figures["epochs_run"],
-           **{k: v for k, v in figures.items() if k != "model"}}
+           **{k: v for k, v in figures.items() if k != "model"}, **(source or {})}
     (folder / "result.json").write_text(json.dumps(row, indent=1))
     return row
 
@@ -155,7 +157,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             for variant in args.variants:
                 if (model, variant, seed) in done and not run_dir(out, seed, model, variant).exists():
                     continue  # finished in an earlier session: its row is in the CSV
-                print(json.dumps(run_variant(model, variant, seed, params, data, out)), flush=True)
+                row = run_variant(model, variant, seed, params, data, out, provenance(args.params))
+                print(json.dumps(row), flush=True)
                 save_csv(table(out, kept), args.csv)
     return 0
 

@@ -26,6 +26,7 @@ from utils.evaluation.baselines import (
 from utils.evaluation.results import decode_split, load_trained
 from utils.evaluation.source_reliance import source_reliance
 from utils.metrics import NGram, evaluate_outputs
+from utils.paths import git_commit
 from utils.precision import resolve_precision
 from utils.run_notebooks import load_params
 from utils.training.trainer import train_model
@@ -54,6 +55,11 @@ class ScreeningData:
 def found_seeds(out: Path) -> list[int]:
     """The seeds whose runs a study keeps under ``out`` (its ``seed-<s>/`` folders), in order."""
     return sorted(int(d.name.removeprefix("seed-")) for d in out.glob("seed-*") if d.is_dir())
+
+
+def provenance(params_path: str) -> dict[str, str]:
+    """What a study's row records of where it ran: the commit and the parameter file."""
+    return {"commit": git_commit(), "params": params_path}
 
 
 def load_study_data(parser: argparse.ArgumentParser, params_path: str, threads: int = 0) -> tuple[dict, ScreeningData]:
