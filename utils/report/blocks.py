@@ -137,8 +137,9 @@ def ranking(files: Files) -> str:
 def study_source(table: pd.DataFrame) -> str:
     """Where a study's rows ran, from their ``commit`` and ``params`` columns (rows from before the
     studies recorded them are counted apart)."""
-    recorded = table.dropna(subset=["commit"]) if "commit" in table else table.iloc[0:0]
-    found = [f"{n} at `{c[:7]}` with `{p}`" for (c, p), n in recorded.groupby(["commit", "params"]).size().items()]
+    recorded = table.dropna(subset=["commit"]) if {"commit", "params"} <= set(table) else table.iloc[0:0]
+    found = [f"{n} at `{c[:7]}` with `{p}`" for (c, p), n in recorded.groupby(["commit", "params"]).size().items()
+             ] if len(recorded) else []
     older = len(table) - len(recorded)
     if older:
         found.append(f"{older} before the study recorded its commit and parameter file")
