@@ -62,3 +62,12 @@ def test_render_fills_each_block_and_refuses_an_unknown_one() -> None:
     assert render(rendered, files) == rendered
     with pytest.raises(ValueError, match="unknown block <!-- report:nothing -->"):
         render("<!-- report:nothing -->\n<!-- /report:nothing -->", files, "README.md")
+
+
+def test_a_studys_rows_say_where_they_ran() -> None:
+    from utils.report.blocks import study_source
+
+    rows = pd.DataFrame({"commit": ["abcdef123", "abcdef123", None], "params": ["params/full.yaml"] * 2 + [None]})
+    assert study_source(rows) == ("Rows of this table: 2 at `abcdef1` with `params/full.yaml`; 1 before the study "
+                                  "recorded its commit and parameter file.")
+    assert study_source(pd.DataFrame({"seed": [1]})).endswith("1 before the study recorded its commit and parameter file.")
