@@ -70,4 +70,5 @@ def test_a_studys_rows_say_where_they_ran() -> None:
     rows = pd.DataFrame({"commit": ["abcdef123", "abcdef123", None], "params": ["params/full.yaml"] * 2 + [None]})
     assert study_source(rows) == ("Rows of this table: 2 at `abcdef1` with `params/full.yaml`; 1 before the study "
                                   "recorded its commit and parameter file.")
-    assert study_source(pd.DataFrame({"seed": [1]})).endswith("1 before the study recorded its commit and parameter file.")
+    older = study_source(pd.DataFrame({"seed": [1]}))
+    assert older.endswith("1 before the study recorded its commit and parameter file.")
