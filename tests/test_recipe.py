@@ -48,7 +48,7 @@ def test_the_other_parameter_files_train_with_the_recipe_of_full_yaml(name) -> N
         params = yaml.safe_load(project_path(f"params/{file}").read_text())
         return {k: params.get(k) for k in ("teacher_forcing", "teacher_forcing_schedule", "dropout",
                                           "label_smoothing", "lr", "lr_schedule", "warmup_steps", "weight_decay",
-                                          "batch_size", "batch_tokens", "precision")}
+                                          "batch_size", "batch_tokens", "precision", "per_model")}
     assert recipe(name) == recipe("full.yaml")
 
 
