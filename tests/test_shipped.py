@@ -74,6 +74,7 @@ def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outpu
     monkeypatch.setattr(checkpoint, "SHIPPED_DIR", str(out))
     (out / "rnn_best.pt").parent.mkdir()
     (out / "old_best.pt").write_bytes(b"an earlier release")
+    (out / ".gitkeep").write_text("")  # kept: only the weights, the manifest and the recorded outputs are replaced
     (out.with_name("shipped.new")).mkdir()  # left by an earlier release that failed
 
     (ckpt_dir.parent / "timings.json").write_text(json.dumps({"02_train.ipynb": 10.0, "total": 12.5}))
@@ -83,6 +84,7 @@ def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outpu
     assert timings["stages"] == {"02_train.ipynb": 10.0, "total": 12.5} and timings["params"] == "params/full.yaml"
     assert {"cpu", "cores", "avx512_bf16", "amx", "torch"} <= set(timings["machine"])
     assert sorted(p.name for p in out.glob("*_best.pt")) == ["attention_best.pt", "rnn_best.pt"]
+    assert (out / ".gitkeep").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "plots", "shipped"]  # swapped in whole
     assert json.loads((out / "manifest.json").read_text()) == manifest
     entry = manifest["files"]["attention_best.pt"]

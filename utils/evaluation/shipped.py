@@ -154,10 +154,13 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
     if timings.is_file():
         stages = json.loads(timings.read_text())
         write_text(project_path(plots_dir) / "timings.json", json.dumps(
-            {"params": params, "run": str(run.parent), "stages": stages, "machine": machine_description()},
+            {"params": params, "run": str(Path(run_dir).parent), "stages": stages, "machine": machine_description()},
             indent=1) + "\n")
     write_text(out / RECORDED_FILE, json.dumps(recorded, indent=1) + "\n")
     write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
+    for kept in final.glob("*") if final.is_dir() else []:  # what else the folder holds (.gitkeep, notes)
+        if kept.is_file() and not (out / kept.name).exists() and not kept.name.endswith("_best.pt"):
+            shutil.copyfile(kept, out / kept.name)
     replace_folder(out, final)
     return manifest
 

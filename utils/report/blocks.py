@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from utils.evaluation.baselines import CONSTANT_MODEL, RETRIEVAL_MODEL
@@ -97,22 +98,26 @@ def headline(files: Files) -> str:
     """The README's opening figures: retrieval, the best model row, the constant program."""
     results, retrieval = files.results, files.row(RETRIEVAL_MODEL)
     models = results[results["decoding"].str.startswith(("greedy", "beam"))]
-    best = models.loc[models["bleu"].idxmax()]
+    best, crystal = models.loc[models["bleu"].idxmax()], models.loc[models["crystal_bleu"].idxmax()]
     above = models[models["bleu"] > retrieval["bleu"]]
     verdict = (f"{len(above)} model rows score above simply returning the training function with the most "
                f"similar docstring" if len(above) else
                "No model beats simply returning the training function with the most similar docstring")
     constant = files.row(CONSTANT_MODEL)
-    return (f"{verdict} ({cell(retrieval['bleu'], 1)} BLEU, {cell(retrieval['crystal_bleu'], 2)} CrystalBLEU; the "
-            f"best model row, {best['model']} with {best['decoding']}, {cell(best['bleu'], 1)} and "
-            f"{cell(best['crystal_bleu'], 2)}), and one constant program returned for every docstring scores "
-            f"{cell(constant['bleu'], 1)} BLEU but {cell(constant['crystal_bleu'], 2)} CrystalBLEU.")
+    return (f"{verdict}: {cell(retrieval['bleu'], 1)} BLEU and {cell(retrieval['crystal_bleu'], 2)} CrystalBLEU. "
+            f"The best model row by BLEU is {best['model']} with {best['decoding']} ({cell(best['bleu'], 1)} BLEU, "
+            f"{cell(best['crystal_bleu'], 2)} CrystalBLEU); by CrystalBLEU, which leaves out the n-grams every "
+            f"Python function shares, {crystal['model']} with {crystal['decoding']} ({cell(crystal['bleu'], 1)} BLEU, "
+            f"{cell(crystal['crystal_bleu'], 2)} CrystalBLEU). One constant program returned for every docstring "
+            f"scores {cell(constant['bleu'], 1)} BLEU and {cell(constant['crystal_bleu'], 2)} CrystalBLEU.")
 
 
 def _difference(row: pd.Series, score: str) -> str:
+    """"+2.88 (2.74 to 3.01)", with "a tie" where the 95% interval holds 0."""
     low, high = row[f"{score}_vs_below_low"], row[f"{score}_vs_below_high"]
     sign = "+" if row[f"{score}_vs_below"] >= 0 else ""
-    return f"{sign}{cell(row[f'{score}_vs_below'], 2)} ({cell(low, 2)} to {cell(high, 2)})"
+    tie = ", a tie" if low <= 0 <= high else ""
+    return f"{sign}{cell(row[f'{score}_vs_below'], 2)} ({cell(low, 2)} to {cell(high, 2)}{tie})"
 
 
 def ranking(files: Files) -> str:
@@ -123,14 +128,11 @@ def ranking(files: Files) -> str:
     lines = []
     for low, high in RANKING:
         row = files.row(high, "greedy")
-        interval_holds = row["bleu_vs_below_low"] > 0 or row["bleu_vs_below_high"] < 0
         found = steps[steps["claim"] == f"{low} < {high}"]
-        seeds_text = (f"; higher in {found.iloc[0]['holds']} of {found.iloc[0]['seeds']} seeds"
-                      if len(found) else "; not yet run with other seeds")
+        seeds_text = (f"; higher by BLEU in {found.iloc[0]['holds']} of {found.iloc[0]['seeds']} training seeds"
+                      if len(found) else "; not yet run with other training seeds")
         lines.append(f"- {high} minus {low}, greedy: BLEU {_difference(row, 'bleu')}, CrystalBLEU "
-                     f"{_difference(row, 'crystal_bleu')}"
-                     f"{'' if interval_holds else ' (the BLEU interval holds 0: a tie on these functions)'}"
-                     f"{seeds_text}.")
+                     f"{_difference(row, 'crystal_bleu')}{seeds_text}.")
     return "\n".join(lines)
 
 
@@ -179,6 +181,25 @@ def bleu_parts(files: Files) -> str:
     return markdown_table(rows, header)
 
 
+def beam_against_greedy(files: Files) -> str:
+    """Per model, what beam 5 + syntax changes against greedy, split into BLEU's two parts: log BLEU is
+    log BP + log precision, so the part whose logarithm moves more accounts for most of the change."""
+    r = files.results.set_index(["model", "decoding"])
+    lines = []
+    for m in [m for m in dict.fromkeys(files.results["model"]) if (m, "greedy") in r.index and (m, BEAM) in r.index]:
+        g, b = r.loc[(m, "greedy")], r.loc[(m, BEAM)]
+        change = b["bleu"] - g["bleu"]
+        by_bp = abs(np.log(b["brevity_penalty"] / g["brevity_penalty"]))
+        by_precision = abs(np.log(b["ngram_precision"] / g["ngram_precision"])) if g["ngram_precision"] > 0 else np.inf
+        cause = ("the length (brevity penalty) moves more" if by_bp > by_precision
+                 else "the n-grams (precision) move more")
+        lines.append(f"- {m}: BLEU {'+' if change >= 0 else ''}{cell(change, 2)}; BP {cell(g['brevity_penalty'], 2)} → "
+                     f"{cell(b['brevity_penalty'], 2)}, n-gram precision {cell(g['ngram_precision'], 2)} → "
+                     f"{cell(b['ngram_precision'], 2)}: {cause}; CrystalBLEU {cell(g['crystal_bleu'], 2)} → "
+                     f"{cell(b['crystal_bleu'], 2)}.")
+    return "\n".join(lines)
+
+
 def epoch_seconds(files: Files) -> str:
     """Each model's seconds per epoch in the main job (training and validation, one core each beside
     another model), from ``plots/training_epochs.csv``."""
@@ -208,6 +229,7 @@ BLOCKS: dict[str, Callable[[Files], str]] = {
     "ranking": ranking,
     "epoch-seconds": epoch_seconds,
     "bleu-parts": bleu_parts,
+    "beam-against-greedy": beam_against_greedy,
     "main-job-stages": lambda files: timings_markdown({"make main": files.timings["stages"]}),
     "val-losses": val_losses,
     "budget-runs": _plots_csv("budget_study.csv", budget_markdown),
