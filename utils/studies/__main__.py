@@ -1,7 +1,7 @@
 """Every study from one command: ``python -m utils.studies <name> [args...]``.
 
     python -m utils.studies --list                                  # the studies, one line each
-    python -m utils.studies seeds --seeds 1 --threads 1          # one seed of the main table's five models
+    python -m utils.studies seeds --seeds 1 --threads 1             # one seed of the main table's models
     python -m utils.studies small --set epochs=1                    # a notebook chain
 
 A study module's name runs its ``main`` with the remaining arguments (``--help`` shows them). With no
