@@ -208,10 +208,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(check.drop(columns="checkpoint").round(3).to_string())
         return 0
     params, data = load_study_data(p, args.params, args.threads)
-    out = Path(args.out)
+    out, source = Path(args.out), provenance(args.params)  # the commit the process started at
     for seed in args.seeds:
         for arm in args.arms:
-            row = run_arm(arm, args.model, params, data, out, args.start_from, seed, provenance(args.params))
+            row = run_arm(arm, args.model, params, data, out, args.start_from, seed, source)
             print(json.dumps(row), flush=True)
             save_csv(table(out), args.csv)
     return 0

@@ -151,13 +151,14 @@ def main(argv: Iterable[str] | None = None) -> int:
             print("chosen: {} ({})".format(*choose(verdicts, args.models)))
         return 0
     params, data = load_study_data(p, args.params, args.threads)
+    source = provenance(args.params)  # the commit the process started at
     done = set() if kept is None else {tuple(k) for k in kept[KEY].itertuples(index=False)}
     for seed in args.seeds:
         for model in args.models:
             for variant in args.variants:
                 if (model, variant, seed) in done and not run_dir(out, seed, model, variant).exists():
                     continue  # finished in an earlier session: its row is in the CSV
-                row = run_variant(model, variant, seed, params, data, out, provenance(args.params))
+                row = run_variant(model, variant, seed, params, data, out, source)
                 print(json.dumps(row), flush=True)
                 save_csv(table(out, kept), args.csv)
     return 0

@@ -58,7 +58,8 @@ def found_seeds(out: Path) -> list[int]:
 
 
 def provenance(params_path: str) -> dict[str, str]:
-    """What a study's row records of where it ran: the commit and the parameter file."""
+    """What a study's row records of where it ran: the commit (take it when the process starts: the code
+    it imported) and the parameter file."""
     return {"commit": git_commit(), "params": params_path}
 
 

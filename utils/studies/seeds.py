@@ -85,9 +85,10 @@ def score_model(folder: Path, name: str, data: ScreeningData, test_rows: list[di
 
 
 def run_seed(seed: int, models: Sequence[str], params: dict, data: ScreeningData, test_rows: list[dict],
-             out: Path, shipped: Path, recipe: str) -> None:
+             out: Path, shipped: Path, recipe: str, commit: str = "unknown") -> None:
     """Train (or, for the recipe's own seed, check the shipped weights of) each model of ``models``
-    and write its rows to ``<out>/seed-<seed>/<model>.json``; a model whose file exists is skipped."""
+    and write its rows, with ``commit`` (the one the process started at), to
+    ``<out>/seed-<seed>/<model>.json``; a model whose file exists is skipped."""
     main_seed = params.get("seed", Seq2SeqConfig.seed)
     tune_rows = data.valid_rows[: params.get("tune_examples", 200)]
     for name in models:
@@ -105,7 +106,7 @@ def run_seed(seed: int, models: Sequence[str], params: dict, data: ScreeningData
         best = load_checkpoint(folder / f"{name}_best.pt", "cpu")
         trained = {"val_loss": best["history"][best["best_epoch"] - 1]["val_loss"], "best_epoch": best["best_epoch"],
                    "epochs_run": len(best["history"]), "ended_by": best.get("ended_by", "")}
-        rows = [{"params": recipe, "commit": git_commit(), "seed": seed, "model": name, **r, **trained,
+        rows = [{"params": recipe, "commit": commit, "seed": seed, "model": name, **r, **trained,
                  "weights": "shipped" if seed == main_seed else "trained"}
                 for r in score_model(folder, name, data, test_rows, tune_rows)]
         record.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +182,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--csv", default="plots/seed_study.csv")
     p.add_argument("--collect", action="store_true", help="train nothing: the table of the finished runs")
     args = p.parse_args(list(argv) if argv is not None else None)
-    recipe = Path(args.params).stem
+    recipe, commit = Path(args.params).stem, git_commit()  # the code this process runs
     out = Path(args.out or f"runs/seeds/{recipe}")
     try:
         models = model_names(" ".join(args.models))
@@ -192,7 +193,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         test_rows = load_split(params["data_dir"], "test")
         for seed in args.seeds:
             try:
-                run_seed(seed, models, params, data, test_rows, out, args.shipped, recipe)
+                run_seed(seed, models, params, data, test_rows, out, args.shipped, recipe, commit)
             except (FileNotFoundError, ValueError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
