@@ -29,6 +29,9 @@ def test_a_claim_is_settled_only_when_it_holds_in_every_seed() -> None:
     assert list(found.index) == ["rnn < lstm", "lstm < attention"]  # copy and the Transformer were not run
     assert found.loc["rnn < lstm", "holds"] == 2 and not found.loc["rnn < lstm", "settled"]
     assert found.loc["lstm < attention", "holds"] == 3 and found.loc["lstm < attention", "settled"]
+    one = _table()[_table()["seed"] == 3]
+    assert not claims(one)["settled"].any()  # one seed settles nothing, whatever it shows
+    assert "lstm < attention: not settled (only 1 of the 3 seeds so far)" in claims_markdown(one)
     text = claims_markdown(_table())
     assert "- rnn < lstm: not settled (BLEU greedy 2 of 3, CrystalBLEU greedy 2 of 3)." in text
     assert "- lstm < attention: holds in every seed" in text

@@ -129,7 +129,7 @@ def summary(table: pd.DataFrame, metric: str = "bleu") -> pd.DataFrame:
 def claims(table: pd.DataFrame, metric: str = "bleu", decoding: str = "greedy") -> pd.DataFrame:
     """Each step of the README's ranking (``utils.evaluation.intervals.RANKING``): in how many seeds the
     higher model scores above the lower one on ``metric`` with ``decoding``; ``settled`` only when it
-    holds in every seed."""
+    holds in every seed and the study has all of its seeds (``SEEDS``) for both models."""
     wide = table[table["decoding"] == decoding].pivot(index="seed", columns="model", values=metric)
     rows = []
     for low, high in RANKING:
@@ -137,7 +137,7 @@ def claims(table: pd.DataFrame, metric: str = "bleu", decoding: str = "greedy") 
             both = wide[[low, high]].dropna()
             holds = int((both[high] > both[low]).sum())
             rows.append({"claim": f"{low} < {high}", "metric": metric, "decoding": decoding, "seeds": len(both),
-                         "holds": holds, "settled": holds == len(both) > 0})
+                         "holds": holds, "settled": holds == len(both) >= len(SEEDS)})
     return pd.DataFrame(rows)
 
 
@@ -165,7 +165,9 @@ def claims_markdown(table: pd.DataFrame) -> str:
     for claim, rows in found.groupby("claim", sort=False):
         parts = [f"{'BLEU' if r.metric == 'bleu' else 'CrystalBLEU'} {r.decoding} {r.holds} of {r.seeds}"
                  for r in rows.itertuples()]
-        verdict = "holds in every seed" if rows["settled"].all() else "not settled"
+        seeds = int(rows["seeds"].min())
+        verdict = ("holds in every seed" if rows["settled"].all() else "not settled"
+                   + (f" (only {seeds} of the {len(SEEDS)} seeds so far)" if seeds < len(SEEDS) else ""))
         lines.append(f"- {claim}: {verdict} ({', '.join(parts)}).")
     return "\n".join(lines)
 
