@@ -287,7 +287,8 @@ def _fit_max_length(loaded: LoadedModel, options: dict) -> dict:
 
 def generate_code(docstring: str, model_path: str | os.PathLike, vocab_path: str | os.PathLike | None = None,
                   max_length: int | None = None, device: str | torch.device = "cpu", beam_size: int = 1,
-                  syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY, precision: str = DECODE_PRECISION) -> str:
+                  syntax_aware: bool = False, length_penalty: float = LENGTH_PENALTY,
+                  precision: str = DECODE_PRECISION) -> str:
     """Generate the Python source (indented, newline-terminated) of a function described by ``docstring``.
 
     ``max_length`` caps the generated symbols (None: the model's own limit, 80 tokens or 160 BPE

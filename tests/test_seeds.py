@@ -3,6 +3,7 @@ the recipe's own seed read from shipped weights and checked against the recipe, 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -72,6 +73,10 @@ def test_seeds_train_score_both_decodings_and_resume(tiny_corpus, tmp_path, caps
     (out / "seed-2" / "rnn_best.pt").unlink()  # a finished run is not trained again
     assert seed_study.main(argv) == 0 and len(pd.read_csv(csv)) == 4
     assert seed_study.main([*argv, "--collect"]) == 0 and len(pd.read_csv(csv)) == 4
+    # a later machine without the runs' folders keeps the CSV's rows and trains nothing again
+    shutil.rmtree(out)
+    assert seed_study.main(argv) == 0 and pd.read_csv(csv).equals(table)
+    assert not (out / "seed-1" / "rnn_best.pt").exists()
 
 
 def test_the_recipes_own_seed_is_read_from_the_shipped_weights_never_trained(tiny_corpus, tmp_path, capsys) -> None:
@@ -89,7 +94,8 @@ def test_the_recipes_own_seed_is_read_from_the_shipped_weights_never_trained(tin
     (out / "seed-7" / "rnn_best.pt").rename(shipped / "rnn_best.pt")
     assert run(42) == 2  # ... is not the recipe's seed 42
     assert "was not trained at this recipe: seed=7 (recipe 42)" in capsys.readouterr().err
-    (out / "seed-7" / "rnn.json").unlink()
+    (out / "seed-7" / "rnn.json").unlink()  # the trained run forgotten (its JSON and the CSV's rows)
+    csv.unlink()
     assert run(7, seed=7) == 0  # the recipe's own seed: read from shipped/, scored, marked shipped
     table = pd.read_csv(csv)
     assert table["weights"].tolist() == ["shipped", "shipped"] and not (out / "seed-7" / "rnn_best.pt").exists()

@@ -85,15 +85,16 @@ def score_model(folder: Path, name: str, data: ScreeningData, test_rows: list[di
 
 
 def run_seed(seed: int, models: Sequence[str], params: dict, data: ScreeningData, test_rows: list[dict],
-             out: Path, shipped: Path, recipe: str, commit: str = "unknown") -> None:
+             out: Path, shipped: Path, recipe: str, commit: str = "unknown", done: frozenset = frozenset()) -> None:
     """Train (or, for the recipe's own seed, check the shipped weights of) each model of ``models``
     and write its rows, with ``commit`` (the one the process started at), to
-    ``<out>/seed-<seed>/<model>.json``; a model whose file exists is skipped."""
+    ``<out>/seed-<seed>/<model>.json``; a model whose file exists, or whose (seed, model) is in ``done``
+    (the CSV's rows from an earlier session), is skipped."""
     main_seed = params.get("seed", Seq2SeqConfig.seed)
     tune_rows = data.valid_rows[: params.get("tune_examples", 200)]
     for name in models:
         record = out / f"seed-{seed}" / f"{name}.json"
-        if record.is_file():
+        if record.is_file() or (seed, name) in done:
             continue
         config = make_config(name, **{**params, "seed": seed}, src_vocab_size=len(data.src),
                              trg_vocab_size=len(data.trg), **model_lengths(params["data_dir"]))
@@ -114,10 +115,19 @@ def run_seed(seed: int, models: Sequence[str], params: dict, data: ScreeningData
         print(json.dumps(rows), flush=True)
 
 
-def collect(out: Path, models: Sequence[str] = MODELS) -> pd.DataFrame:
-    """Every finished run's rows under ``out``, by seed (in order) and model (in ``models`` order)."""
-    return pd.DataFrame([row for s in found_seeds(out) for m in models
-                         if (p := out / f"seed-{s}" / f"{m}.json").is_file() for row in json.loads(p.read_text())])
+def collect(out: Path, models: Sequence[str] = MODELS, kept: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every finished run's rows under ``out``, by seed (in order) and model (in ``models`` order), and
+    the rows of ``kept`` (the CSV so far: runs whose folders an earlier machine had) for the (seed,
+    model) pairs that have no run here."""
+    found = pd.DataFrame([row for s in found_seeds(out) for m in models
+                          if (p := out / f"seed-{s}" / f"{m}.json").is_file() for row in json.loads(p.read_text())])
+    if kept is None or kept.empty:
+        return found
+    here = set() if found.empty else set(zip(found["seed"], found["model"]))
+    older = kept[[(s, m) not in here and m in models for s, m in zip(kept["seed"], kept["model"])]]
+    return pd.concat([found, older], ignore_index=True).sort_values(
+        ["seed", "model"], key=lambda c: c.map(list(models).index) if c.name == "model" else c, kind="stable",
+        ignore_index=True)
 
 
 def summary(table: pd.DataFrame, metric: str = "bleu") -> pd.DataFrame:
@@ -185,6 +195,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--collect", action="store_true", help="train nothing: the table of the finished runs")
     args = p.parse_args(list(argv) if argv is not None else None)
     recipe, commit = Path(args.params).stem, git_commit()  # the code this process runs
+    kept = pd.read_csv(args.csv) if Path(args.csv).is_file() else None
+    if kept is not None and "params" in kept:
+        kept = kept[kept["params"] == recipe]
+    done = frozenset() if kept is None else frozenset(zip(kept["seed"], kept["model"]))
     out = Path(args.out or f"runs/seeds/{recipe}")
     try:
         models = model_names(" ".join(args.models))
@@ -195,11 +209,11 @@ def main(argv: Iterable[str] | None = None) -> int:
         test_rows = load_split(params["data_dir"], "test")
         for seed in args.seeds:
             try:
-                run_seed(seed, models, params, data, test_rows, out, args.shipped, recipe, commit)
+                run_seed(seed, models, params, data, test_rows, out, args.shipped, recipe, commit, done)
             except (FileNotFoundError, ValueError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
-    table = collect(out, models)
+    table = collect(out, models, kept)
     if table.empty:
         print(f"No finished run under {out}.")
         return 0
