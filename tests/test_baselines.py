@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from utils.data.retrieval import retrieval_outputs
 from utils.evaluation.baselines import (
     CONSTANT_FILE,
     baseline_rows,
@@ -72,7 +73,7 @@ def test_the_constant_program_is_cached_per_corpus(tmp_path) -> None:
 
 def test_baseline_rows_name_each_row_and_keep_its_outputs(rows) -> None:
     program = ["return", "None"]
-    found = baseline_rows(rows, rows, program)
+    found = baseline_rows(rows, retrieval_outputs(rows, rows), program)
     assert [r["model"] for r, _ in found] == ["reference-shuffled (floor)", "best constant program (floor)",
                                             "retrieval (TF-IDF)"]
     assert found[1][1] == [program] * len(rows) and found[1][0]["n"] == len(rows)

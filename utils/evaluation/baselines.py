@@ -127,24 +127,18 @@ def constant_program(data_dir: str | Path) -> dict:
     return found
 
 
-def baseline_rows(rows: Sequence[dict], train_rows: Sequence[dict] | None, constant: Sequence[str] | None,
+def baseline_rows(rows: Sequence[dict], retrieved: Sequence[Sequence[str]] | None, constant: Sequence[str] | None,
                   include_floor: bool = True, trg_vocab: Vocabulary | None = None,
                   shared: frozenset[NGram] | None = None) -> list[tuple[dict, list[list[str]]]]:
     """The results table's baseline rows for ``rows`` and each one's outputs: the floor (two rows or
-    more), the constant program (given its tokens) and retrieval (given the training rows)."""
+    more), the constant program (given its tokens) and retrieval (given its outputs,
+    ``utils.data.retrieval.retrieval_outputs``, which the caller has already computed)."""
     found = []
     if include_floor and len(rows) >= 2:
         found.append(({"model": FLOOR_MODEL, "decoding": FLOOR_DECODING}, shuffled_outputs(rows)))
     if constant is not None:
         found.append(({"model": CONSTANT_MODEL, "decoding": CONSTANT_DECODING}, [list(constant)] * len(rows)))
-    if train_rows:
-        found.append(({"model": RETRIEVAL_MODEL, "decoding": RETRIEVAL_DECODING}, retrieval_outputs(train_rows, rows)))
+    if retrieved is not None:
+        found.append(({"model": RETRIEVAL_MODEL, "decoding": RETRIEVAL_DECODING}, list(retrieved)))
     refs, docs = references(rows)
     return [({**row, **evaluate_outputs(outputs, refs, docs, trg_vocab, shared)}, outputs) for row, outputs in found]
-
-
-def constant_baseline(program: Sequence[str], rows: Sequence[dict], trg_vocab: Vocabulary | None = None,
-                      shared: frozenset[NGram] | None = None) -> dict[str, float]:
-    """Metrics of ``program`` returned for every row."""
-    refs, docs = references(rows)
-    return evaluate_outputs([list(program)] * len(rows), refs, docs, trg_vocab, shared)

@@ -348,7 +348,7 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
         })
         outputs.append(d.hypotheses)
     vocab = known_tokens(next(iter(loaded.values())).trg_vocab) if loaded else None
-    for record, output in baseline_rows(rows, train_rows, constant, include_floor, vocab, shared):
+    for record, output in baseline_rows(rows, baseline, constant, include_floor, vocab, shared):
         records.append(record)
         outputs.append(output)
     table = pd.DataFrame(records)

@@ -53,6 +53,21 @@ class Files:
     def csv(self, name: str) -> pd.DataFrame:
         return pd.read_csv(self.root / "plots" / name)
 
+    def optional_csv(self, name: str) -> pd.DataFrame | None:
+        """``plots/<name>``, or None where a study has not written it yet."""
+        return self.csv(name) if (self.root / "plots" / name).is_file() else None
+
+    def main_epochs(self) -> pd.DataFrame:
+        """The main run's epochs (``plots/training_epochs.csv``, the BPE vocabulary)."""
+        epochs = self.csv("training_epochs.csv")
+        return epochs[epochs["vocabulary"] == "bpe"]
+
+    def greedy_and_beam(self) -> list[tuple[str, pd.Series, pd.Series]]:
+        """(model, greedy row, beam 5 + syntax row) of every model that has both, in the table's order."""
+        r = self.results.set_index(["model", "decoding"])
+        return [(m, r.loc[(m, "greedy")], r.loc[(m, BEAM)]) for m in dict.fromkeys(self.results["model"])
+                if (m, "greedy") in r.index and (m, BEAM) in r.index]
+
     @cached_property
     def results(self) -> pd.DataFrame:
         return self.csv("results.csv")
@@ -123,7 +138,7 @@ def _difference(row: pd.Series, score: str) -> str:
 def ranking(files: Files) -> str:
     """Each step of the ranking on the test split (greedy): the difference with its 95% interval, and in
     how many seeds it holds (``plots/seed_study.csv``, when it has the step)."""
-    seeds = files.csv("seed_study.csv") if (files.root / "plots" / "seed_study.csv").is_file() else None
+    seeds = files.optional_csv("seed_study.csv")
     steps = claims(seeds) if seeds is not None and "decoding" in seeds else pd.DataFrame(columns=["claim"])
     lines = []
     for low, high in RANKING:
@@ -154,16 +169,15 @@ def _plots_csv(name: str, render: Callable[[pd.DataFrame], str]) -> Callable[[Fi
 
 def seeds(files: Files) -> str:
     """The seed study's table and claims; a line saying it has not run where its CSV is missing."""
-    if not (files.root / "plots" / "seed_study.csv").is_file():
+    table = files.optional_csv("seed_study.csv")
+    if table is None:
         return "The seed study has not run at this recipe yet (`python -m utils.studies seeds`)."
-    table = files.csv("seed_study.csv")
     return seed_summary_markdown(table) + "\n\n" + claims_markdown(table)
 
 
 def val_losses(files: Files) -> str:
     """Each model's validation loss per epoch (``plots/training_epochs.csv``, the BPE run)."""
-    epochs = files.csv("training_epochs.csv")
-    epochs = epochs[epochs["vocabulary"] == "bpe"]
+    epochs = files.main_epochs()
     return "; ".join(f"{model} " + " → ".join(cell(v, 2) for v in rows.sort_values("epoch")["val_loss"])
                      for model, rows in epochs.groupby("model", sort=False)) + "."
 
@@ -171,11 +185,8 @@ def val_losses(files: Files) -> str:
 def bleu_parts(files: Files) -> str:
     """Per model, greedy beside beam 5 + syntax: BLEU, its brevity penalty and n-gram precision, and
     CrystalBLEU (``plots/results.csv``)."""
-    r = files.results.set_index(["model", "decoding"])
-    models = [m for m in dict.fromkeys(files.results["model"]) if (m, "greedy") in r.index and (m, BEAM) in r.index]
-    rows = [[m, *(cell(r.loc[(m, d), c], digits) for c, digits in (("bleu", 2), ("brevity_penalty", 2),
-                                                                     ("ngram_precision", 2), ("crystal_bleu", 2))
-                  for d in ("greedy", BEAM))] for m in models]
+    columns = ("bleu", "brevity_penalty", "ngram_precision", "crystal_bleu")
+    rows = [[m, *(cell(row[c], 2) for c in columns for row in (g, b))] for m, g, b in files.greedy_and_beam()]
     header = ["model", *(f"{name} {d}" for name in ("BLEU", "BP", "n-gram precision", "CrystalBLEU")
                          for d in ("greedy", "beam"))]
     return markdown_table(rows, header)
@@ -184,10 +195,8 @@ def bleu_parts(files: Files) -> str:
 def beam_against_greedy(files: Files) -> str:
     """Per model, what beam 5 + syntax changes against greedy, split into BLEU's two parts: log BLEU is
     log BP + log precision, so the part whose logarithm moves more accounts for most of the change."""
-    r = files.results.set_index(["model", "decoding"])
     lines = []
-    for m in [m for m in dict.fromkeys(files.results["model"]) if (m, "greedy") in r.index and (m, BEAM) in r.index]:
-        g, b = r.loc[(m, "greedy")], r.loc[(m, BEAM)]
+    for m, g, b in files.greedy_and_beam():
         change = b["bleu"] - g["bleu"]
         by_bp = abs(np.log(b["brevity_penalty"] / g["brevity_penalty"]))
         by_precision = abs(np.log(b["ngram_precision"] / g["ngram_precision"])) if g["ngram_precision"] > 0 else np.inf
@@ -203,8 +212,8 @@ def beam_against_greedy(files: Files) -> str:
 def epoch_seconds(files: Files) -> str:
     """Each model's seconds per epoch in the main job (training and validation, one core each beside
     another model), from ``plots/training_epochs.csv``."""
-    epochs = files.csv("training_epochs.csv")
-    wide = epochs[epochs["vocabulary"] == "bpe"].pivot(index="model", columns="epoch", values="epoch_seconds")
+    epochs = files.main_epochs()
+    wide = epochs.pivot(index="model", columns="epoch", values="epoch_seconds")
     wide = wide.reindex([m for m in dict.fromkeys(epochs["model"]) if m in wide.index])
     return markdown_table([[m, *(cell(v, 0) for v in row)] for m, row in wide.iterrows()],
                           ["model", *(f"epoch {int(e)} (s)" for e in wide.columns)])

@@ -31,6 +31,7 @@ from utils.checkpoint import load_checkpoint
 from utils.config import Seq2SeqConfig, make_config, model_names
 from utils.data.processed import load_split, model_lengths
 from utils.data.vocabulary import known_tokens
+from utils.evaluation.baselines import references
 from utils.evaluation.intervals import RANKING
 from utils.evaluation.length_penalty import chosen_length_penalties, tune_length_penalty
 from utils.evaluation.markdown import cell, markdown_table
@@ -74,7 +75,7 @@ def score_model(folder: Path, name: str, data: ScreeningData, test_rows: list[di
     tuning = tune_length_penalty(loaded, tune_rows, LENGTH_PENALTIES, beam_size=5, syntax_aware=True,
                                  log=lambda _: None)
     alpha = chosen_length_penalties(tuning)[(name, BEAM)]
-    refs, docs = [r["code_tokens"] for r in test_rows], [r["docstring_tokens"] for r in test_rows]
+    refs, docs = references(test_rows)
     rows = []
     for beam, syntax in ((1, False), (5, True)):
         decoded = decode_split(loaded[name], test_rows, beam_size=beam, syntax_aware=syntax, length_penalty=alpha)
