@@ -38,6 +38,8 @@ examples (from the repository root; the trained weights ship in checkpoints/, `m
       --docstring "Return the largest item of a list." --docstring "Read a JSON file and return its content."
   .venv/bin/python inference/example_inference.py --model copy+retrieval --show-retrieved \
       --docstring "Return the list of files in a directory."
+  .venv/bin/python inference/example_inference.py --rerank --show-candidates 3 \
+      --docstring "Return the list of files in a directory."
   .venv/bin/python inference/example_inference.py --file docstrings.txt --max-length 120
   echo "Remove duplicates from a list, keeping order." | .venv/bin/python inference/example_inference.py
   .venv/bin/python inference/example_inference.py --docstring "Return the square of x." \\
@@ -48,7 +50,9 @@ examples (from the repository root; the trained weights ship in checkpoints/, `m
 The default checkpoint is the shipped checkpoints/<model>_best.pt under the repository root (checked
 against checkpoints/manifest.json); --checkpoint takes a run's own. Which one was used goes to stderr.
 Each docstring is printed as a '# ' comment line (its first 200 characters) followed by the generated
-code. Generated code is printed, never run.
+code. Generated code is printed, never run. --rerank answers with the combined system instead (the
+README's combined row): it retrieves from the training split in data/processed, which `make evaluate`
+writes (about two minutes), and never writes into checkpoints/.
 """
 
 
@@ -119,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--syntax-aware", action="store_true",
                      help="only let the decoder pick tokens that keep the program on a path to valid Python "
                           "(every model, greedy and beam)")
+    comb = p.add_argument_group("combined system")
+    comb.add_argument("--rerank", action="store_true",
+                      help="answer with the combined system instead of one model: the best of the nearest training "
+                           "functions and the shipped models' beams, chosen by the weights fitted on validation "
+                           "(checkpoints/reranker.json); needs the training split (`make evaluate` writes it)")
+    comb.add_argument("--show-candidates", type=_positive_int, nargs="?", const=5, default=None, metavar="N",
+                      help="with --rerank: also print the N best candidates (default 5) with their source and score")
+    comb.add_argument("--data-dir", default="data/processed", metavar="PATH",
+                      help="the processed corpus --rerank retrieves from (default: data/processed)")
     out = p.add_argument_group("output")
     out.add_argument("--show-retrieved", action="store_true",
                      help="print, for each docstring, the training function a '+retrieval' model started from "
@@ -191,7 +204,45 @@ def _retrieved_text(found) -> str:
     return "\n".join(lines) + "\n# generated:\n"
 
 
+def _candidate_text(result, n: int) -> str:
+    """The ``n`` best candidates as '# ' comment lines, then a blank comment line before the chosen code."""
+    lines = [f"# candidates ({len(result.candidates)}, best {min(n, len(result.candidates))} shown; score = the "
+             "fitted weights times the features):"]
+    for rank, c in enumerate(result.candidates[:n], 1):
+        lines.append(f"# {rank}. {c.score:+.3f}  {c.source}: {c.where}" + ("  <- chosen" if c is result.chosen else ""))
+        lines += ["#      " + line for line in c.code.splitlines()[:6]]
+    return "\n".join(lines) + "\n# chosen:\n"
+
+
+def run_combined(args: argparse.Namespace) -> int:
+    """--rerank: the combined system (inference/combined.py) from the shipped weights."""
+    for flag, given in (("--checkpoint", args.checkpoint), ("--model", args.model), ("--attention-plot",
+                        args.attention_plot), ("--show-retrieved", args.show_retrieved or None)):
+        if given is not None:
+            raise UsageError(f"--rerank uses the shipped models and its own candidates; drop {flag}")
+    docstrings = _read_docstrings(args)
+    from inference.combined import combined_generate
+
+    results = combined_generate(docstrings, SHIPPED_DIR, args.data_dir, args.device)
+    print("using the combined system (checkpoints/reranker.json: the nearest training functions and the "
+          "shipped models' beams)", file=sys.stderr)
+    for i, result in enumerate(results):
+        if i:
+            print()
+        print(_header(result.docstring))
+        if args.show_candidates:
+            print(_candidate_text(result, args.show_candidates), end="")
+        print(f"# from {result.chosen.source}: {result.chosen.where}")
+        print(result.chosen.code, end="" if result.chosen.code.endswith("\n") else "\n")
+    sys.stdout.flush()
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.rerank:
+        return run_combined(args)
+    if args.show_candidates:
+        raise UsageError("--show-candidates shows the combined system's candidates: add --rerank")
     if args.checkpoint is not None:
         checkpoint = user_path(args.checkpoint)
     else:

@@ -188,6 +188,11 @@ def ckpt_dir(tmp_path_factory, vocabs):
         config = Seq2SeqConfig(model=name, src_vocab_size=len(src), trg_vocab_size=len(trg), embed_dim=16,
                                hidden_dim=32, num_layers=1, dropout=0.0, n_heads=2, ff_dim=32)
         save_checkpoint(folder / f"{name}_best.pt", build_model(config), src, trg, history=HISTORY, best_epoch=2)
+    torch.manual_seed(0)  # the reviewer: a Transformer from code to docstring, its vocabularies the other way round
+    config = Seq2SeqConfig(model="transformer", src_vocab_size=len(trg), trg_vocab_size=len(src), embed_dim=16,
+                           hidden_dim=32, num_layers=1, dropout=0.0, n_heads=2, ff_dim=32,
+                           direction="code_to_docstring")
+    save_checkpoint(folder / "reviewer_best.pt", build_model(config), trg, src, history=HISTORY, best_epoch=2)
     return folder
 
 

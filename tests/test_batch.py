@@ -192,3 +192,16 @@ def test_encode_pairs_with_copy_feeds_the_batch() -> None:
     # ids below the target vocabulary size agree with the plain target
     plain = b.trg_out_ext < V
     assert torch.equal(b.trg_out_ext[plain], b.trg_out[plain])
+
+
+def test_the_reviewer_reads_the_code_and_writes_the_docstring() -> None:
+    from utils.data.batch import encode_pairs
+    from utils.data.vocabulary import Vocabulary
+
+    rows = [{"docstring_tokens": ["Add", "them"], "code_tokens": ["def", "add", "(", ")"]}]
+    docs = Vocabulary.build([rows[0]["docstring_tokens"]], min_freq=1)
+    code = Vocabulary.build([rows[0]["code_tokens"]], min_freq=1)
+    forward, = encode_pairs(rows, docs, code)
+    back, = encode_pairs(rows, docs, code, source_kind="code")
+    assert (back.src, back.trg) == (code.encode(rows[0]["code_tokens"]), docs.encode(rows[0]["docstring_tokens"]))
+    assert (forward.src, forward.trg) == (docs.encode(rows[0]["docstring_tokens"]), code.encode(rows[0]["code_tokens"]))

@@ -9,6 +9,7 @@ from utils.config import (
     MIN_WARMUP,
     MODEL_NAMES,
     MODEL_OVERRIDES,
+    REVIEWER,
     Seq2SeqConfig,
     make_config,
     model_names,
@@ -132,3 +133,21 @@ def test_per_model_settings_come_last_and_are_checked() -> None:
     with pytest.raises(ValueError, match="per_model must map model names"):
         make_config("rnn", per_model=["rnn"])
 
+
+
+def test_the_reviewer_is_the_transformer_the_other_way_round() -> None:
+    shared = {"lr": 0.01, "per_model": {"transformer": {"lr": 0.006}}, "max_src_len": 100, "max_trg_len": 160,
+              "max_positions": 162, "src_vocab_size": 4000, "trg_vocab_size": 4001}
+    c = make_config(REVIEWER, **shared)
+    assert c.name == REVIEWER and c.model == "transformer" and c.reviews and c.source_kind == "code"
+    assert (c.max_src_len, c.max_trg_len) == (160, 100)  # the code's limit in, the docstring's out
+    assert (c.src_vocab_size, c.trg_vocab_size) == (4001, 4000)
+    assert c.lr == 0.006 and c.warmup_steps == MIN_WARMUP["transformer"]  # trained like the Transformer
+    assert make_config(REVIEWER, **{**shared, "per_model": {"reviewer": {"lr": 0.002}}}).lr == 0.002
+    assert Seq2SeqConfig.from_dict(c.to_dict()) == c
+    forward = make_config("transformer", **shared)
+    assert not forward.reviews and forward.source_kind == "none" and forward.name == "transformer"
+    with pytest.raises(ValueError, match="is for the Transformer reading code alone"):
+        Seq2SeqConfig(model="lstm", direction="code_to_docstring")
+    with pytest.raises(ValueError, match="Unknown direction 'sideways'"):
+        Seq2SeqConfig(model="transformer", direction="sideways")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from utils.config import make_config
-from utils.training.parallel import resolve_workers, train_models, training_cost
+from utils.training.parallel import model_vocabs, resolve_workers, train_models, training_cost
 from utils.training.trainer import train_model
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -41,6 +41,13 @@ def two_configs(tiny_config):
 @pytest.fixture(scope="module")
 def toy_splits(toy_examples):
     return {"none": (toy_examples(48, seed=1, min_len=2, max_len=6), toy_examples(12, seed=2, min_len=2, max_len=6))}
+
+
+def test_the_reviewer_takes_the_vocabularies_the_other_way_round(toy_vocab) -> None:
+    other = object()  # stands for the code's vocabulary
+    assert model_vocabs(make_config("transformer"), toy_vocab, other) == (toy_vocab, other)
+    assert model_vocabs(make_config("reviewer"), toy_vocab, other)[0] is other
+    assert training_cost(make_config("reviewer", epochs=3)) > training_cost(make_config("transformer", epochs=3))
 
 
 def test_two_workers_train_what_one_after_the_other_trains(tmp_path, two_configs, toy_splits, toy_vocab) -> None:

@@ -101,6 +101,9 @@ def test_beam_search_scores_and_greedy(name, trained_models, sources) -> None:
         not_worse += b >= g - 1e-5
     assert not_worse >= 0.8 * len(sources)
     assert sum(beam.scores) > sum(greedy.scores)
+    # the beam's K best finished hypotheses are kept, best first (the combined system's candidates)
+    assert all(n_best[0] == tokens and 1 <= len(n_best) <= 4 for n_best, tokens in zip(beam.n_best, beam.tokens))
+    assert greedy.n_best == [[t] for t in greedy.tokens]
 
 
 def _all_outputs(n_tokens: int, max_len: int) -> list[list[int]]:

@@ -9,16 +9,27 @@ function fails here instead of silently breaking the shipped weights.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
 import utils.checkpoint as checkpoint
 from utils.checkpoint import LoadedModel, file_sha256, load_checkpoint, shipped_manifest
-from utils.evaluation.shipped import RECORDED_FILE, compare_with_recorded, release, sequence_log_probs
+from utils.config import REVIEWER
+from utils.decoding.rerank import RERANKER_FILE, Reranker
+from utils.evaluation.shipped import (
+    RECORDED_FILE,
+    compare_reviewer,
+    compare_with_recorded,
+    release,
+    sequence_log_probs,
+)
 from utils.paths import project_path
 
 SHIPPED = shipped_manifest() or {"files": {}}
+WEIGHTS = sorted(f for f in SHIPPED["files"] if f.endswith("_best.pt"))
+MODELS = [f for f in WEIGHTS if SHIPPED["files"][f]["model"] != REVIEWER]
 LOG_PROB_TOLERANCE = 1e-2  # nats per sequence: fp32 rounding differs between CPUs by far less
 SAME_OUTPUTS = 0.9
 ENCODER_TOLERANCE = 1e-4  # relative; fp32 rounding differs between CPUs by far less
@@ -34,13 +45,13 @@ def test_weights_ship_with_the_repository() -> None:
     assert total <= 60e6, f"the shipped weights take {total / 1e6:.1f} MB, more than 60 MB"
 
 
-@pytest.mark.parametrize("file", sorted(SHIPPED["files"]))
+@pytest.mark.parametrize("file", WEIGHTS)
 def test_each_shipped_model_ended_its_training_by_its_schedule_or_early_stopping(file) -> None:
     """Never by an epoch cap in the middle of a schedule: the README's table is of finished runs."""
     assert SHIPPED["files"][file]["ended_by"] in ("schedule", "patience")
 
 
-@pytest.mark.parametrize("file", sorted(SHIPPED["files"]))
+@pytest.mark.parametrize("file", MODELS)
 def test_each_shipped_model_computes_what_it_computed_when_shipped(file) -> None:
     path = project_path(checkpoint.SHIPPED_DIR) / file
     loaded = _load(path)
@@ -56,6 +67,19 @@ def test_each_shipped_model_computes_what_it_computed_when_shipped(file) -> None
     # the encoder, which the log-probabilities may not see (the RNN ignores its docstring)
     assert found["max_encoder_diff"] <= ENCODER_TOLERANCE, found
     assert len({round(r["encoder"], 3) for r in recorded}) > len(recorded) // 2  # docstrings are told apart
+
+
+def test_the_shipped_reviewer_scores_what_it_scored_when_shipped() -> None:
+    """The combined system's reviewer (code -> docstring): its recorded log-probabilities per piece."""
+    if "reviewer_best.pt" not in SHIPPED["files"]:
+        pytest.skip("no reviewer shipped yet (make main, then make release)")
+    path = project_path(checkpoint.SHIPPED_DIR) / "reviewer_best.pt"
+    loaded = _load(path)
+    assert loaded.name == REVIEWER and loaded.model.config.reviews
+    recorded = json.loads((path.parent / RECORDED_FILE).read_text())[REVIEWER]
+    assert len(recorded) >= 24 and len({round(r["log_prob"], 3) for r in recorded}) > len(recorded) // 2
+    assert compare_reviewer(loaded, recorded) <= LOG_PROB_TOLERANCE
+    assert "reranker.json" in SHIPPED["files"]  # shipped together with what it was fitted with
 
 
 def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outputs(tmp_path, ckpt_dir, rows,
@@ -76,16 +100,25 @@ def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outpu
     (out / "old_best.pt").write_bytes(b"an earlier release")
     (out / ".gitkeep").write_text("")  # kept: only the weights, the manifest and the recorded outputs are replaced
     (out.with_name("shipped.new")).mkdir()  # left by an earlier release that failed
+    (out / RERANKER_FILE).write_text("{}")  # an earlier release's: replaced, not kept
+    run = tmp_path / "run" / "checkpoints"  # the run: the models, the reviewer and the fitted combined system
+    shutil.copytree(ckpt_dir, run)
+    Reranker(weights={"cosine": 1.0, "reviewer": 0.5}, k=3, generic_docstring=["Return", "it", "."]).save(
+        run / RERANKER_FILE)
 
-    (ckpt_dir.parent / "timings.json").write_text(json.dumps({"02_train.ipynb": 10.0, "total": 12.5}))
-    manifest = release(ckpt_dir, ["attention", "rnn"], "params/full.yaml", data, plots, out_dir=out, commit="abc",
+    (run.parent / "timings.json").write_text(json.dumps({"02_train.ipynb": 10.0, "total": 12.5}))
+    manifest = release(run, ["attention", "rnn"], "params/full.yaml", data, plots, out_dir=out, commit="abc",
                        n_recorded=4)
     timings = json.loads((plots / "timings.json").read_text())
     assert timings["stages"] == {"02_train.ipynb": 10.0, "total": 12.5} and timings["params"] == "params/full.yaml"
     assert {"cpu", "cores", "avx512_bf16", "amx", "torch"} <= set(timings["machine"])
-    assert sorted(p.name for p in out.glob("*_best.pt")) == ["attention_best.pt", "rnn_best.pt"]
+    assert sorted(p.name for p in out.glob("*_best.pt")) == ["attention_best.pt", "reviewer_best.pt", "rnn_best.pt"]
     assert (out / ".gitkeep").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "plots", "shipped"]  # swapped in whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "plots", "run", "shipped"]  # swapped in whole
+    # the combined system's parts: the reviewer with its recorded scores, the fitted weights with their hash
+    assert manifest["files"]["reviewer_best.pt"]["model"] == REVIEWER
+    assert manifest["files"][RERANKER_FILE]["sha256"] == file_sha256(out / RERANKER_FILE)
+    assert Reranker.load(out / RERANKER_FILE).k == 3
     assert json.loads((out / "manifest.json").read_text()) == manifest
     entry = manifest["files"]["attention_best.pt"]
     assert entry["sha256"] == file_sha256(out / "attention_best.pt") and entry["model"] == "attention"
@@ -96,6 +129,10 @@ def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outpu
     recorded = json.loads((out / RECORDED_FILE).read_text())
     assert [r["docstring_tokens"] for r in recorded["rnn"]] == [r["docstring_tokens"] for r in rows[:4]]
     assert all(r["log_prob"] < 0 for r in recorded["rnn"])
+    assert len(recorded[REVIEWER]) == 4 and compare_reviewer(_load(out / "reviewer_best.pt"), recorded[REVIEWER]) == 0
+    assert compare_reviewer(_load(ckpt_dir / "transformer_best.pt"), [
+        {**r, "code_tokens": r["docstring_tokens"], "docstring_tokens": r["code_tokens"]}
+        for r in recorded[REVIEWER]]) > LOG_PROB_TOLERANCE  # other weights score otherwise
     loaded = _load(out / "attention_best.pt")
     assert compare_with_recorded(loaded, recorded["attention"]) == {
         "max_log_prob_diff": 0.0, "same_outputs": 1.0, "max_encoder_diff": 0.0, "same_beam_outputs": 1.0}

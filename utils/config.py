@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -27,6 +27,12 @@ RETRIEVAL_SUFFIX = "+retrieval"
 # every decoder step and to the output layer)
 RECURRENT_VARIANTS = ("original", "reverse", "context")
 RECURRENT_MODELS = ("rnn", "lstm")
+# Which way a model translates: the five generators write code for a docstring; the reviewer, a
+# Transformer trained the other way (code -> docstring), scores how well a candidate function explains
+# a docstring (``utils.decoding.rerank``). It is never offered as a generator.
+DIRECTIONS = ("docstring_to_code", "code_to_docstring")
+REVIEWER = "reviewer"
+REVIEWER_DIRECTION = DIRECTIONS[1]
 
 
 @dataclass
@@ -86,6 +92,8 @@ class Seq2SeqConfig:
     retrieval_input: str = "none"
     # RNN and LSTM only: one of RECURRENT_VARIANTS
     recurrent_variant: str = "original"
+    # One of DIRECTIONS; "code_to_docstring" is the reviewer (a Transformer reading code only)
+    direction: str = "docstring_to_code"
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -122,6 +130,11 @@ class Seq2SeqConfig:
         if self.recurrent_variant != "original" and self.model not in RECURRENT_MODELS:
             raise ValueError(f"recurrent_variant {self.recurrent_variant!r} is for the RNN and the LSTM, "
                              f"not {self.model!r}.")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"Unknown direction {self.direction!r}; use {' or '.join(map(repr, DIRECTIONS))}.")
+        if self.direction != DIRECTIONS[0] and (self.model != "transformer" or self.retrieval_input != "none"):
+            raise ValueError(f"direction {self.direction!r} (the reviewer) is for the Transformer reading code alone, "
+                             f"not {self.model!r} with retrieval_input {self.retrieval_input!r}.")
         if not 0.0 <= self.teacher_forcing <= 1.0 or not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"teacher_forcing must lie in [0, 1] and label_smoothing in [0, 1); got "
                              f"{self.teacher_forcing} and {self.label_smoothing}.")
@@ -129,8 +142,21 @@ class Seq2SeqConfig:
     @property
     def name(self) -> str:
         """The run's name (checkpoint files, table rows): the model, with RETRIEVAL_SUFFIX if it reads
-        retrieved code."""
+        retrieved code; ``REVIEWER`` for the model trained from code to docstring."""
+        if self.reviews:
+            return REVIEWER
         return self.model + (RETRIEVAL_SUFFIX if self.retrieval_input != "none" else "")
+
+    @property
+    def reviews(self) -> bool:
+        """Whether this is the reviewer: it reads code and writes (scores) docstrings."""
+        return self.direction == "code_to_docstring"
+
+    @property
+    def source_kind(self) -> str:
+        """What the model reads, the key of its encoded examples: "code" (the reviewer), else its
+        ``retrieval_input`` ("none": the docstring alone)."""
+        return "code" if self.reviews else self.retrieval_input
 
     @property
     def learning_rate(self) -> float:
@@ -206,19 +232,20 @@ MIN_WARMUP: dict[str, int] = {"transformer": 400}
 
 def model_settings(per_model: Any, name: str) -> dict[str, Any]:
     """The settings a parameter file's ``per_model`` gives the model ``name`` ("copy+retrieval" also
-    takes those of "copy"); each model and setting checked."""
+    takes those of "copy", the reviewer those of "transformer"); each model and setting checked."""
     if per_model is None:
         return {}
     if not isinstance(per_model, dict):
         raise ValueError(f"per_model must map model names to their settings, got {per_model!r}.")
     known = {f.name for f in fields(Seq2SeqConfig)} - {"model"}
     for model, settings in per_model.items():
-        if split_name(model)[0] not in MODEL_NAMES or not isinstance(settings, dict):
+        if split_name(model)[0] not in (*MODEL_NAMES, REVIEWER) or not isinstance(settings, dict):
             raise ValueError(f"per_model: {model!r} is not a model name with a mapping of settings; use one of "
                              f"{', '.join(MODEL_NAMES)}, e.g. per_model: {{transformer: {{lr: 0.006}}}}.")
         if unknown := sorted(set(settings) - known):
             raise ValueError(f"per_model: {model} has unknown settings {', '.join(unknown)}.")
-    return {**per_model.get(split_name(name)[0], {}), **per_model.get(name, {})}
+    base = "transformer" if name == REVIEWER else split_name(name)[0]
+    return {**per_model.get(base, {}), **per_model.get(name, {})}
 
 
 def make_config(name: str, **params: Any) -> Seq2SeqConfig:
@@ -227,8 +254,14 @@ def make_config(name: str, **params: Any) -> Seq2SeqConfig:
 
     "<model>+retrieval" reads retrieved code as ``params["retrieval_input"]`` says ("top1" if not
     given); a plain name never does. Its Transformer's position table then holds the whole source. A
-    shared ``recurrent_variant`` applies to the RNN and the LSTM only.
+    shared ``recurrent_variant`` applies to the RNN and the LSTM only. ``REVIEWER`` is the Transformer
+    the other way round: code (up to the target limit) in, docstring (up to the source limit) out.
     """
+    if name == REVIEWER:
+        own = {"transformer": model_settings(params.get("per_model"), REVIEWER)}
+        cfg = make_config("transformer", **{**params, "per_model": own})
+        return replace(cfg, direction=REVIEWER_DIRECTION, max_src_len=cfg.max_trg_len, max_trg_len=cfg.max_src_len,
+                       src_vocab_size=cfg.trg_vocab_size, trg_vocab_size=cfg.src_vocab_size)
     model, retrieval = split_name(name)
     own = model_settings(params.get("per_model"), name)
     known = {f.name for f in fields(Seq2SeqConfig)}

@@ -232,10 +232,19 @@ def encode_pairs(
     trg_vocab: Vocabulary,
     with_copy: bool = False,
     retrieval_input: str = "none",
+    source_kind: str | None = None,
 ) -> list[Example]:
     """Turn processed rows (``docstring_tokens``/``code_tokens``) into ``Example``s, in each
     vocabulary's symbols (the tokens, or their BPE pieces); with ``retrieval_input`` "top1" the source
-    also holds the row's retrieved code (``row["retrieved"]``, after a separator)."""
+    also holds the row's retrieved code (``row["retrieved"]``, after a separator). ``source_kind``
+    (``Seq2SeqConfig.source_kind``) "code" is the reviewer's way round: the code is the source, the
+    docstring the target, and ``src_vocab``/``trg_vocab`` are still the docstrings' and the code's."""
+    source_kind = source_kind or retrieval_input
+    if source_kind == "code":
+        return [Example(src=trg_vocab.encode(trg_vocab.symbols(row["code_tokens"])),
+                        trg=src_vocab.encode(src_vocab.symbols(row["docstring_tokens"])), index=i)
+                for i, row in enumerate(rows)]
+    retrieval_input = source_kind
     out = []
     for i, row in enumerate(rows):
         doc, code = src_vocab.symbols(row["docstring_tokens"]), trg_vocab.symbols(row["code_tokens"])

@@ -71,6 +71,21 @@ class TfidfRetriever:
             out += [(i, max(float(scores[k, i]), 0.0)) for k, i in enumerate(first.tolist())]
         return out
 
+    def top_k(self, docstrings: Sequence[Sequence[str]], k: int, batch: int = 256) -> list[list[tuple[int, float]]]:
+        """(index, cosine) of the ``k`` most similar training docstrings of each query, most similar
+        first and, among equals, the first row first: ``top_k(q, 1)`` is ``best(q)``."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        out: list[list[tuple[int, float]]] = []
+        n = self.matrix.size(0)
+        for start in range(0, len(docstrings), batch):
+            scores = self.cosines(docstrings[start:start + batch])              # [b, N]
+            rounded = torch.round(scores * 1e9)
+            # descending by rounded cosine, ascending by row: a stable sort of the negated scores
+            order = torch.sort(-rounded, dim=1, stable=True).indices[:, : min(k, n)]  # [b, k]
+            out += [[(i, max(float(scores[r, i]), 0.0)) for i in row] for r, row in enumerate(order.tolist())]
+        return out
+
     def nearest(self, docstrings: Sequence[Sequence[str]], batch: int = 256) -> list[int]:
         """Index of the most similar training docstring for each query (the first one on ties; row 0
         when a query shares no word with any training docstring)."""

@@ -30,6 +30,8 @@ class Hypotheses:
     tokens: list[list[int]]
     attention: list[Tensor | None] = field(default_factory=list)  # each [steps, S]
     scores: list[float] = field(default_factory=list)
+    # beam search: the beam_size best finished hypotheses of each row, best (length-penalised score) first
+    n_best: list[list[list[int]]] = field(default_factory=list)
 
 
 def _forbid_specials(log_probs: Tensor, open_vocabulary: bool = False) -> Tensor:
@@ -276,13 +278,14 @@ def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: 
         if not _drop_done(beams, finished, K):
             break
 
-    out, att, sc = [], [], []
+    out, att, sc, n_best = [], [], [], []
     for fin in finished:
         best = max(fin, key=lambda h: h[0])
         out.append(best[1])
         att.append(best[2] if model.has_attention else None)
         sc.append(best[3])
-    return Hypotheses(out, att, sc)
+        n_best.append([h[1] for h in sorted(fin, key=lambda h: -h[0])][:K])  # stable: the first of equals first
+    return Hypotheses(out, att, sc, n_best)
 
 
 def decode_batch(model: Seq2SeqModel, batch: Batch, beam_size: int = 1, max_len: int = 80,
@@ -318,6 +321,7 @@ def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size
     tokens: list[list[int]] = [[] for _ in range(n)]
     attention: list[Tensor | None] = [None] * n
     scores = [0.0] * n
+    n_best: list[list[list[int]]] = [[] for _ in range(n)]
     position = {id(e): i for i, e in enumerate(examples)}
     indexed = [Example(e.src, e.trg, position[id(e)], e.src_oov, e.src_ext, e.trg_ext) for e in examples]
     for group in source_length_batches(indexed, batch_size):
@@ -326,7 +330,8 @@ def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size
             hyp = decode_batch(model, batch.to(device), beam_size, max_len, length_penalty, syntax_aware, trg_vocab)
         for k, i in enumerate(batch.indices):
             tokens[i], attention[i], scores[i] = hyp.tokens[k], hyp.attention[k], hyp.scores[k]
-    return Hypotheses(tokens, attention, scores)
+            n_best[i] = hyp.n_best[k] if hyp.n_best else [hyp.tokens[k]]
+    return Hypotheses(tokens, attention, scores, n_best)
 
 
 def ids_to_tokens(ids: Sequence[int], trg_vocab: Vocabulary, src_oov: Sequence[str] | None = None) -> list[str]:

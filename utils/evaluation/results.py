@@ -312,8 +312,11 @@ def teacher_forced_figures(loaded: LoadedModel, rows: Sequence[dict], device: st
 def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedModel], rows: Sequence[dict],
                   device: str | torch.device | None = None, out_path: str | Path | None = None,
                   include_floor: bool = True, batch_size: int = 128, train_rows: Sequence[dict] | None = None,
-                  constant: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per (model, decoding), plus the shuffled-reference floor, the best constant program
+                  constant: Sequence[str] | None = None,
+                  systems: Sequence[tuple[dict, list[list[str]]]] = ()) -> pd.DataFrame:
+    """One row per (model, decoding), then each of ``systems`` ((``model``/``decoding`` labels, one
+    output per row): the combined system of ``utils.evaluation.rerank``), plus the shuffled-reference
+    floor, the best constant program
     (``constant``: its code tokens, ``utils.evaluation.baselines.constant_program``) and (given the
     training rows) the retrieval baseline, scored exactly like the models, with bootstrap intervals
     (``utils.evaluation.intervals``); written as CSV to ``out_path``. CrystalBLEU needs the training
@@ -348,6 +351,9 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
         })
         outputs.append(d.hypotheses)
     vocab = known_tokens(next(iter(loaded.values())).trg_vocab) if loaded else None
+    for labels, output in systems:
+        records.append({**labels, **evaluate_outputs(output, refs, docs, vocab, shared)})
+        outputs.append(output)
     for record, output in baseline_rows(rows, baseline, constant, include_floor, vocab, shared):
         records.append(record)
         outputs.append(output)

@@ -27,8 +27,11 @@ import torch
 import yaml
 
 from utils.checkpoint import MANIFEST_FILE, SHIPPED_DIR, LoadedModel, file_sha256, load_checkpoint
+from utils.config import REVIEWER
 from utils.data.batch import encode_pairs, make_batch
 from utils.data.processed import load_manifest, load_split
+from utils.decoding.rerank import RERANKER_FILE, log_probs_per_piece
+from utils.evaluation.rerank import REVIEWER_FILE
 from utils.evaluation.results import decode_split
 from utils.files import replace_folder, write_text
 from utils.paths import git_commit, project_path
@@ -105,6 +108,40 @@ def compare_with_recorded(loaded: LoadedModel, recorded: Sequence[dict]) -> dict
     return found
 
 
+def record_reviewer(loaded: LoadedModel, rows: Sequence[dict]) -> list[dict]:
+    """The reviewer's recorded outputs: each row's code and docstring with the teacher-forced
+    log-probability per piece of the docstring given the code (fp32), as the combined system scores it."""
+    codes, docs = [r["code_tokens"] for r in rows], [r["docstring_tokens"] for r in rows]
+    return [{"code_tokens": c, "docstring_tokens": d, "log_prob": float(lp)}
+            for c, d, lp in zip(codes, docs, log_probs_per_piece(loaded, codes, docs))]
+
+
+def compare_reviewer(loaded: LoadedModel, recorded: Sequence[dict]) -> float:
+    """The largest difference (nats per piece) between what the reviewer scores now and what it recorded."""
+    now = log_probs_per_piece(loaded, [r["code_tokens"] for r in recorded], [r["docstring_tokens"] for r in recorded])
+    return max((abs(a - r["log_prob"]) for a, r in zip(now, recorded)), default=0.0)
+
+
+def _ship_reranker(run: Path, out: Path, files: dict, recorded: dict, rows: Sequence[dict]) -> None:
+    """The combined system's parts, where the run has them: the reviewer (with its recorded scores) and
+    the fitted ``reranker.json`` (listed with its hash, so that loading it checks it like the weights)."""
+    reviewer = run / REVIEWER_FILE
+    if reviewer.is_file():
+        path = out / REVIEWER_FILE
+        shutil.copyfile(reviewer, path)
+        ckpt = load_checkpoint(path)
+        files[path.name] = {**model_entry(REVIEWER, path, ckpt, pd.DataFrame(columns=["model", "decoding"]),
+                                          pd.DataFrame(columns=["model", "chosen"])), "test": {}}
+        loaded = LoadedModel.from_checkpoint(ckpt, path, "cpu", precision="fp32")
+        recorded[REVIEWER] = record_reviewer(loaded, rows)
+    if (run / RERANKER_FILE).is_file():
+        shutil.copyfile(run / RERANKER_FILE, out / RERANKER_FILE)
+        files[RERANKER_FILE] = {"about": "the combined system's fitted weights, k and generic docstring "
+                                         "(notebook 03, on the validation split)",
+                                "sha256": file_sha256(out / RERANKER_FILE),
+                                "bytes": (out / RERANKER_FILE).stat().st_size}
+
+
 def model_entry(name: str, path: Path, ckpt: dict, results: pd.DataFrame, penalties: pd.DataFrame) -> dict:
     """One file's manifest entry (``ckpt``: its loaded contents): hash, model, training, chosen length
     penalties, test figures."""
@@ -145,6 +182,7 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
         files[path.name] = model_entry(name, path, ckpt, results, penalties)
         loaded = LoadedModel.from_checkpoint(ckpt, path, "cpu", precision="fp32")
         recorded[name] = record_outputs(loaded, rows, files[path.name]["length_penalty"].get("beam5+syntax"))
+    _ship_reranker(run, out, files, recorded, rows)
     manifest = {"about": "The trained weights that ship with the repository (make release); loading checks "
                          "each file's sha256.",
                 "commit": commit or git_commit(), "params": params,
@@ -159,7 +197,8 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
     write_text(out / RECORDED_FILE, json.dumps(recorded, indent=1) + "\n")
     write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
     for kept in final.glob("*") if final.is_dir() else []:  # what else the folder holds (.gitkeep, notes)
-        if kept.is_file() and not (out / kept.name).exists() and not kept.name.endswith("_best.pt"):
+        if kept.is_file() and not (out / kept.name).exists() and not kept.name.endswith("_best.pt") \
+                and kept.name != RERANKER_FILE:
             shutil.copyfile(kept, out / kept.name)
     replace_folder(out, final)
     return manifest
@@ -182,7 +221,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     sizes = sum(f["bytes"] for f in manifest["files"].values())
-    print(f"shipped {len(manifest['files'])} models ({sizes / 1e6:.1f} MB) in {SHIPPED_DIR}/ with {MANIFEST_FILE}")
+    models = [f for f in manifest["files"] if f.endswith("_best.pt")]
+    print(f"shipped {len(models)} models ({sizes / 1e6:.1f} MB) in {SHIPPED_DIR}/ with {MANIFEST_FILE}"
+          + (f" and {RERANKER_FILE}" if RERANKER_FILE in manifest["files"] else ""))
     return 0
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from utils.evaluation.baselines import CONSTANT_MODEL, RETRIEVAL_MODEL
 from utils.evaluation.intervals import RANKING
 from utils.evaluation.markdown import cell, markdown_table
+from utils.evaluation.rerank import RERANK_MODEL
 from utils.files import write_text
 from utils.paths import project_path
 from utils.report.tables import (
@@ -29,6 +30,7 @@ from utils.report.tables import (
     epoch_times,
     headline_markdown,
     recipe_markdown,
+    rerank_study_markdown,
     results_markdown,
     stopping_markdown,
     timings_markdown,
@@ -124,7 +126,30 @@ def headline(files: Files) -> str:
             f"{cell(best['crystal_bleu'], 2)} CrystalBLEU); by CrystalBLEU, which leaves out the n-grams every "
             f"Python function shares, {crystal['model']} with {crystal['decoding']} ({cell(crystal['bleu'], 1)} BLEU, "
             f"{cell(crystal['crystal_bleu'], 2)} CrystalBLEU). One constant program returned for every docstring "
-            f"scores {cell(constant['bleu'], 1)} BLEU and {cell(constant['crystal_bleu'], 2)} CrystalBLEU.")
+            f"scores {cell(constant['bleu'], 1)} BLEU and {cell(constant['crystal_bleu'], 2)} CrystalBLEU."
+            + combined_sentence(files))
+
+
+def _interval(row: pd.Series, column: str) -> str:
+    low, high = row[f"{column}_low"], row[f"{column}_high"]
+    return f"{cell(low, 2)} to {cell(high, 2)}" + (", a tie" if low <= 0 <= high else "")
+
+
+def combined_sentence(files: Files) -> str:
+    """The combined system's row against retrieval (nothing where the table has no such row)."""
+    found = files.results[files.results["model"] == RERANK_MODEL]
+    if found.empty:
+        return ""
+    row = found.iloc[0]
+    return (f" The combined system ({row['decoding']}, one chooser fitted on the validation split) scores "
+            f"{cell(row['bleu'], 1)} BLEU and {cell(row['crystal_bleu'], 2)} CrystalBLEU: "
+            f"{_signed(row['bleu_vs_retrieval'])} BLEU against retrieval ({_interval(row, 'bleu_vs_retrieval')}) "
+            f"and {_signed(row['crystal_bleu_vs_retrieval'])} CrystalBLEU "
+            f"({_interval(row, 'crystal_bleu_vs_retrieval')}).")
+
+
+def _signed(value: float) -> str:
+    return ("+" if value >= 0 else "") + cell(value, 2)
 
 
 def _difference(row: pd.Series, score: str) -> str:
@@ -243,6 +268,8 @@ BLOCKS: dict[str, Callable[[Files], str]] = {
     "val-losses": val_losses,
     "budget-runs": _plots_csv("budget_study.csv", budget_markdown),
     "retrieval-study": _plots_csv("retrieval_study.csv", retrieval_study_markdown),
+    "rerank-study": lambda files: (rerank_study_markdown(table) if (table := files.optional_csv("rerank_study.csv"))
+                                   is not None else "Not run yet: notebook 03 of the main job writes it."),
     "vocabulary-comparison": _plots_csv("vocabulary_comparison.csv", comparison_markdown),
     "study-settings": _plots_csv("study_settings.csv", results_markdown),
     "study-settings-stopping": _plots_csv("study_settings_epochs.csv", lambda t: stopping_markdown(epoch_times(t))),

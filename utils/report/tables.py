@@ -233,3 +233,14 @@ def budget_markdown(table: pd.DataFrame) -> str:
              cell(r["val_distinct_outputs"], 1), cell(r.get("val_source_gap"), 2), cell(r["train_seconds"], 0),
              r["ended_by"]] for r in table.to_dict("records")]
     return markdown_table(rows, header)
+
+
+def rerank_study_markdown(table: pd.DataFrame) -> str:
+    """``plots/rerank_study.csv``: each candidate set of the combined system, its validation BLEU
+    (2-fold cross-validated: the choice; fitted on all of validation) and, for the record, its test
+    BLEU and CrystalBLEU with the share of picks a model wrote."""
+    rows = [[int(r["k"]), r["beams"], cell(r["valid_cv_bleu"], 2), cell(r["valid_fitted_bleu"], 2),
+             cell(r["test_bleu"], 2), cell(r["test_crystal_bleu"], 2), cell(r["test_brevity_penalty"], 2),
+             cell(r["test_generated_picked"], 1), "yes" if r["chosen"] else ""] for r in table.to_dict("records")]
+    return markdown_table(rows, ["k nearest", "beams", "validation BLEU (2-fold CV)", "validation BLEU (fitted)",
+                                 "test BLEU", "test CrystalBLEU", "test BP", "test picks generated %", "chosen"])

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from utils.config import Seq2SeqConfig, resolve_device
+from utils.config import REVIEWER, Seq2SeqConfig, resolve_device
 from utils.data.batch import Example
 from utils.data.vocabulary import Vocabulary
 from utils.paths import project_path
@@ -28,7 +28,7 @@ from utils.training.trainer import TrainResult, train_model
 # relative cost of an epoch on one core beside another model, from make main at 64/128 with 4,000-piece
 # batches in bf16 (docs/benchmarks.md: rnn 127 s, lstm 179, transformer 275, attention 415, copy 435),
 # and of reading retrieved code ("+retrieval": 2.9-3.3x their plain epochs, an earlier run's training seconds)
-EPOCH_COST = {"rnn": 1.0, "lstm": 1.4, "transformer": 2.2, "attention": 3.3, "copy": 3.4}
+EPOCH_COST = {"rnn": 1.0, "lstm": 1.4, "transformer": 2.2, "attention": 3.3, "copy": 3.4, REVIEWER: 2.5}
 RETRIEVAL_COST = 3.0
 
 
@@ -42,11 +42,16 @@ def resolve_workers(workers: int, device: torch.device, n_models: int) -> int:
     return max(1, min(workers or (os.cpu_count() or 1), n_models))
 
 
+def model_vocabs(config: Seq2SeqConfig, src_vocab: Vocabulary, trg_vocab: Vocabulary) -> tuple[Vocabulary, Vocabulary]:
+    """(source, target) vocabularies of the model: the docstrings' and the code's, swapped for the reviewer."""
+    return (trg_vocab, src_vocab) if config.reviews else (src_vocab, trg_vocab)
+
+
 def training_cost(config: Seq2SeqConfig) -> float:
     """A model's whole training in units of an rnn epoch: its epoch's cost times its epochs (the
     horizon of its schedule, or the cap of early stopping); the longest are started first."""
     retrieval = RETRIEVAL_COST if config.retrieval_input != "none" else 1.0
-    return EPOCH_COST.get(config.model, 1.0) * retrieval * config.epochs
+    return EPOCH_COST.get(config.name, EPOCH_COST.get(config.model, 1.0)) * retrieval * config.epochs
 
 
 def _train_in_worker(config: Seq2SeqConfig, examples: tuple[list[Example], list[Example]],
@@ -66,8 +71,9 @@ def train_models(configs: Mapping[str, Seq2SeqConfig], examples: Mapping[str, tu
                  src_vocab: Vocabulary, trg_vocab: Vocabulary, checkpoint_dir: str | Path,
                  device: str | torch.device | None = None, resume: bool = True, workers: int = 0,
                  log: Callable[[str], None] = print) -> dict[str, TrainResult]:
-    """Train every model of ``configs`` (name -> config) on ``examples[config.retrieval_input]`` (train,
-    valid); their results in ``configs``' order."""
+    """Train every model of ``configs`` (name -> config) on ``examples[config.source_kind]`` (train,
+    valid); their results in ``configs``' order. ``src_vocab``/``trg_vocab`` are the docstrings' and the
+    code's: the reviewer (code -> docstring) takes them the other way round."""
     device = device if isinstance(device, torch.device) else resolve_device(device)
     n = resolve_workers(workers, device, len(configs))
     if n > 1:
@@ -76,8 +82,9 @@ def train_models(configs: Mapping[str, Seq2SeqConfig], examples: Mapping[str, tu
         log(f"training {len(configs)} models in {n} processes, one core each; epoch lines in "
             f"{checkpoint_dir}/<model>.log")
         with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-            jobs = [pool.submit(_train_in_worker, configs[name], examples[configs[name].retrieval_input],
-                                (src_vocab, trg_vocab), str(checkpoint_dir), resume) for name in order]
+            jobs = [pool.submit(_train_in_worker, configs[name], examples[configs[name].source_kind],
+                                model_vocabs(configs[name], src_vocab, trg_vocab), str(checkpoint_dir), resume)
+                    for name in order]
             try:
                 for job in as_completed(jobs):
                     name = job.result()  # a worker's exception is raised here
@@ -88,7 +95,7 @@ def train_models(configs: Mapping[str, Seq2SeqConfig], examples: Mapping[str, tu
                 raise
     results = {}
     for name, config in configs.items():  # the finished runs reload at once; with one worker, they train here
-        results[name] = train_model(config, *examples[config.retrieval_input], src_vocab, trg_vocab,
+        results[name] = train_model(config, *examples[config.source_kind], *model_vocabs(config, src_vocab, trg_vocab),
                                     checkpoint_dir=checkpoint_dir, device=device, resume=resume or n > 1,
                                     log=log if n == 1 else (lambda _: None))
     return results

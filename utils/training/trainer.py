@@ -39,7 +39,7 @@ from utils.precision import autocast, grad_scaler, resolve_precision
 # Fields that change the architecture: a checkpoint that differs in any of them cannot be resumed.
 ARCHITECTURE_FIELDS = ("model", "vocabulary", "src_vocab_size", "trg_vocab_size", "embed_dim", "hidden_dim",
                        "num_layers", "n_heads", "ff_dim", "max_positions", "retrieval_input",
-                       "recurrent_variant")
+                       "recurrent_variant", "direction")
 # Fields that change how training goes on: resuming with other values would mix two runs in one
 # history. (``epochs`` and ``patience`` may change: more epochs continue a finished run.)
 TRAINING_FIELDS = ("dropout", "lr", "weight_decay", "clip", "batch_size", "batch_tokens", "teacher_forcing",

@@ -1,0 +1,187 @@
+"""The combined system: for a docstring, gather candidate functions and choose one by a weighted sum
+of what is known about each (reranking, as in noisy-channel translation: Yee et al. 2019; Yin and
+Neubig 2019; Zhang et al. 2022, coder-reviewer).
+
+Candidates are the ``k`` training functions whose docstrings are most similar (TF-IDF,
+``utils.data.retrieval``) and the finished hypotheses of some models' beam search. Each candidate
+gets the features of ``FEATURES``:
+
+    cosine     the TF-IDF cosine of the query with the candidate's training docstring (0 for a beam's)
+    forward    log p(code | docstring) per code piece, under the forward model (a generator)
+    pmi        forward minus log p(code | generic docstring) per piece: what the docstring adds
+    reviewer   log p(docstring | code) per docstring piece, under the reviewer (code -> docstring)
+    length     log(1 + tokens of the candidate): corpus BLEU's brevity penalty punishes short picks
+    generated  1 for a model's hypothesis, 0 for a training function (seen in training: its
+               likelihood is inflated)
+
+and the pick is the candidate with the highest ``features @ weights``, the first on ties (the
+nearest training functions first, in retrieval order). Likelihoods are computed by teacher forcing,
+many candidates to a batch. The weights, ``k`` and the generic docstring are fitted on the
+validation split (``utils.evaluation.rerank``) and saved as JSON beside the weights.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.checkpoint import LoadedModel
+from utils.data.batch import Example, encode_source, make_batch
+from utils.data.retrieval import TfidfRetriever
+from utils.data.subwords import join_pieces
+from utils.data.vocabulary import PAD
+from utils.decoding.search import decode_examples, ids_to_tokens
+from utils.files import atomic_write
+from utils.precision import autocast
+
+FEATURES = ("cosine", "forward", "pmi", "reviewer", "length", "generated")
+RERANKER_FILE = "reranker.json"
+RETRIEVED = "retrieved"
+
+
+@dataclass
+class Candidate:
+    """One candidate function for a query: its code tokens and where it came from."""
+
+    tokens: list[str]
+    source: str                    # RETRIEVED, or the model whose beam wrote it
+    train_index: int | None = None  # the training row of a retrieved function
+    cosine: float = 0.0             # of its docstring with the query (retrieved only)
+    rank: int = 0                   # its place in the retrieval order, or in its beam
+
+
+@dataclass
+class Reranker:
+    """What the combined system needs besides the models: written by the fitting, read by inference."""
+
+    weights: dict[str, float]
+    k: int                                       # nearest training functions per query
+    generic_docstring: list[str]                 # the docstring of the PMI's baseline
+    forward_model: str = "transformer"           # whose likelihood is ``forward``
+    beam_models: list[str] = field(default_factory=list)  # whose beams add candidates
+    beam_size: int = 5
+    syntax_aware: bool = True
+    length_penalty: dict[str, float] = field(default_factory=dict)  # per beam model
+    fitted_on: str = "valid"
+    validation: dict[str, float] = field(default_factory=dict)    # the fitted system's figures there
+
+    def weight_vector(self) -> np.ndarray:
+        return np.array([float(self.weights.get(f, 0.0)) for f in FEATURES])
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        with atomic_write(path) as f:
+            json.dump(asdict(self), f, indent=1)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Reranker":
+        """Read a reranker JSON; a ValueError that says what is wrong with a damaged or foreign one."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            unknown = sorted(set(data["weights"]) - set(FEATURES))
+            if unknown:
+                raise ValueError(f"unknown features {unknown}")
+            return cls(**data)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path} is not a reranker file written by notebook 03 ({e}); run "
+                             "notebooks/03_bleu.ipynb (or `make main`) to write it again.") from None
+
+
+def generic_docstring(retriever: TfidfRetriever, train_docstrings: Sequence[Sequence[str]]) -> list[str]:
+    """The training docstring nearest the centroid of all of them (highest cosine with the mean
+    TF-IDF vector; the first on ties): a docstring that says as little in particular as any."""
+    centroid = torch.sparse.sum(retriever.matrix, dim=0).to_dense()      # [W]
+    closeness = torch.sparse.mm(retriever.matrix, centroid.unsqueeze(1)).squeeze(1)  # [N]
+    return list(train_docstrings[int(torch.argmax(closeness))])
+
+
+def nearest_candidates(retriever: TfidfRetriever, train_rows: Sequence[dict], docstrings: Sequence[Sequence[str]],
+                       k: int) -> list[list[Candidate]]:
+    """The ``k`` nearest training functions of each docstring, nearest first (``TfidfRetriever.top_k``)."""
+    return [[Candidate(list(train_rows[i]["code_tokens"]), RETRIEVED, i, cos, r) for r, (i, cos) in enumerate(found)]
+            for found in retriever.top_k(docstrings, k)]
+
+
+def beam_candidates(loaded: LoadedModel, docstrings: Sequence[Sequence[str]], beam_size: int,
+                    length_penalty: float, syntax_aware: bool, batch_size: int = 64) -> list[list[Candidate]]:
+    """Every finished hypothesis of ``loaded``'s beam search for each docstring, best first
+    (duplicates, as tokens, dropped)."""
+    model = loaded.model
+    examples = []
+    for i, doc in enumerate(docstrings):
+        ex = encode_source(loaded.src_vocab.symbols(doc)[: loaded.max_src_len], None, loaded.src_vocab,
+                           loaded.trg_vocab, with_copy=model.uses_copy)
+        ex.index = i
+        examples.append(ex)
+    hyp = decode_examples(model, examples, batch_size=batch_size, beam_size=beam_size,
+                          max_len=model.config.max_trg_len, length_penalty=length_penalty,
+                          syntax_aware=syntax_aware, trg_vocab=loaded.trg_vocab, precision=loaded.precision)
+    out = []
+    for n_best, ex in zip(hyp.n_best, examples):
+        seen, found = set(), []
+        for ids in n_best:
+            tokens = join_pieces(ids_to_tokens(ids, loaded.trg_vocab, ex.src_oov))
+            if tuple(tokens) not in seen:
+                seen.add(tuple(tokens))
+                found.append(Candidate(tokens, loaded.name, rank=len(found)))
+        out.append(found)
+    return out
+
+
+@torch.no_grad()
+def log_probs_per_piece(loaded: LoadedModel, sources: Sequence[Sequence[str]], targets: Sequence[Sequence[str]],
+                        batch_pieces: int = 2000) -> np.ndarray:
+    """Teacher-forced mean log-probability per target piece (<EOS> included) of each (source tokens,
+    target tokens) pair under ``loaded``'s model, both cut to its limits; many pairs to a batch,
+    grouped by length. Not for the copy model (its scores need the copy ids)."""
+    model, device = loaded.model.eval(), loaded.device
+    if model.uses_copy:
+        raise ValueError(f"{loaded.name} copies from its source: score candidates with a model that does not.")
+    src_v, trg_v = loaded.src_vocab, loaded.trg_vocab
+    trg_limit = min(int(model.config.max_trg_len), (loaded.max_trg_len or 10 ** 9) - 2)
+    examples = [Example(src_v.encode(src_v.symbols(s))[: loaded.max_src_len],
+                        trg_v.encode(trg_v.symbols(t))[:trg_limit], i)
+                for i, (s, t) in enumerate(zip(sources, targets, strict=True))]
+    out = np.zeros(len(examples))
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].trg), len(examples[i].src)))
+    start = 0
+    while start < len(order):
+        width = len(examples[order[min(start + 63, len(order) - 1)]].trg) + 1
+        stop = min(len(order), start + max(1, batch_pieces // max(width, 1)))
+        batch = make_batch([examples[i] for i in order[start:stop]]).to(device)
+        with autocast(loaded.precision, device):
+            scores, _ = model(batch.src, batch.src_lengths, batch.trg_in, 1.0)     # [B, T, V]
+        logp = F.log_softmax(scores.float(), -1)
+        picked = logp.gather(2, batch.trg_out.unsqueeze(2)).squeeze(2)             # [B, T]
+        real = batch.trg_out != PAD
+        per_row = (picked * real).sum(1) / real.sum(1)                              # [B]
+        out[batch.indices] = per_row.cpu().numpy()
+        start = stop
+    return out
+
+
+def candidate_features(candidates: Sequence[Sequence[Candidate]], docstrings: Sequence[Sequence[str]],
+                       forward: LoadedModel, reviewer: LoadedModel, generic: Sequence[str]) -> list[np.ndarray]:
+    """The ``FEATURES`` of every candidate: one [candidates, len(FEATURES)] array per query."""
+    flat = [(q, c) for q, cands in enumerate(candidates) for c in cands]
+    docs = [list(docstrings[q]) for q, _ in flat]
+    codes = [c.tokens for _, c in flat]
+    fwd = log_probs_per_piece(forward, docs, codes)
+    base = log_probs_per_piece(forward, [list(generic)] * len(codes), codes)
+    rev = log_probs_per_piece(reviewer, codes, docs)
+    rows = np.array([[c.cosine, f, f - b, r, math.log1p(len(c.tokens)), float(c.source != RETRIEVED)]
+                     for (_, c), f, b, r in zip(flat, fwd, base, rev)]).reshape(len(flat), len(FEATURES))
+    bounds = np.cumsum([0] + [len(c) for c in candidates])
+    return [rows[bounds[q]:bounds[q + 1]] for q in range(len(candidates))]
+
+
+def choose(features: Sequence[np.ndarray], weights: np.ndarray) -> list[int]:
+    """The chosen candidate of each query: the highest weighted sum, the first on ties."""
+    return [int(np.argmax(np.round(f @ weights, 9))) if len(f) else -1 for f in features]
