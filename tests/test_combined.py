@@ -39,7 +39,8 @@ def test_the_api_picks_by_the_fitted_weights_and_says_where_each_candidate_came_
     assert first.candidates[0] is first.chosen and len(first.candidates) <= 3 + 2
     assert [c.score for c in first.candidates] == sorted((c.score for c in first.candidates), reverse=True)
     assert {c.source for c in first.candidates} == {"training function", "attention beam"}
-    assert set(first.chosen.features) == {"cosine", "forward", "pmi", "reviewer", "length", "generated"}
+    assert set(first.chosen.features) == {"cosine", "forward", "pmi", "reviewer", "length", "generated", "consensus",
+                                          "overlap"}
     with pytest.raises(ValueError, match="docstring is empty"):
         combined_generate(["  "], folder, data)
 

@@ -72,3 +72,23 @@ def test_a_studys_rows_say_where_they_ran() -> None:
                                   "recorded its commit and parameter file.")
     older = study_source(pd.DataFrame({"seed": [1]}))
     assert older.endswith("1 before the study recorded its commit and parameter file.")
+
+
+def test_the_headline_names_the_combined_system_against_retrieval_where_it_has_a_row(tmp_path) -> None:
+    from utils.evaluation.rerank import RERANK_MODEL
+    from utils.report.blocks import combined_sentence, headline
+
+    root = _copy_of_the_repository(tmp_path)
+    results = pd.read_csv(root / "plots" / "results.csv")
+    results = results[results["model"] != RERANK_MODEL]
+    results.to_csv(root / "plots" / "results.csv", index=False)
+    assert combined_sentence(Files(root)) == ""  # a table without the combined row: nothing said
+    row = {"model": RERANK_MODEL, "decoding": "5 nearest + copy beam5", "bleu": 20.5, "crystal_bleu": 8.25,
+           "bleu_vs_retrieval": 1.56, "bleu_vs_retrieval_low": 0.8, "bleu_vs_retrieval_high": 2.3,
+           "crystal_bleu_vs_retrieval": 1.2, "crystal_bleu_vs_retrieval_low": -0.1,
+           "crystal_bleu_vs_retrieval_high": 2.5}
+    pd.concat([results, pd.DataFrame([row])]).to_csv(root / "plots" / "results.csv", index=False)
+    text = headline(Files(root))
+    assert ("The combined system (5 nearest + copy beam5, one chooser fitted on the validation split) scores "
+            "20.5 BLEU and 8.25 CrystalBLEU: +1.56 (0.80 to 2.30) BLEU against retrieval and +1.20 (-0.10 to "
+            "2.50, a tie) CrystalBLEU.") in text

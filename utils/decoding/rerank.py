@@ -13,6 +13,10 @@ gets the features of ``FEATURES``:
     length     log(1 + tokens of the candidate): corpus BLEU's brevity penalty punishes short picks
     generated  1 for a model's hypothesis, 0 for a training function (seen in training: its
                likelihood is inflated)
+    consensus  the candidate's mean smoothed sentence BLEU against the query's other candidates
+               (minimum Bayes risk: what many candidates agree on is more likely right)
+    overlap    the share of the query's identifier-like words (three letters or more) that the
+               candidate's code holds (argument and attribute names the docstring mentions)
 
 and the pick is the candidate with the highest ``features @ weights``, the first on ties (the
 nearest training functions first, in retrieval order). Likelihoods are computed by teacher forcing,
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.bleu import ORDERS
 from utils.checkpoint import LoadedModel
 from utils.data.batch import Example, encode_source, make_batch
 from utils.data.retrieval import TfidfRetriever
@@ -40,7 +46,7 @@ from utils.decoding.search import decode_examples, ids_to_tokens
 from utils.files import atomic_write
 from utils.precision import autocast
 
-FEATURES = ("cosine", "forward", "pmi", "reviewer", "length", "generated")
+FEATURES = ("cosine", "forward", "pmi", "reviewer", "length", "generated", "consensus", "overlap")
 RERANKER_FILE = "reranker.json"
 RETRIEVED = "retrieved"
 
@@ -176,10 +182,41 @@ def candidate_features(candidates: Sequence[Sequence[Candidate]], docstrings: Se
     fwd = log_probs_per_piece(forward, docs, codes)
     base = log_probs_per_piece(forward, [list(generic)] * len(codes), codes)
     rev = log_probs_per_piece(reviewer, codes, docs)
-    rows = np.array([[c.cosine, f, f - b, r, math.log1p(len(c.tokens)), float(c.source != RETRIEVED)]
-                     for (_, c), f, b, r in zip(flat, fwd, base, rev)]).reshape(len(flat), len(FEATURES))
+    agree = [v for cands in candidates for v in consensus([c.tokens for c in cands])]
+    shared = [v for q, cands in enumerate(candidates) for v in overlap(docstrings[q], [c.tokens for c in cands])]
+    rows = np.array([[c.cosine, f, f - b, r, math.log1p(len(c.tokens)), float(c.source != RETRIEVED), a, o]
+                     for (_, c), f, b, r, a, o in zip(flat, fwd, base, rev, agree, shared)]).reshape(len(flat),
+                                                                                                len(FEATURES))
     bounds = np.cumsum([0] + [len(c) for c in candidates])
     return [rows[bounds[q]:bounds[q + 1]] for q in range(len(candidates))]
+
+
+def _ngram_counts(tokens: Sequence[str]) -> list[Counter]:
+    return [Counter(zip(*(tokens[i:] for i in range(n)))) for n in range(1, ORDERS + 1)]
+
+
+def consensus(codes: Sequence[Sequence[str]]) -> list[float]:
+    """Each code's mean sentence BLEU (0-1; orders smoothed by adding one, with the brevity penalty)
+    against each of the other codes as the reference; 0 for a lone candidate."""
+    grams = [_ngram_counts(c) for c in codes]
+    out = []
+    for i, mine in enumerate(grams):
+        scores = []
+        for j, other in enumerate(grams):
+            if i == j:
+                continue
+            log_p = sum(math.log((sum(min(n, other[o][g]) for g, n in mine[o].items()) + 1)
+                                 / (sum(mine[o].values()) + 1)) for o in range(ORDERS)) / ORDERS
+            scores.append(math.exp(log_p + min(0.0, 1 - len(codes[j]) / max(len(codes[i]), 1))))
+        out.append(sum(scores) / len(scores) if scores else 0.0)
+    return out
+
+
+def overlap(docstring: Sequence[str], codes: Sequence[Sequence[str]]) -> list[float]:
+    """The share of the docstring's identifier-like words (three characters or more, any case) that
+    each code's tokens hold (0 when the docstring has none)."""
+    words = {t.lower() for t in docstring if t.isidentifier() and len(t) > 2}
+    return [len(words & {t.lower() for t in code}) / len(words) if words else 0.0 for code in codes]
 
 
 def choose(features: Sequence[np.ndarray], weights: np.ndarray) -> list[int]:

@@ -130,11 +130,6 @@ def headline(files: Files) -> str:
             + combined_sentence(files))
 
 
-def _interval(row: pd.Series, column: str) -> str:
-    low, high = row[f"{column}_low"], row[f"{column}_high"]
-    return f"{cell(low, 2)} to {cell(high, 2)}" + (", a tie" if low <= 0 <= high else "")
-
-
 def combined_sentence(files: Files) -> str:
     """The combined system's row against retrieval (nothing where the table has no such row)."""
     found = files.results[files.results["model"] == RERANK_MODEL]
@@ -143,21 +138,17 @@ def combined_sentence(files: Files) -> str:
     row = found.iloc[0]
     return (f" The combined system ({row['decoding']}, one chooser fitted on the validation split) scores "
             f"{cell(row['bleu'], 1)} BLEU and {cell(row['crystal_bleu'], 2)} CrystalBLEU: "
-            f"{_signed(row['bleu_vs_retrieval'])} BLEU against retrieval ({_interval(row, 'bleu_vs_retrieval')}) "
-            f"and {_signed(row['crystal_bleu_vs_retrieval'])} CrystalBLEU "
-            f"({_interval(row, 'crystal_bleu_vs_retrieval')}).")
+            f"{_difference(row, 'bleu_vs_retrieval')} BLEU against retrieval and "
+            f"{_difference(row, 'crystal_bleu_vs_retrieval')} CrystalBLEU.")
 
 
-def _signed(value: float) -> str:
-    return ("+" if value >= 0 else "") + cell(value, 2)
-
-
-def _difference(row: pd.Series, score: str) -> str:
-    """"+2.88 (2.74 to 3.01)", with "a tie" where the 95% interval holds 0."""
-    low, high = row[f"{score}_vs_below_low"], row[f"{score}_vs_below_high"]
-    sign = "+" if row[f"{score}_vs_below"] >= 0 else ""
+def _difference(row: pd.Series, column: str) -> str:
+    """"+2.88 (2.74 to 3.01)" from ``column`` and its ``_low``/``_high``, with "a tie" where the 95%
+    interval holds 0."""
+    low, high = row[f"{column}_low"], row[f"{column}_high"]
+    sign = "+" if row[column] >= 0 else ""
     tie = ", a tie" if low <= 0 <= high else ""
-    return f"{sign}{cell(row[f'{score}_vs_below'], 2)} ({cell(low, 2)} to {cell(high, 2)}{tie})"
+    return f"{sign}{cell(row[column], 2)} ({cell(low, 2)} to {cell(high, 2)}{tie})"
 
 
 def ranking(files: Files) -> str:
@@ -171,8 +162,8 @@ def ranking(files: Files) -> str:
         found = steps[steps["claim"] == f"{low} < {high}"]
         seeds_text = (f"; higher by BLEU in {found.iloc[0]['holds']} of {found.iloc[0]['seeds']} training seeds"
                       if len(found) else "; not yet run with other training seeds")
-        lines.append(f"- {high} minus {low}, greedy: BLEU {_difference(row, 'bleu')}, CrystalBLEU "
-                     f"{_difference(row, 'crystal_bleu')}{seeds_text}.")
+        lines.append(f"- {high} minus {low}, greedy: BLEU {_difference(row, 'bleu_vs_below')}, CrystalBLEU "
+                     f"{_difference(row, 'crystal_bleu_vs_below')}{seeds_text}.")
     return "\n".join(lines)
 
 
