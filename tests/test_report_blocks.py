@@ -92,3 +92,13 @@ def test_the_headline_names_the_combined_system_against_retrieval_where_it_has_a
     assert ("The combined system (5 nearest + copy beam5, one chooser fitted on the validation split) scores "
             "20.5 BLEU and 8.25 CrystalBLEU: +1.56 (0.80 to 2.30) BLEU against retrieval and +1.20 (-0.10 to "
             "2.50, a tie) CrystalBLEU.") in text
+
+
+def test_the_projection_adds_half_the_reviewer_and_what_the_later_notebooks_took_longer() -> None:
+    from utils.report.blocks import projected_seconds
+
+    timings = {"stages": {"01_preprocess.ipynb": 90.0, "02_train.ipynb": 3000.0, "03_bleu.ipynb": 400.0,
+                          "total": 3490.0},
+               "added": {"stages": {"01_preprocess.ipynb": 100.0, "02_train.ipynb": 20.0, "03_bleu.ipynb": 700.0,
+                                    "total": 820.0}, "reviewer_epoch_seconds": [300.0, 300.0]}}
+    assert projected_seconds(timings) == 3490.0 + 300.0 + 10.0 + 300.0

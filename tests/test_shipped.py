@@ -107,11 +107,14 @@ def test_release_ships_a_runs_checkpoints_with_their_manifest_and_recorded_outpu
         run / RERANKER_FILE)
 
     (run.parent / "timings.json").write_text(json.dumps({"02_train.ipynb": 10.0, "total": 12.5}))
+    (run.parent / "later").mkdir()  # a later run that added to the timed one
+    (run.parent / "later" / "timings.json").write_text(json.dumps({"03_bleu.ipynb": 20.0, "total": 21.0}))
     manifest = release(run, ["attention", "rnn"], "params/full.yaml", data, plots, out_dir=out, commit="abc",
-                       n_recorded=4)
+                       n_recorded=4, added_run=run.parent / "later")
     timings = json.loads((plots / "timings.json").read_text())
     assert timings["stages"] == {"02_train.ipynb": 10.0, "total": 12.5} and timings["params"] == "params/full.yaml"
     assert {"cpu", "cores", "avx512_bf16", "amx", "torch"} <= set(timings["machine"])
+    assert timings["added"]["stages"]["total"] == 21.0 and len(timings["added"]["reviewer_epoch_seconds"]) == 2
     assert sorted(p.name for p in out.glob("*_best.pt")) == ["attention_best.pt", "reviewer_best.pt", "rnn_best.pt"]
     assert (out / ".gitkeep").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "plots", "run", "shipped"]  # swapped in whole
@@ -199,7 +202,7 @@ ODD = ["", "   \n\t ", ("Return the sum of a and b " * 5000)[:100_000], "ctrl \x
        "Retourne la somme de deux nombres", "返回两个数字的和", "Сложить два числа и вернуть результат"]
 
 
-@pytest.mark.parametrize("file", sorted(SHIPPED["files"]))
+@pytest.mark.parametrize("file", MODELS)
 def test_shipped_models_write_code_that_parses_for_docstrings_never_seen(file) -> None:
     """Beam 5 with syntax-aware decoding (the README's second row per model, its length penalty from the
     manifest): at least 90% of the outputs parse."""

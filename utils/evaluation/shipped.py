@@ -142,6 +142,17 @@ def _ship_reranker(run: Path, out: Path, files: dict, recorded: dict, rows: Sequ
                                 "bytes": (out / RERANKER_FILE).stat().st_size}
 
 
+def added_timings(run: Path, added_run: str | Path) -> dict:
+    """What a later run added to the timed one: its stage times (``<added_run>/timings.json``) and the
+    reviewer's recorded epoch seconds, when the reviewer was trained after the timed run."""
+    found: dict = {"run": str(added_run),
+                   "stages": json.loads((project_path(added_run) / "timings.json").read_text())}
+    if (run / REVIEWER_FILE).is_file():
+        history = load_checkpoint(run / REVIEWER_FILE)["history"]
+        found["reviewer_epoch_seconds"] = [round(float(h["epoch_seconds"]), 1) for h in history]
+    return found
+
+
 def model_entry(name: str, path: Path, ckpt: dict, results: pd.DataFrame, penalties: pd.DataFrame) -> dict:
     """One file's manifest entry (``ckpt``: its loaded contents): hash, model, training, chosen length
     penalties, test figures."""
@@ -158,10 +169,11 @@ def model_entry(name: str, path: Path, ckpt: dict, results: pd.DataFrame, penalt
 
 def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: str | Path = "data/processed",
             plots_dir: str | Path = "plots", out_dir: str | Path = SHIPPED_DIR, commit: str | None = None,
-            n_recorded: int = RECORDED_EXAMPLES) -> dict:
+            n_recorded: int = RECORDED_EXAMPLES, added_run: str | Path | None = None) -> dict:
     """Copy ``<run_dir>/<model>_best.pt`` for each model into ``out_dir``, with the manifest and the
     recorded outputs (the first ``n_recorded`` test docstrings); the run's stage times, with this
-    machine's description, go to ``<plots_dir>/timings.json``. The new folder is written beside the
+    machine's description, go to ``<plots_dir>/timings.json`` (with ``added_run``: also what a later run
+    added, :func:`added_timings`). The new folder is written beside the
     old one and swapped in whole: a release that fails half-way leaves the old weights and manifest."""
     run, out = project_path(run_dir), project_path(out_dir)
     missing = [m for m in models if not (run / f"{m}_best.pt").is_file()]
@@ -191,9 +203,11 @@ def release(run_dir: str | Path, models: Sequence[str], params: str, data_dir: s
     timings = run.parent / "timings.json"  # the run's stage times (utils.run_notebooks), with this machine's name
     if timings.is_file():
         stages = json.loads(timings.read_text())
-        write_text(project_path(plots_dir) / "timings.json", json.dumps(
-            {"params": params, "run": str(Path(run_dir).parent), "stages": stages, "machine": machine_description()},
-            indent=1) + "\n")
+        record = {"params": params, "run": str(Path(run_dir).parent), "stages": stages,
+                  "machine": machine_description()}
+        if added_run is not None:
+            record["added"] = added_timings(run, added_run)
+        write_text(project_path(plots_dir) / "timings.json", json.dumps(record, indent=1) + "\n")
     write_text(out / RECORDED_FILE, json.dumps(recorded, indent=1) + "\n")
     write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
     for kept in final.glob("*") if final.is_dir() else []:  # what else the folder holds (.gitkeep, notes)
@@ -210,13 +224,15 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--params", default="params/full.yaml", help="the parameter file that trained them")
     p.add_argument("--models", nargs="+", help="default: the parameter file's models")
     p.add_argument("--commit", help="the commit whose main job trained them (default: the current one)")
+    p.add_argument("--added-run", help="a later run that added to the timed one (its timings.json is recorded "
+                                       "beside the timed run's): e.g. runs/full-rerank")
     args = p.parse_args(list(argv) if argv is not None else None)
     try:
         if not project_path(args.params).is_file():
             raise FileNotFoundError(f"Parameter file {args.params} does not exist; see params/.")
         params = yaml.safe_load(project_path(args.params).read_text())
         manifest = release(args.run, args.models or params["models"], args.params, params["data_dir"],
-                           params["plots_dir"], commit=args.commit)
+                           params["plots_dir"], commit=args.commit, added_run=args.added_run)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -104,7 +104,29 @@ def provenance(files: Files) -> str:
             f"(`checkpoints/manifest.json`), on the corpus with sha256 `{m['corpus_sha256'][:12]}…`: "
             f"{cell(t['stages']['total'], 0)} s ({_minutes(t['stages']['total'])} minutes) on "
             f"{machine['cores']} cores of {machine['cpu']} ({features}), torch {machine['torch']} "
-            f"(`plots/timings.json`).")
+            f"(`plots/timings.json`)." + _added(t))
+
+
+def projected_seconds(timings: dict) -> float:
+    """``make main`` with what a later run added: the timed run, plus half the reviewer's training
+    seconds (the two cores share it), plus what every notebook but 02 took longer in the later run."""
+    added = timings["added"]
+    later = {k: v for k, v in added["stages"].items() if k != "total" and not k.startswith("02")}
+    return (timings["stages"]["total"] + sum(added.get("reviewer_epoch_seconds", [])) / 2
+            + sum(v - timings["stages"].get(k, 0.0) for k, v in later.items()))
+
+
+def _added(t: dict) -> str:
+    """What was added to the timed run afterwards, and the projected time of ``make main`` with it."""
+    if "added" not in t:
+        return ""
+    added, stages = t["added"], t["added"]["stages"]
+    reviewer = sum(added.get("reviewer_epoch_seconds", []))
+    return (f" The reviewer ({cell(reviewer, 0)} s for its {len(added.get('reviewer_epoch_seconds', []))} epochs, "
+            f"trained afterwards beside two other trainings on the two cores) and the combined system were added "
+            f"later (`{added['run']}`: 02 trained nothing new, 03 took {cell(stages['03_bleu.ipynb'], 0)} s against "
+            f"{cell(t['stages']['03_bleu.ipynb'], 0)} s), so `make main` from scratch now needs about "
+            f"{_minutes(projected_seconds(t))} minutes (projected from these figures, not yet measured end to end).")
 
 
 def main_job_minutes(files: Files) -> str:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from utils.checkpoint import load_checkpoint
 from utils.evaluation.markdown import cell, markdown_table
+from utils.evaluation.rerank import FOLDS
 from utils.paths import project_path
 from utils.studies.recipe import STUDY
 
@@ -237,10 +238,10 @@ def budget_markdown(table: pd.DataFrame) -> str:
 
 def rerank_study_markdown(table: pd.DataFrame) -> str:
     """``plots/rerank_study.csv``: each candidate set of the combined system, its validation BLEU
-    (2-fold cross-validated: the choice; fitted on all of validation) and, for the record, its test
+    (cross-validated: the choice; fitted on all of validation) and, for the record, its test
     BLEU and CrystalBLEU with the share of picks a model wrote."""
     rows = [[int(r["k"]), r["beams"], cell(r["valid_cv_bleu"], 2), cell(r["valid_fitted_bleu"], 2),
              cell(r["test_bleu"], 2), cell(r["test_crystal_bleu"], 2), cell(r["test_brevity_penalty"], 2),
              cell(r["test_generated_picked"], 1), "yes" if r["chosen"] else ""] for r in table.to_dict("records")]
-    return markdown_table(rows, ["k nearest", "beams", "validation BLEU (2-fold CV)", "validation BLEU (fitted)",
+    return markdown_table(rows, ["k nearest", "beams", f"validation BLEU ({FOLDS}-fold CV)", "validation BLEU (fitted)",
                                  "test BLEU", "test CrystalBLEU", "test BP", "test picks generated %", "chosen"])
