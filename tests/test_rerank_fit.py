@@ -99,3 +99,16 @@ def test_fitting_never_reads_the_rows_it_answers(ckpt_dir, loaded, rows) -> None
     assert answers[0] == answers[1]
     assert answers[0].beam_models in ([], ["attention"]) and answers[0].length_penalty == {"attention": 2.0}
     assert load_reviewer(ckpt_dir.parent) is None
+
+
+def test_a_subset_computes_the_agreement_among_the_candidates_it_keeps() -> None:
+    """Inference computes ``consensus`` over the chosen set alone; fitting on a subset must see the same."""
+    from utils.decoding.rerank import consensus
+
+    pool = _pool(3, "reviewer")
+    column = FEATURES.index("consensus")
+    whole = pool.subset(3, [])
+    assert all((a == b).all() for a, b in zip(whole.features, pool.features))  # nothing dropped: nothing changed
+    two = pool.subset(2, [])
+    for cands, feats in zip(two.candidates, two.features):
+        assert feats[:, column].tolist() == consensus([c.tokens for c in cands])

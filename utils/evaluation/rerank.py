@@ -33,6 +33,7 @@ from utils.decoding.rerank import (
     Reranker,
     beam_candidates,
     candidate_features,
+    consensus,
     generic_docstring,
     nearest_candidates,
 )
@@ -58,14 +59,19 @@ class CandidatePool:
     crystal: list[np.ndarray]
 
     def subset(self, k: int, beams: Sequence[str], rows: Sequence[int] | None = None) -> "CandidatePool":
-        """The retrieved candidates of rank below ``k`` and the hypotheses of ``beams``, of ``rows`` (all)."""
+        """The retrieved candidates of rank below ``k`` and the hypotheses of ``beams``, of ``rows`` (all).
+        A row that loses candidates has its ``consensus`` computed again over the ones it keeps, as
+        inference computes it over the chosen set alone."""
         out = CandidatePool([], [], [], [])
+        column = FEATURES.index("consensus")
         for q in rows if rows is not None else range(len(self.candidates)):
             keep = [i for i, c in enumerate(self.candidates[q])
                     if (c.source == RETRIEVED and c.rank < k) or c.source in beams]
             out.candidates.append([self.candidates[q][i] for i in keep])
             for name in ("features", "stats", "crystal"):
                 getattr(out, name).append(getattr(self, name)[q][keep])
+            if len(keep) < len(self.candidates[q]):
+                out.features[-1][:, column] = consensus([c.tokens for c in out.candidates[-1]])
         return out
 
 
@@ -197,14 +203,15 @@ def arms(beam_models: Sequence[str]) -> list[tuple[int, tuple[str, ...]]]:
 def cross_validated(pool: CandidatePool, k: int, beams: Sequence[str], folds: int = FOLDS) -> float:
     """Corpus BLEU of the held-out picks of ``folds``-fold cross-validation (row i in fold i mod folds;
     at most one fold per row, and with a single row, the fitted BLEU)."""
-    n = len(pool.candidates)
+    arm = pool.subset(k, beams)  # the arm's own candidates (and agreement among them) in every fold
+    n = len(arm.candidates)
     folds = min(folds, n)
     if folds < 2:
-        return fit_weights(pool.subset(k, beams))[1]
+        return fit_weights(arm)[1]
     totals = np.zeros(N_STATS)
     for fold in range(folds):
-        held = pool.subset(k, beams, [i for i in range(n) if i % folds == fold])
-        weights, _ = fit_weights(pool.subset(k, beams, [i for i in range(n) if i % folds != fold]))
+        held = arm.subset(k, beams, [i for i in range(n) if i % folds == fold])
+        weights, _ = fit_weights(arm.subset(k, beams, [i for i in range(n) if i % folds != fold]))
         totals += sum(s[i] for s, i in zip(held.stats, picked(held, weights)))
     return float(corpus_scores(totals)["bleu"])
 
@@ -215,9 +222,9 @@ def choose_reranker(valid: CandidatePool, beam_models: Sequence[str], generic: S
     equals), fitted again on the whole validation split; and the table of every arm."""
     records = []
     for k, beams in arms(beam_models):
-        weights, fitted_bleu = fit_weights(valid.subset(k, beams))
         sub = valid.subset(k, beams)
-        records.append({"k": k, "beams": "+".join(beams) or "none", "valid_cv_bleu": cross_validated(valid, k, beams),
+        weights, fitted_bleu = fit_weights(sub)
+        records.append({"k": k, "beams": "+".join(beams) or "none", "valid_cv_bleu": cross_validated(sub, k, beams),
                         "valid_fitted_bleu": fitted_bleu,
                         **{f"valid_{m}": v for m, v in pool_scores(sub, picked(sub, weights)).items() if m != "bleu"},
                         **{f"w_{f}": w for f, w in zip(FEATURES, weights)}})
