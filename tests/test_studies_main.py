@@ -32,7 +32,7 @@ def test_the_listing_names_every_study_with_one_line_of_what_it_does(argv, capsy
     for name, study in STUDIES.items():
         assert any(line.split()[:1] == [name] and study.summary in line for line in lines), name
     assert set(MODULE_STUDIES) == {"recipe", "seeds", "vocabulary", "precision", "retrieval", "convergence",
-                                  "budget", "recurrent"}
+                                  "budget", "recurrent", "guided"}
     assert set(CHAINS) == {"small", "small-word", "full-word", "original", "original-small"}
 
 

@@ -116,10 +116,15 @@ def nearest_candidates(retriever: TfidfRetriever, train_rows: Sequence[dict], do
 
 
 def beam_candidates(loaded: LoadedModel, docstrings: Sequence[Sequence[str]], beam_size: int,
-                    length_penalty: float, syntax_aware: bool, batch_size: int = 64) -> list[list[Candidate]]:
-    """Every finished hypothesis of ``loaded``'s beam search for each docstring, best first
-    (duplicates, as tokens, dropped)."""
+                    length_penalty: float, syntax_aware: bool, batch_size: int = 64,
+                    guide: Sequence[Sequence[Sequence[str]]] | None = None, guide_weight: float = 0.0,
+                    source: str | None = None) -> list[list[Candidate]]:
+    """The finished hypotheses of ``loaded``'s beam search for each docstring (up to ``beam_size``),
+    best first, duplicates (as tokens) dropped; ``source`` names them (default: the model). With
+    ``guide`` (each docstring's retrieved functions, code tokens), retrieval-guided beam search."""
     model = loaded.model
+    trg = loaded.trg_vocab
+    ids = [[trg.encode(trg.symbols(code)) for code in codes] for codes in guide] if guide is not None else None
     examples = []
     for i, doc in enumerate(docstrings):
         ex = encode_source(loaded.src_vocab.symbols(doc)[: loaded.max_src_len], None, loaded.src_vocab,
@@ -128,7 +133,8 @@ def beam_candidates(loaded: LoadedModel, docstrings: Sequence[Sequence[str]], be
         examples.append(ex)
     hyp = decode_examples(model, examples, batch_size=batch_size, beam_size=beam_size,
                           max_len=model.config.max_trg_len, length_penalty=length_penalty,
-                          syntax_aware=syntax_aware, trg_vocab=loaded.trg_vocab, precision=loaded.precision)
+                          syntax_aware=syntax_aware, trg_vocab=loaded.trg_vocab, precision=loaded.precision,
+                          guide=ids, guide_weight=guide_weight)
     out = []
     for n_best, ex in zip(hyp.n_best, examples):
         seen, found = set(), []
@@ -136,7 +142,7 @@ def beam_candidates(loaded: LoadedModel, docstrings: Sequence[Sequence[str]], be
             tokens = join_pieces(ids_to_tokens(ids, loaded.trg_vocab, ex.src_oov))
             if tuple(tokens) not in seen:
                 seen.add(tuple(tokens))
-                found.append(Candidate(tokens, loaded.name, rank=len(found)))
+                found.append(Candidate(tokens, source or loaded.name, rank=len(found)))
         out.append(found)
     return out
 

@@ -34,6 +34,39 @@ class Hypotheses:
     n_best: list[list[list[int]]] = field(default_factory=list)
 
 
+@dataclass
+class NgramBonus:
+    """Retrieval-guided decoding (Hayati et al. 2018, ReCode): beam search adds ``weight`` to the
+    log-probability of every piece that continues a bigram of its source's retrieved code (after
+    <SOS>: the first pieces of the retrieved functions)."""
+
+    follows: list[dict[int, set[int]]]  # per batch row: a piece -> the pieces after it in that row's retrieved code
+    weight: float
+
+    @classmethod
+    def from_codes(cls, codes: Sequence[Sequence[Sequence[int]]], weight: float) -> "NgramBonus":
+        """From each batch row's retrieved functions (piece ids, several per row)."""
+        follows = []
+        for row in codes:
+            table: dict[int, set[int]] = {}
+            for code in row:
+                for a, b in zip([SOS, *code], code):
+                    table.setdefault(a, set()).add(b)
+            follows.append(table)
+        return cls(follows, weight)
+
+    def add(self, log_probs: Tensor, srcs: Sequence[int], y: Tensor, K: int) -> Tensor:
+        """``log_probs`` [n*K, V] of the open sources ``srcs`` (K beams each, last pieces ``y``), the bonus added."""
+        rows, cols = [], []
+        for r, last in enumerate(y.tolist()):
+            after = self.follows[srcs[r // K]].get(last, ())
+            rows += [r] * len(after)
+            cols += list(after)
+        if rows:
+            log_probs[rows, cols] += self.weight
+        return log_probs
+
+
 def _forbid_specials(log_probs: Tensor, open_vocabulary: bool = False) -> Tensor:
     log_probs[:, PAD] = float("-inf")
     log_probs[:, SOS] = float("-inf")
@@ -255,10 +288,12 @@ def _drop_done(beams: _Beams, finished: list[_Finished], K: int) -> bool:
 
 @torch.no_grad()
 def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: int = 80,
-                length_penalty: float = 1.0, constraint: PythonSyntaxConstraint | None = None) -> Hypotheses:
+                length_penalty: float = 1.0, constraint: PythonSyntaxConstraint | None = None,
+                bonus: NgramBonus | None = None) -> Hypotheses:
     """Batched beam search. Hypotheses that emit <EOS> are set aside; a source is done once it has
     ``beam_size`` finished hypotheses (beams still open at ``max_len`` count as finished).
-    With ``beam_size=1`` this is exactly greedy decoding.
+    With ``beam_size=1`` this is exactly greedy decoding. A ``bonus`` (retrieval-guided decoding)
+    is added to every step's log-probabilities, so the hypotheses' scores hold it too.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}.")
@@ -272,6 +307,8 @@ def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: 
     for t in range(max_len):
         log_probs, beams.state, attn = _step(model, beams.y, beams.state)      # [n*K, V]
         log_probs = _constrain(log_probs, constraint, beams.syn, max_len - t)
+        if bonus is not None:
+            log_probs = bonus.add(log_probs, beams.srcs, beams.y, K)
         c = _candidates(beams, log_probs, K, t == max_len - 1)
         _set_aside(beams, c, attn, K, length_penalty, finished)
         _continue(beams, c, attn, K, constraint)
@@ -290,16 +327,17 @@ def beam_search(model: Seq2SeqModel, batch: Batch, beam_size: int = 5, max_len: 
 
 def decode_batch(model: Seq2SeqModel, batch: Batch, beam_size: int = 1, max_len: int = 80,
                  length_penalty: float = 1.0, syntax_aware: bool = False,
-                 trg_vocab: Vocabulary | None = None) -> Hypotheses:
-    """Greedy when ``beam_size`` is 1, beam search otherwise; ``syntax_aware`` needs ``trg_vocab``."""
+                 trg_vocab: Vocabulary | None = None, bonus: NgramBonus | None = None) -> Hypotheses:
+    """Greedy when ``beam_size`` is 1 (and no ``bonus``), beam search otherwise; ``syntax_aware`` needs
+    ``trg_vocab``."""
     constraint = None
     if syntax_aware:
         if trg_vocab is None:
             raise ValueError("Syntax-aware decoding needs the target vocabulary (pass trg_vocab=...).")
         constraint = piece_syntax_constraint(trg_vocab) if trg_vocab.is_subword else syntax_constraint(trg_vocab)
-    if beam_size == 1:
+    if beam_size == 1 and bonus is None:
         return greedy_decode(model, batch, max_len, constraint)
-    return beam_search(model, batch, beam_size, max_len, length_penalty, constraint)
+    return beam_search(model, batch, beam_size, max_len, length_penalty, constraint, bonus)
 
 
 def source_length_batches(examples: Sequence[Example], batch_size: int) -> list[list[Example]]:
@@ -312,9 +350,12 @@ def source_length_batches(examples: Sequence[Example], batch_size: int) -> list[
 def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size: int = 128,
                     beam_size: int = 1, max_len: int = 80, length_penalty: float = 1.0,
                     device: torch.device | None = None, syntax_aware: bool = False,
-                    trg_vocab: Vocabulary | None = None, precision: str = "fp32") -> Hypotheses:
+                    trg_vocab: Vocabulary | None = None, precision: str = "fp32",
+                    guide: Sequence[Sequence[Sequence[int]]] | None = None, guide_weight: float = 0.0) -> Hypotheses:
     """Decode a whole split in batches of similar source length (the references' lengths are not
-    looked at); results come back in the examples' order. ``precision``: see ``utils.precision``."""
+    looked at); results come back in the examples' order. ``precision``: see ``utils.precision``.
+    ``guide``: each example's retrieved functions (target piece ids), for retrieval-guided beam
+    search with ``guide_weight`` (:class:`NgramBonus`)."""
     device = device or next(model.parameters()).device
     precision = resolve_precision(precision, device)
     n = len(examples)
@@ -326,8 +367,10 @@ def decode_examples(model: Seq2SeqModel, examples: Sequence[Example], batch_size
     indexed = [Example(e.src, e.trg, position[id(e)], e.src_oov, e.src_ext, e.trg_ext) for e in examples]
     for group in source_length_batches(indexed, batch_size):
         batch = make_batch(group)
+        bonus = NgramBonus.from_codes([guide[i] for i in batch.indices], guide_weight) if guide is not None else None
         with autocast(precision, device):
-            hyp = decode_batch(model, batch.to(device), beam_size, max_len, length_penalty, syntax_aware, trg_vocab)
+            hyp = decode_batch(model, batch.to(device), beam_size, max_len, length_penalty, syntax_aware, trg_vocab,
+                               bonus)
         for k, i in enumerate(batch.indices):
             tokens[i], attention[i], scores[i] = hyp.tokens[k], hyp.attention[k], hyp.scores[k]
             n_best[i] = hyp.n_best[k] if hyp.n_best else [hyp.tokens[k]]

@@ -86,7 +86,12 @@ def candidate_pool(rows: Sequence[dict], train_rows: Sequence[dict], retriever: 
     for loaded, penalty in beams.values():
         for q, found in enumerate(beam_candidates(loaded, docs, beam_size, penalty, syntax_aware)):
             candidates[q] += found
-    features = candidate_features(candidates, docs, forward, reviewer, generic)
+    return scored_pool(rows, candidates, candidate_features(candidates, docs, forward, reviewer, generic), shared)
+
+
+def scored_pool(rows: Sequence[dict], candidates: list[list[Candidate]], features: list[np.ndarray],
+                shared: frozenset | None = None) -> CandidatePool:
+    """The pool of ``candidates`` (with their ``features``) and their BLEU counts against each row's reference."""
     stats, crystal = [], []
     for row, cands in zip(rows, candidates):
         refs = [row["code_tokens"]] * len(cands)

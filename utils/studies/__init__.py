@@ -5,7 +5,8 @@ holds across seeds, ``vocabulary`` compares words with BPE of several sizes, ``p
 bf16 with fp32, ``retrieval`` chooses what the retrieval models read, ``convergence`` compares
 batching, schedule and precision by the time to early stopping, ``budget`` compares model
 sizes, pairs, epochs and peak rates at the main job's budget with several seeds and picks the
-recipe, and ``recurrent`` asks how the RNN and the LSTM can be made to read their docstrings;
+recipe, ``recurrent`` asks how the RNN and the LSTM can be made to read their docstrings, and
+``guided`` tries retrieval-guided beam search as a candidate source of the combined system;
 ``screening`` is what they share (train one model on a processed corpus and score it on the
 validation split). ``python -m utils.studies <name>`` runs any of them, and the notebook chains
 of the README's other runs (``python -m utils.studies --list``). The studies sit on top: nothing

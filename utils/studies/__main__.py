@@ -46,6 +46,8 @@ STUDIES: dict[str, Study] = {
                        module="retrieval"),
     "convergence": Study("batching, schedule and precision by the loss reached and the time to early stopping",
                          module="convergence"),
+    "guided": Study("retrieval-guided beam search as candidates of the combined system (validation)",
+                    module="guided"),
     "budget": Study("what the main job's hour buys best: model size, pairs against epochs, peak rate (validation)",
                     module="budget"),
     "recurrent": Study("why the RNN and the LSTM ignore the docstring: the source reversed, the state at every step "
