@@ -28,6 +28,7 @@ from utils.report.tables import (
     budget_markdown,
     comparison_markdown,
     epoch_times,
+    guided_study_markdown,
     headline_markdown,
     recipe_markdown,
     rerank_study_markdown,
@@ -281,6 +282,8 @@ BLOCKS: dict[str, Callable[[Files], str]] = {
     "val-losses": val_losses,
     "budget-runs": _plots_csv("budget_study.csv", budget_markdown),
     "retrieval-study": _plots_csv("retrieval_study.csv", retrieval_study_markdown),
+    "guided-study": lambda files: (guided_study_markdown(table) if (table := files.optional_csv("guided_study.csv"))
+                                   is not None else "Not run yet: `python -m utils.studies guided` writes it."),
     "rerank-study": lambda files: (rerank_study_markdown(table) if (table := files.optional_csv("rerank_study.csv"))
                                    is not None else "Not run yet: notebook 03 of the main job writes it."),
     "vocabulary-comparison": _plots_csv("vocabulary_comparison.csv", comparison_markdown),

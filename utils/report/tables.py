@@ -245,3 +245,12 @@ def rerank_study_markdown(table: pd.DataFrame) -> str:
              cell(r["test_generated_picked"], 1), "yes" if r["chosen"] else ""] for r in table.to_dict("records")]
     return markdown_table(rows, ["k nearest", "beams", f"validation BLEU ({FOLDS}-fold CV)", "validation BLEU (fitted)",
                                  "test BLEU", "test CrystalBLEU", "test BP", "test picks generated %", "chosen"])
+
+
+def guided_study_markdown(table: pd.DataFrame) -> str:
+    """``plots/guided_study.csv``: each model's beam plain (bonus 0) and retrieval-guided, its own BLEU
+    and the combined system's cross-validated BLEU with it as candidates (validation split)."""
+    rows = [[r["model"], cell(r["bonus"], 1), int(r["k"]), cell(r["beam_bleu"], 2), cell(r["valid_cv_bleu"], 2)]
+            for r in table.to_dict("records")]
+    return markdown_table(rows, ["model", "bonus (nats)", "k nearest", "beam's own BLEU",
+                                 f"combined, validation BLEU ({FOLDS}-fold CV)"])
