@@ -142,7 +142,7 @@ def headline(files: Files) -> str:
     above = models[models["bleu"] > retrieval["bleu"]]
     verdict = (f"{len(above)} model rows score above simply returning the training function with the most "
                f"similar docstring" if len(above) else
-               "No model beats simply returning the training function with the most similar docstring")
+               "No single model beats simply returning the training function with the most similar docstring")
     constant = files.row(CONSTANT_MODEL)
     return (f"{verdict}: {cell(retrieval['bleu'], 1)} BLEU and {cell(retrieval['crystal_bleu'], 2)} CrystalBLEU. "
             f"The best model row by BLEU is {best['model']} with {best['decoding']} ({cell(best['bleu'], 1)} BLEU, "
