@@ -31,9 +31,9 @@ from utils.decoding.rerank import (
     RETRIEVED,
     Candidate,
     Reranker,
-    beam_candidates,
     candidate_features,
-    nearest_candidates,
+    choose,
+    gather_candidates,
 )
 from utils.paths import project_path, user_path
 
@@ -110,21 +110,18 @@ def combined_generate(docstrings: Iterable[str], checkpoint_dir: str | os.PathLi
     train_rows, retriever = _training_rows(data_dir, folder)
     forward = load_generator(folder / f"{reranker.forward_model}_best.pt", device=device)
     reviewer = load_generator(folder / "reviewer_best.pt", device=device)
+    beams = {name: (load_generator(folder / f"{name}_best.pt", device=device), reranker.length_penalty.get(name, 3.0))
+             for name in reranker.beam_models}
     tokens = [tokenize_docstring(docstring_summary(d)) or tokenize_docstring(d) for d in docstrings]
-    candidates = nearest_candidates(retriever, train_rows, tokens, reranker.k)
-    for name in reranker.beam_models:
-        loaded = load_generator(folder / f"{name}_best.pt", device=device)
-        found = beam_candidates(loaded, tokens, reranker.beam_size, reranker.length_penalty.get(name, 3.0),
-                                reranker.syntax_aware)
-        candidates = [c + f for c, f in zip(candidates, found)]
+    candidates = gather_candidates(retriever, train_rows, tokens, reranker.k, beams, reranker.beam_size,
+                                   reranker.syntax_aware)
     features = candidate_features(candidates, tokens, forward, reviewer, reranker.generic_docstring)
     weights = reranker.weight_vector()
     results = []
-    for doc, cands, feats in zip(docstrings, candidates, features):
+    for doc, cands, feats, best in zip(docstrings, candidates, features, choose(features, weights)):
         scores = np.round(feats @ weights, 9)
         scored = [Scored(detokenize(c.tokens), *_describe(c, train_rows), float(s), dict(zip(FEATURES, map(float, f))))
                   for c, s, f in zip(cands, scores, feats)]
-        best = int(np.argmax(scores))  # the first on ties: the retrieval order
-        order = sorted(range(len(scored)), key=lambda i: (-scores[i], i))
+        order = sorted(range(len(scored)), key=lambda i: (-scores[i], i))  # best first, ties in candidate order
         results.append(CombinedResult(doc, scored[best], [scored[i] for i in order]))
     return results

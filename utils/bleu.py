@@ -36,6 +36,11 @@ def _ngrams(tokens: Sequence[str], n: int, ignore: Container) -> Counter:
     return Counter(g for g in zip(*(tokens[i:] for i in range(n))) if g not in ignore)
 
 
+def ngram_counts(tokens: Sequence[str]) -> list[Counter]:
+    """The counts of the 1- to ``ORDERS``-grams of ``tokens``, one Counter per order."""
+    return [Counter(zip(*(tokens[i:] for i in range(n)))) for n in range(1, ORDERS + 1)]
+
+
 def sentence_stats(hypothesis: Sequence[str], reference: Sequence[str], ignore: Container = ()) -> np.ndarray:
     """One function's ``N_STATS`` counts; n-grams in ``ignore`` are counted on neither side
     (CrystalBLEU), the lengths are always the whole token lists. Tokens must already be cleaned

@@ -150,7 +150,7 @@ class Seq2SeqConfig:
     @property
     def reviews(self) -> bool:
         """Whether this is the reviewer: it reads code and writes (scores) docstrings."""
-        return self.direction == "code_to_docstring"
+        return self.direction == REVIEWER_DIRECTION
 
     @property
     def source_kind(self) -> str:

@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.bleu import ORDERS
+from utils.bleu import ORDERS, ngram_counts
 from utils.checkpoint import LoadedModel
 from utils.data.batch import Example, encode_source, make_batch
 from utils.data.retrieval import TfidfRetriever
@@ -122,9 +121,8 @@ def beam_candidates(loaded: LoadedModel, docstrings: Sequence[Sequence[str]], be
     """The finished hypotheses of ``loaded``'s beam search for each docstring (up to ``beam_size``),
     best first, duplicates (as tokens) dropped; ``source`` names them (default: the model). With
     ``guide`` (each docstring's retrieved functions, code tokens), retrieval-guided beam search."""
-    model = loaded.model
-    trg = loaded.trg_vocab
-    ids = [[trg.encode(trg.symbols(code)) for code in codes] for codes in guide] if guide is not None else None
+    model, trg = loaded.model, loaded.trg_vocab
+    guide_ids = [[trg.encode(trg.symbols(code)) for code in codes] for codes in guide] if guide is not None else None
     examples = []
     for i, doc in enumerate(docstrings):
         ex = encode_source(loaded.src_vocab.symbols(doc)[: loaded.max_src_len], None, loaded.src_vocab,
@@ -134,7 +132,7 @@ def beam_candidates(loaded: LoadedModel, docstrings: Sequence[Sequence[str]], be
     hyp = decode_examples(model, examples, batch_size=batch_size, beam_size=beam_size,
                           max_len=model.config.max_trg_len, length_penalty=length_penalty,
                           syntax_aware=syntax_aware, trg_vocab=loaded.trg_vocab, precision=loaded.precision,
-                          guide=ids, guide_weight=guide_weight)
+                          guide=guide_ids, guide_weight=guide_weight)
     out = []
     for n_best, ex in zip(hyp.n_best, examples):
         seen, found = set(), []
@@ -145,6 +143,18 @@ def beam_candidates(loaded: LoadedModel, docstrings: Sequence[Sequence[str]], be
                 found.append(Candidate(tokens, source or loaded.name, rank=len(found)))
         out.append(found)
     return out
+
+
+def gather_candidates(retriever: TfidfRetriever, train_rows: Sequence[dict], docstrings: Sequence[Sequence[str]],
+                      k: int, beams: Mapping[str, tuple[LoadedModel, float]], beam_size: int,
+                      syntax_aware: bool) -> list[list[Candidate]]:
+    """Each docstring's candidates: its ``k`` nearest training functions, then the beam's hypotheses of
+    each model of ``beams`` (name -> (model, length penalty)), in that order."""
+    candidates = nearest_candidates(retriever, train_rows, docstrings, k)
+    for loaded, penalty in beams.values():
+        for found, extra in zip(candidates, beam_candidates(loaded, docstrings, beam_size, penalty, syntax_aware)):
+            found += extra
+    return candidates
 
 
 @torch.no_grad()
@@ -197,14 +207,10 @@ def candidate_features(candidates: Sequence[Sequence[Candidate]], docstrings: Se
     return [rows[bounds[q]:bounds[q + 1]] for q in range(len(candidates))]
 
 
-def _ngram_counts(tokens: Sequence[str]) -> list[Counter]:
-    return [Counter(zip(*(tokens[i:] for i in range(n)))) for n in range(1, ORDERS + 1)]
-
-
 def consensus(codes: Sequence[Sequence[str]]) -> list[float]:
     """Each code's mean sentence BLEU (0-1; orders smoothed by adding one, with the brevity penalty)
     against each of the other codes as the reference; 0 for a lone candidate."""
-    grams = [_ngram_counts(c) for c in codes]
+    grams = [ngram_counts(c) for c in codes]
     out = []
     for i, mine in enumerate(grams):
         scores = []

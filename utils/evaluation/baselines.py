@@ -13,13 +13,13 @@ The constant program is chosen once per corpus and cached beside the processed d
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from utils.bleu import ORDERS, corpus_scores
+from utils.bleu import ORDERS, corpus_scores, ngram_counts
 from utils.data.processed import load_manifest, load_split
 from utils.data.retrieval import retrieval_outputs
 from utils.data.vocabulary import Vocabulary
@@ -73,10 +73,6 @@ def retrieval_baseline(train_rows: Sequence[dict], rows: Sequence[dict],
     return evaluate_outputs(retrieval_outputs(train_rows, rows), refs, docs, trg_vocab, shared)
 
 
-def _ngram_counts(tokens: Sequence[str]) -> list[Counter]:
-    return [Counter(zip(*(tokens[i:] for i in range(n)))) for n in range(1, ORDERS + 1)]
-
-
 def constant_bleu(candidates: Sequence[Sequence[str]], refs: Sequence[Sequence[str]]) -> np.ndarray:
     """Corpus BLEU (0-100) of each candidate returned for every one of ``refs``, all candidates at once:
     for each n-gram and count k, how many references hold it at least k times (``at_least``), so a
@@ -85,7 +81,7 @@ def constant_bleu(candidates: Sequence[Sequence[str]], refs: Sequence[Sequence[s
     clean_refs = [strip_special(r) for r in refs]
     at_least: list[dict[tuple[NGram, int], int]] = [defaultdict(int) for _ in range(ORDERS)]
     for ref in clean_refs:
-        for n, counts in enumerate(_ngram_counts(ref)):
+        for n, counts in enumerate(ngram_counts(ref)):
             for g, c in counts.items():
                 for k in range(1, c + 1):
                     at_least[n][g, k] += 1
@@ -94,7 +90,7 @@ def constant_bleu(candidates: Sequence[Sequence[str]], refs: Sequence[Sequence[s
     for i, cand in enumerate(candidates):
         tokens = strip_special(cand)
         stats[i, 0] = len(tokens) * len(refs)
-        for n, counts in enumerate(_ngram_counts(tokens)):
+        for n, counts in enumerate(ngram_counts(tokens)):
             stats[i, 2 + n] = sum(at_least[n].get((g, k), 0) for g, c in counts.items() for k in range(1, c + 1))
             stats[i, 2 + ORDERS + n] = max(1, sum(counts.values())) * len(refs)
     return corpus_scores(stats)["bleu"]

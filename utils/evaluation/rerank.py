@@ -31,11 +31,10 @@ from utils.decoding.rerank import (
     RETRIEVED,
     Candidate,
     Reranker,
-    beam_candidates,
     candidate_features,
     consensus,
+    gather_candidates,
     generic_docstring,
-    nearest_candidates,
 )
 from utils.evaluation.baselines import shared_ngrams
 from utils.metrics import bleu_statistics
@@ -82,10 +81,7 @@ def candidate_pool(rows: Sequence[dict], train_rows: Sequence[dict], retriever: 
     """Candidates of every row (``k`` nearest, then each model of ``beams``: (model, length penalty)),
     with their features and BLEU counts against the row's reference."""
     docs = [r["docstring_tokens"] for r in rows]
-    candidates = nearest_candidates(retriever, train_rows, docs, k)
-    for loaded, penalty in beams.values():
-        for q, found in enumerate(beam_candidates(loaded, docs, beam_size, penalty, syntax_aware)):
-            candidates[q] += found
+    candidates = gather_candidates(retriever, train_rows, docs, k, beams, beam_size, syntax_aware)
     return scored_pool(rows, candidates, candidate_features(candidates, docs, forward, reviewer, generic), shared)
 
 
@@ -294,13 +290,14 @@ def combined_system(train_rows: Sequence[dict], valid_rows: Sequence[dict], rows
     test = candidate_pool(rows, **build)
     log(f"candidates of the {len(rows):,} rows scored: {sum(map(len, test.candidates)):,} "
         f"({time.perf_counter() - start:.0f} s)")
+    outputs: list[list[str]] = []
     for i, arm in table.iterrows():
         sub = test.subset(int(arm["k"]), [] if arm["beams"] == "none" else str(arm["beams"]).split("+"))
-        weights = np.array([arm[f"w_{f}"] for f in FEATURES])
-        for m, v in pool_scores(sub, picked(sub, weights)).items():
+        choice = picked(sub, np.array([arm[f"w_{f}"] for f in FEATURES]))
+        for m, v in pool_scores(sub, choice).items():
             table.loc[i, f"test_{m}"] = v
-    chosen = test.subset(reranker.k, reranker.beam_models)
-    outputs = [cands[j].tokens for cands, j in zip(chosen.candidates, picked(chosen, reranker.weight_vector()))]
+        if arm["chosen"]:  # the reranker's own set and weights
+            outputs = [cands[j].tokens for cands, j in zip(sub.candidates, choice)]
     return reranker, table, outputs
 
 
