@@ -45,7 +45,7 @@ class Scored:
     """One candidate with its features, its score under the fitted weights and where it came from."""
 
     code: str
-    source: str                 # "training function" or "<model> beam"
+    source: str                 # "training function", "<model> beam" or "<model> guided beam"
     where: str                  # the training function's file and name, or the hypothesis' rank
     score: float
     features: dict[str, float] = field(default_factory=dict)
@@ -91,11 +91,11 @@ def _training_rows(data_dir: str | os.PathLike, folder: Path) -> tuple[list[dict
     return _training_split(str(where), train.stat().st_mtime_ns)
 
 
-def _describe(c: Candidate, train_rows: Sequence[dict]) -> tuple[str, str]:
+def _describe(c: Candidate, train_rows: Sequence[dict], guided: Sequence[str]) -> tuple[str, str]:
     if c.source == RETRIEVED:
         row = train_rows[c.train_index]
         return "training function", f"{row.get('path', '?')}: {row.get('func_name', '?')} (cosine {c.cosine:.3f})"
-    return f"{c.source} beam", f"hypothesis {c.rank + 1}"
+    return f"{c.source} {'guided ' if c.source in guided else ''}beam", f"hypothesis {c.rank + 1}"
 
 
 def combined_generate(docstrings: Iterable[str], checkpoint_dir: str | os.PathLike = SHIPPED_DIR,
@@ -114,13 +114,14 @@ def combined_generate(docstrings: Iterable[str], checkpoint_dir: str | os.PathLi
              for name in reranker.beam_models}
     tokens = [tokenize_docstring(docstring_summary(d)) or tokenize_docstring(d) for d in docstrings]
     candidates = gather_candidates(retriever, train_rows, tokens, reranker.k, beams, reranker.beam_size,
-                                   reranker.syntax_aware)
+                                   reranker.syntax_aware, reranker.guide)
     features = candidate_features(candidates, tokens, forward, reviewer, reranker.generic_docstring)
     weights = reranker.weight_vector()
     results = []
     for doc, cands, feats, best in zip(docstrings, candidates, features, choose(features, weights)):
         scores = np.round(feats @ weights, 9)
-        scored = [Scored(detokenize(c.tokens), *_describe(c, train_rows), float(s), dict(zip(FEATURES, map(float, f))))
+        scored = [Scored(detokenize(c.tokens), *_describe(c, train_rows, list(reranker.guide)), float(s),
+                         dict(zip(FEATURES, map(float, f))))
                   for c, s, f in zip(cands, scores, feats)]
         order = sorted(range(len(scored)), key=lambda i: (-scores[i], i))  # best first, ties in candidate order
         results.append(CombinedResult(doc, scored[best], [scored[i] for i in order]))

@@ -15,9 +15,12 @@ from utils.decoding.rerank import (
     RETRIEVED,
     Candidate,
     Reranker,
+    agreement_matrix,
     beam_candidates,
     candidate_features,
     choose,
+    consensus,
+    gather_candidates,
     generic_docstring,
     log_probs_per_piece,
     nearest_candidates,
@@ -107,6 +110,45 @@ def test_beam_candidates_are_the_beams_finished_hypotheses_best_first(ckpt_dir, 
         assert all(c.source == "attention" and c.train_index is None for c in cands)
 
 
+def test_guided_beams_are_steered_by_the_guide_k_nearest_and_the_rest_unchanged(ckpt_dir, rows) -> None:
+    """A model of ``guide`` searches with the bonus over the GUIDE_K nearest functions' code, whatever k
+    is; the retrieved candidates are still the k nearest; a bonus of 0 is the plain beam."""
+    import utils.decoding.rerank as rerank
+
+    loaded = _loaded(ckpt_dir / "attention_best.pt")
+    train = rows * 2
+    retriever = TfidfRetriever([r["docstring_tokens"] for r in train])
+    docs = [r["docstring_tokens"] for r in rows[:3]]
+    beams = {"attention": (loaded, 1.0)}
+    plain = gather_candidates(retriever, train, docs, 1, beams, 2, False)
+    assert gather_candidates(retriever, train, docs, 1, beams, 2, False, {"attention": 0.0}) == plain
+    seen = {}
+
+    def spy(*args, guide=None, guide_weight=0.0, **kwargs):
+        seen.update(guide=guide, weight=guide_weight)
+        return beam_candidates(*args, guide=guide, guide_weight=guide_weight, **kwargs)
+
+    original = rerank.beam_candidates
+    rerank.beam_candidates = spy
+    try:
+        guided = gather_candidates(retriever, train, docs, 1, beams, 2, False, {"attention": 50.0})
+    finally:
+        rerank.beam_candidates = original
+    nearest = nearest_candidates(retriever, train, docs, rerank.GUIDE_K)
+    assert seen["weight"] == 50.0 and seen["guide"] == [[c.tokens for c in found] for found in nearest]
+    assert [c[0] for c in guided] == [c[0] for c in plain]  # the one nearest function, then the beams
+    assert all(c.source == "attention" for cands in guided for c in cands[1:])
+
+
+def test_agreement_is_each_codes_mean_sentence_bleu_against_the_others() -> None:
+    codes = [["a", "b", "c"], ["a", "b", "c"], ["x"]]
+    m = agreement_matrix(codes)
+    assert m.shape == (3, 3) and (np.diag(m) == 0).all()
+    assert m[0, 1] == pytest.approx(1.0) and m[0, 2] < m[0, 1] and m[2, 0] < m[0, 1]
+    assert consensus(codes) == [pytest.approx((m[i].sum()) / 2) for i in range(3)]
+    assert consensus([["a"]]) == [0.0]
+
+
 def test_candidate_features(ckpt_dir, rows) -> None:
     forward, reviewer = _loaded(ckpt_dir / "transformer_best.pt"), _loaded(ckpt_dir / "reviewer_best.pt")
     docs = [r["docstring_tokens"] for r in rows[:2]]
@@ -124,9 +166,11 @@ def test_candidate_features(ckpt_dir, rows) -> None:
 
 def test_the_reranker_file_round_trips_and_a_damaged_one_says_so(tmp_path) -> None:
     r = Reranker(weights={"cosine": 1.0, "reviewer": 0.5}, k=10, generic_docstring=["Return", "it", "."],
-                 beam_models=["transformer"], length_penalty={"transformer": 3.0})
+                 beam_models=["transformer"], length_penalty={"transformer": 3.0}, guide={"transformer": 1.0})
     again = Reranker.load(r.save(tmp_path / "reranker.json"))
     assert again == r and again.weight_vector()[FEATURES.index("reviewer")] == 0.5
+    (tmp_path / "older.json").write_text('{"weights": {"cosine": 1.0}, "k": 1, "generic_docstring": []}')
+    assert Reranker.load(tmp_path / "older.json").guide == {}  # a file without guided beams: plain beams
     (tmp_path / "bad.json").write_text('{"weights": {"telepathy": 1.0}, "k": 1, "generic_docstring": []}')
     with pytest.raises(ValueError, match="not a reranker file.*notebooks/03_bleu.ipynb"):
         Reranker.load(tmp_path / "bad.json")

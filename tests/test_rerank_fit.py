@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from utils.bleu import corpus_scores
-from utils.decoding.rerank import FEATURES, RETRIEVED, Candidate
+from utils.decoding.rerank import FEATURES, RETRIEVED, Candidate, Reranker
 from utils.evaluation.rerank import (
     CandidatePool,
     arms,
@@ -84,6 +84,11 @@ def test_the_chosen_arm_is_the_best_cross_validated_one() -> None:
     assert reranker.k == best["k"] and reranker.k > 1  # one candidate (k = 1) cannot find the reference
     assert reranker.generic_docstring == ["Return", "it", "."] and reranker.validation["cv_bleu"] == 100.0
     assert decoding_name(reranker) == f"{reranker.k} nearest"
+    assert [k for k, _ in arms([], k_max=5)] == [1, 5] and len(arms(["a", "b"], k_max=1)) == 4
+    _, small = choose_reranker(pool, [], ["Return", "it", "."], {}, k_max=5)
+    assert small["k"].tolist() == [1, 5]
+    guided = Reranker({}, 5, [], beam_models=["transformer", "copy"], guide={"transformer": 1.0})
+    assert decoding_name(guided) == "5 nearest + transformer guided beam5 + copy beam5"
 
 
 def test_fitting_never_reads_the_rows_it_answers(ckpt_dir, loaded, rows) -> None:

@@ -48,6 +48,7 @@ from utils.precision import autocast
 FEATURES = ("cosine", "forward", "pmi", "reviewer", "length", "generated", "consensus", "overlap")
 RERANKER_FILE = "reranker.json"
 RETRIEVED = "retrieved"
+GUIDE_K = 5  # a guided beam's nearest training functions (the guided study's k: plots/guided_study.csv)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Reranker:
     beam_size: int = 5
     syntax_aware: bool = True
     length_penalty: dict[str, float] = field(default_factory=dict)  # per beam model
+    guide: dict[str, float] = field(default_factory=dict)  # retrieval-guided beams: model -> bonus (nats)
     fitted_on: str = "valid"
     validation: dict[str, float] = field(default_factory=dict)    # the fitted system's figures there
 
@@ -147,12 +149,20 @@ def beam_candidates(loaded: LoadedModel, docstrings: Sequence[Sequence[str]], be
 
 def gather_candidates(retriever: TfidfRetriever, train_rows: Sequence[dict], docstrings: Sequence[Sequence[str]],
                       k: int, beams: Mapping[str, tuple[LoadedModel, float]], beam_size: int,
-                      syntax_aware: bool) -> list[list[Candidate]]:
+                      syntax_aware: bool, guide: Mapping[str, float] | None = None) -> list[list[Candidate]]:
     """Each docstring's candidates: its ``k`` nearest training functions, then the beam's hypotheses of
-    each model of ``beams`` (name -> (model, length penalty)), in that order."""
-    candidates = nearest_candidates(retriever, train_rows, docstrings, k)
-    for loaded, penalty in beams.values():
-        for found, extra in zip(candidates, beam_candidates(loaded, docstrings, beam_size, penalty, syntax_aware)):
+    each model of ``beams`` (name -> (model, length penalty)), in that order. A model of ``guide``
+    (name -> bonus in nats) searches with retrieval-guided beam search: the bonus on every piece that
+    continues a bigram of the docstring's ``GUIDE_K`` nearest training functions."""
+    guide = {m: w for m, w in (guide or {}).items() if w}
+    nearest = nearest_candidates(retriever, train_rows, docstrings, max(k, GUIDE_K if guide else 0))
+    codes = [[c.tokens for c in found[:GUIDE_K]] for found in nearest] if guide else None
+    candidates = [found[:k] for found in nearest]
+    for name, (loaded, penalty) in beams.items():
+        bonus = guide.get(name, 0.0)
+        found_beams = beam_candidates(loaded, docstrings, beam_size, penalty, syntax_aware,
+                                      guide=codes if bonus else None, guide_weight=bonus)
+        for found, extra in zip(candidates, found_beams):
             found += extra
     return candidates
 
@@ -207,21 +217,31 @@ def candidate_features(candidates: Sequence[Sequence[Candidate]], docstrings: Se
     return [rows[bounds[q]:bounds[q + 1]] for q in range(len(candidates))]
 
 
-def consensus(codes: Sequence[Sequence[str]]) -> list[float]:
-    """Each code's mean sentence BLEU (0-1; orders smoothed by adding one, with the brevity penalty)
-    against each of the other codes as the reference; 0 for a lone candidate."""
+def agreement_matrix(codes: Sequence[Sequence[str]]) -> np.ndarray:
+    """[n, n]: entry (i, j) is code i's sentence BLEU (0-1; orders smoothed by adding one, with the
+    brevity penalty) against code j as the reference; 0 on the diagonal."""
     grams = [ngram_counts(c) for c in codes]
-    out = []
+    out = np.zeros((len(codes), len(codes)))
     for i, mine in enumerate(grams):
-        scores = []
         for j, other in enumerate(grams):
             if i == j:
                 continue
             log_p = sum(math.log((sum(min(n, other[o][g]) for g, n in mine[o].items()) + 1)
                                  / (sum(mine[o].values()) + 1)) for o in range(ORDERS)) / ORDERS
-            scores.append(math.exp(log_p + min(0.0, 1 - len(codes[j]) / max(len(codes[i]), 1))))
-        out.append(sum(scores) / len(scores) if scores else 0.0)
+            out[i, j] = math.exp(log_p + min(0.0, 1 - len(codes[j]) / max(len(codes[i]), 1)))
     return out
+
+
+def mean_agreement(matrix: np.ndarray) -> list[float]:
+    """Each row's mean over the other columns of an :func:`agreement_matrix` (0 for a lone candidate)."""
+    n = len(matrix)
+    return (matrix.sum(1) / (n - 1)).tolist() if n > 1 else [0.0] * n
+
+
+def consensus(codes: Sequence[Sequence[str]]) -> list[float]:
+    """Each code's mean sentence BLEU against each of the other codes as the reference (minimum Bayes
+    risk's agreement); 0 for a lone candidate."""
+    return mean_agreement(agreement_matrix(codes))
 
 
 def overlap(docstring: Sequence[str], codes: Sequence[Sequence[str]]) -> list[float]:

@@ -13,7 +13,7 @@ the winner is fitted again on the whole split. The test split is never read here
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -31,10 +31,11 @@ from utils.decoding.rerank import (
     RETRIEVED,
     Candidate,
     Reranker,
+    agreement_matrix,
     candidate_features,
-    consensus,
     gather_candidates,
     generic_docstring,
+    mean_agreement,
 )
 from utils.evaluation.baselines import shared_ngrams
 from utils.metrics import bleu_statistics
@@ -56,6 +57,13 @@ class CandidatePool:
     features: list[np.ndarray]
     stats: list[np.ndarray]
     crystal: list[np.ndarray]
+    agreement: dict[int, np.ndarray] = field(default_factory=dict, repr=False)  # a row's agreement_matrix, once
+
+    def agreement_of(self, q: int) -> np.ndarray:
+        """Row ``q``'s candidates' :func:`agreement_matrix`, computed on first use and kept."""
+        if q not in self.agreement:
+            self.agreement[q] = agreement_matrix([c.tokens for c in self.candidates[q]])
+        return self.agreement[q]
 
     def subset(self, k: int, beams: Sequence[str], rows: Sequence[int] | None = None) -> "CandidatePool":
         """The retrieved candidates of rank below ``k`` and the hypotheses of ``beams``, of ``rows`` (all).
@@ -70,18 +78,18 @@ class CandidatePool:
             for name in ("features", "stats", "crystal"):
                 getattr(out, name).append(getattr(self, name)[q][keep])
             if len(keep) < len(self.candidates[q]):
-                out.features[-1][:, column] = consensus([c.tokens for c in out.candidates[-1]])
+                out.features[-1][:, column] = mean_agreement(self.agreement_of(q)[np.ix_(keep, keep)])
         return out
 
 
 def candidate_pool(rows: Sequence[dict], train_rows: Sequence[dict], retriever: TfidfRetriever, k: int,
                    forward: LoadedModel, reviewer: LoadedModel, generic: Sequence[str],
                    beams: Mapping[str, tuple[LoadedModel, float]], beam_size: int = 5, syntax_aware: bool = True,
-                   shared: frozenset | None = None) -> CandidatePool:
-    """Candidates of every row (``k`` nearest, then each model of ``beams``: (model, length penalty)),
-    with their features and BLEU counts against the row's reference."""
+                   shared: frozenset | None = None, guide: Mapping[str, float] | None = None) -> CandidatePool:
+    """Candidates of every row (``k`` nearest, then each model of ``beams``: (model, length penalty);
+    those of ``guide`` retrieval-guided), with their features and BLEU counts against the row's reference."""
     docs = [r["docstring_tokens"] for r in rows]
-    candidates = gather_candidates(retriever, train_rows, docs, k, beams, beam_size, syntax_aware)
+    candidates = gather_candidates(retriever, train_rows, docs, k, beams, beam_size, syntax_aware, guide)
     return scored_pool(rows, candidates, candidate_features(candidates, docs, forward, reviewer, generic), shared)
 
 
@@ -195,10 +203,11 @@ def pool_scores(pool: CandidatePool, choice: Sequence[int]) -> dict[str, float]:
                                                       for cands, i in zip(pool.candidates, choice)]))}
 
 
-def arms(beam_models: Sequence[str]) -> list[tuple[int, tuple[str, ...]]]:
-    """The candidate sets compared: every k of ``K_CHOICES`` with no beams, with each model's, and with all."""
+def arms(beam_models: Sequence[str], k_max: int = max(K_CHOICES)) -> list[tuple[int, tuple[str, ...]]]:
+    """The candidate sets compared: every k of ``K_CHOICES`` up to ``k_max`` with no beams, with each
+    model's, and with all."""
     beam_sets = [(), *((m,) for m in beam_models)] + ([tuple(beam_models)] if len(beam_models) > 1 else [])
-    return [(k, b) for b in beam_sets for k in K_CHOICES]
+    return [(k, b) for b in beam_sets for k in K_CHOICES if k <= k_max]
 
 
 def cross_validated(pool: CandidatePool, k: int, beams: Sequence[str], folds: int = FOLDS) -> float:
@@ -218,11 +227,11 @@ def cross_validated(pool: CandidatePool, k: int, beams: Sequence[str], folds: in
 
 
 def choose_reranker(valid: CandidatePool, beam_models: Sequence[str], generic: Sequence[str],
-                    settings: Mapping) -> tuple[Reranker, pd.DataFrame]:
-    """The arm with the highest cross-validated validation BLEU (the first, i.e. smallest, among
-    equals), fitted again on the whole validation split; and the table of every arm."""
+                    settings: Mapping, k_max: int = max(K_CHOICES)) -> tuple[Reranker, pd.DataFrame]:
+    """The arm (``k`` up to ``k_max``) with the highest cross-validated validation BLEU (the first, i.e.
+    smallest, among equals), fitted again on the whole validation split; and the table of every arm."""
     records = []
-    for k, beams in arms(beam_models):
+    for k, beams in arms(beam_models, k_max):
         sub = valid.subset(k, beams)
         weights, fitted_bleu = fit_weights(sub)
         records.append({"k": k, "beams": "+".join(beams) or "none", "valid_cv_bleu": cross_validated(sub, k, beams),
@@ -258,7 +267,8 @@ def load_reviewer(folder: str | Path, device: str | torch.device = "cpu") -> Loa
 
 def decoding_name(reranker: Reranker) -> str:
     """The results table's ``decoding`` of the combined row: where its candidates come from."""
-    beams = "".join(f" + {m} beam{reranker.beam_size}" for m in reranker.beam_models)
+    beams = "".join(f" + {m} {'guided ' if reranker.guide.get(m) else ''}beam{reranker.beam_size}"
+                    for m in reranker.beam_models)
     return f"{reranker.k} nearest{beams}"
 
 
@@ -266,26 +276,30 @@ def combined_system(train_rows: Sequence[dict], valid_rows: Sequence[dict], rows
                     loaded: Mapping[str, LoadedModel], reviewer: LoadedModel, penalties: Mapping[str, float], *,
                     k_max: int = max(K_CHOICES), forward_model: str = "transformer", beam_size: int = 5,
                     syntax_aware: bool = True, shared: frozenset | None = None,
+                    guide: Mapping[str, float] | None = None,
                     log: Callable[[str], None] = print) -> tuple[Reranker, pd.DataFrame, list[list[str]]]:
     """Fit the combined system on ``valid_rows`` and answer ``rows`` with it: the reranker, the table
     of every candidate set (fitted and chosen on validation; each also scored on ``rows``, for the
     study, not for the choice) and the chosen system's output for each row. ``penalties``: the beam's
     length penalty of each model whose beams are candidates (those of ``loaded`` but ``forward_model``'s
     own likelihood scores every candidate). ``shared``: CrystalBLEU's ignored n-grams (default: those
-    of ``train_rows``)."""
+    of ``train_rows``). ``guide``: the beam models searched with retrieval-guided beam search, and
+    their bonus (``utils.decoding.rerank.gather_candidates``)."""
     docs = [r["docstring_tokens"] for r in train_rows]
     shared = shared_ngrams(train_rows) if shared is None else shared
     retriever = TfidfRetriever(docs)
     generic = generic_docstring(retriever, docs)
     beams = {m: (loaded[m], float(p)) for m, p in penalties.items() if m in loaded}
+    guide = {m: float(w) for m, w in (guide or {}).items() if m in beams and w}
     build = dict(train_rows=train_rows, retriever=retriever, k=k_max, forward=loaded[forward_model], reviewer=reviewer,
-                 generic=generic, beams=beams, beam_size=beam_size, syntax_aware=syntax_aware, shared=shared)
+                 generic=generic, beams=beams, beam_size=beam_size, syntax_aware=syntax_aware, shared=shared,
+                 guide=guide)
     start = time.perf_counter()
     valid = candidate_pool(valid_rows, **build)
     log(f"validation candidates: {sum(map(len, valid.candidates)):,} ({time.perf_counter() - start:.0f} s)")
     settings = dict(forward_model=forward_model, beam_size=beam_size, syntax_aware=syntax_aware,
-                    length_penalty={m: p for m, (_, p) in beams.items()})
-    reranker, table = choose_reranker(valid, list(beams), generic, settings)
+                    length_penalty={m: p for m, (_, p) in beams.items()}, guide=guide)
+    reranker, table = choose_reranker(valid, list(beams), generic, settings, k_max)
     start = time.perf_counter()
     test = candidate_pool(rows, **build)
     log(f"candidates of the {len(rows):,} rows scored: {sum(map(len, test.candidates)):,} "
