@@ -201,6 +201,28 @@ def test_results_table_has_the_constant_program_row_and_intervals(loaded, rows, 
     assert table["bleu_vs_retrieval"].isna().all()  # no training rows: no retrieval row
 
 
+def test_every_row_says_how_often_it_beats_the_nearest_training_function(loaded, rows, decoded):
+    """Models that read no retrieved function and added systems get ``better_than_retrieved`` (and
+    ``same_as_retrieved``) against the retrieval row's output, given the training rows."""
+    from utils.data.retrieval import retrieval_outputs
+    from utils.metrics import edit_figures
+
+    train = rows[::-1]
+    nearest = retrieval_outputs(train, rows)
+    refs = [r["code_tokens"] for r in rows]
+    system_rows = [({"model": "system", "decoding": "its nearest"}, nearest)]
+    table = results_table(decoded, loaded, rows, train_rows=train, systems=system_rows).set_index(["model", "decoding"])
+    expected = edit_figures(decoded[1].hypotheses, nearest, nearest, refs)
+    row = table.loc[(decoded[1].model, decoded[1].decoding)]
+    assert row["better_than_retrieved"] == pytest.approx(expected["better_than_retrieved"])
+    assert row["same_as_retrieved"] == pytest.approx(expected["same_as_retrieved"])
+    system = table.loc[("system", "its nearest")]
+    assert system["same_as_retrieved"] == 100.0 and system["better_than_retrieved"] == 0.0
+    assert table.loc[(decoded[0].model, decoded[0].decoding), "better_than_retrieved"] >= 0
+    without = results_table(decoded, loaded, rows)
+    assert without["better_than_retrieved"].isna().all()  # no training rows: nothing to compare with
+
+
 def test_results_table_rejects_outputs_of_another_split(loaded, rows, decoded):
     with pytest.raises(ValueError, match="outputs for"):
         results_table(decoded, loaded, rows[:3])

@@ -324,8 +324,10 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
 
     Columns: :data:`RESULT_COLUMNS` (percentages 0-100; ``test_ppl`` and ``source_gap`` are
     teacher-forced and the same for every decoding of a model; ``train_seconds`` sums the recorded
-    epochs; ``same_as_retrieved`` and ``better_than_retrieved`` for retrieval models only, against
-    the retrieval row's output on each function).
+    epochs; ``same_as_retrieved``: % of outputs equal to the function the row read, or for a model
+    that reads none and for ``systems``, to the retrieval row's output; ``better_than_retrieved``: %
+    of functions where the output's sentence BLEU beats the retrieval row's; both need the training
+    rows, or, for a retrieval model, the function it read).
     """
     refs, docs = references(rows)
     ppl: dict[str, float] = {}
@@ -343,6 +345,8 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
         if lm.model.config.retrieval_input != "none":  # how much it edits the function it read
             retrieved = [retrieved_code(r) for r in rows]
             m |= edit_figures(d.hypotheses, retrieved, retrieved if baseline is None else baseline, refs)
+        elif baseline is not None:  # how often it writes the nearest function, and how often it beats it
+            m |= edit_figures(d.hypotheses, baseline, baseline, refs)
         records.append({
             "model": d.model, "decoding": d.decoding, "length_penalty": d.length_penalty, **m,
             "test_ppl": ppl[d.model], "source_gap": gap[d.model], "decode_seconds": d.seconds,
@@ -352,7 +356,8 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
         outputs.append(d.hypotheses)
     vocab = known_tokens(next(iter(loaded.values())).trg_vocab) if loaded else None
     for labels, output in systems:
-        records.append({**labels, **evaluate_outputs(output, refs, docs, vocab, shared)})
+        edits = edit_figures(output, baseline, baseline, refs) if baseline is not None else {}
+        records.append({**labels, **evaluate_outputs(output, refs, docs, vocab, shared), **edits})
         outputs.append(output)
     for record, output in baseline_rows(rows, baseline, constant, include_floor, vocab, shared):
         records.append(record)

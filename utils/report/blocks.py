@@ -284,6 +284,7 @@ BLOCKS: dict[str, Callable[[Files], str]] = {
     "retrieval-study": _plots_csv("retrieval_study.csv", retrieval_study_markdown),
     "guided-study": lambda files: (guided_study_markdown(table) if (table := files.optional_csv("guided_study.csv"))
                                    is not None else "Not run yet: `python -m utils.studies guided` writes it."),
+    "rerank-study-k10": _plots_csv("rerank_study_k10.csv", rerank_study_markdown),
     "rerank-study": lambda files: (rerank_study_markdown(table) if (table := files.optional_csv("rerank_study.csv"))
                                    is not None else "Not run yet: notebook 03 of the main job writes it."),
     "vocabulary-comparison": _plots_csv("vocabulary_comparison.csv", comparison_markdown),

@@ -120,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the word-vocabulary run (plots/, checkpoints/, timings.json inside)")
     parser.add_argument("--study-run", default="runs/study-small",
                         help="the study-settings run (plots/results.csv and checkpoints/ inside)")
-    parser.add_argument("--models", nargs="+", default=["rnn", "lstm", "attention", "copy", "transformer"])
+    parser.add_argument("--models", nargs="+", default=["rnn", "lstm", "attention", "copy", "transformer", "reviewer"],
+                        help="whose epochs go into training_epochs.csv (the reviewer's too: it trains in the main job)")
     args = parser.parse_args(argv)
     if args.write or args.check:
         found = write_documents() if args.write else stale_documents()
