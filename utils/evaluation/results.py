@@ -342,11 +342,7 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
         if d.model not in ppl:
             ppl[d.model], gap[d.model] = teacher_forced_figures(lm, rows, device, batch_size)
         m = evaluate_outputs(d.hypotheses, refs, docs, known_tokens(lm.trg_vocab), shared)
-        if lm.model.config.retrieval_input != "none":  # how much it edits the function it read
-            retrieved = [retrieved_code(r) for r in rows]
-            m |= edit_figures(d.hypotheses, retrieved, retrieved if baseline is None else baseline, refs)
-        elif baseline is not None:  # how often it writes the nearest function, and how often it beats it
-            m |= edit_figures(d.hypotheses, baseline, baseline, refs)
+        m |= _against_retrieval(d.hypotheses, rows, refs, baseline, lm.model.config.retrieval_input != "none")
         records.append({
             "model": d.model, "decoding": d.decoding, "length_penalty": d.length_penalty, **m,
             "test_ppl": ppl[d.model], "source_gap": gap[d.model], "decode_seconds": d.seconds,
@@ -356,8 +352,8 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
         outputs.append(d.hypotheses)
     vocab = known_tokens(next(iter(loaded.values())).trg_vocab) if loaded else None
     for labels, output in systems:
-        edits = edit_figures(output, baseline, baseline, refs) if baseline is not None else {}
-        records.append({**labels, **evaluate_outputs(output, refs, docs, vocab, shared), **edits})
+        records.append({**labels, **evaluate_outputs(output, refs, docs, vocab, shared),
+                        **_against_retrieval(output, rows, refs, baseline, False)})
         outputs.append(output)
     for record, output in baseline_rows(rows, baseline, constant, include_floor, vocab, shared):
         records.append(record)
@@ -372,6 +368,17 @@ def results_table(decoded: Sequence[DecodedSplit], loaded: Mapping[str, LoadedMo
     if out_path is not None:
         save_csv(table, out_path)
     return table
+
+
+def _against_retrieval(outputs: Sequence[list[str]], rows: Sequence[dict], refs: Sequence[list[str]],
+                       baseline: Sequence[list[str]] | None, reads_retrieved: bool) -> dict[str, float]:
+    """``same_as_retrieved``/``better_than_retrieved`` of ``outputs``: a retrieval model against the
+    function it read (and the retrieval row's output, when known), any other against the retrieval
+    row's output (``baseline``); nothing when neither is known."""
+    if reads_retrieved:  # how much it edits the function it read
+        retrieved = [retrieved_code(r) for r in rows]
+        return edit_figures(outputs, retrieved, retrieved if baseline is None else baseline, refs)
+    return edit_figures(outputs, baseline, baseline, refs) if baseline is not None else {}
 
 
 def length_bucket_results(decoded: Sequence[DecodedSplit], rows: Sequence[dict]) -> pd.DataFrame:
