@@ -18,7 +18,8 @@ from utils.config import Seq2SeqConfig
 from utils.data.batch import Example, bucketed_batches, encode_pairs
 from utils.data.tokenizer import tokenize_code
 from utils.data.vocabulary import SPECIALS, Vocabulary
-from utils.evaluation.results import decode_models, load_trained
+from utils.evaluation.decoded_store import decode_models
+from utils.evaluation.results import load_trained
 from utils.models import Seq2SeqModel, build_model
 
 TOY_WORDS = [f"t{i}" for i in range(12)]

@@ -11,10 +11,10 @@ import torch
 
 from utils.data.batch import encode_pairs, make_batch
 from utils.evaluation.baselines import CONSTANT_MODEL, FLOOR_MODEL
+from utils.evaluation.decoded_store import decode_models
 from utils.evaluation.length_penalty import chosen_length_penalties
 from utils.evaluation.results import (
     RESULT_COLUMNS,
-    decode_models,
     decode_split,
     decoding_label,
     evaluation_setup,

@@ -239,28 +239,6 @@ def source_tokens(row: dict, retrieval_input: str = "none") -> list[str]:
     return doc if retrieval_input == "none" else [*doc, SEPARATOR, *retrieved_code(row)]
 
 
-def decode_models(loaded: Mapping[str, LoadedModel], rows: Sequence[dict], beam_size: int = 5, max_len: int = 0,
-                  batch_size: int = 128, device: str | torch.device | None = None,
-                  syntax_aware: bool | Sequence[bool] = False, greedy: bool = True,
-                  length_penalty: LengthPenalties = 1.0, log: Callable[[str], None] = print) -> list[DecodedSplit]:
-    """Greedy (if ``greedy``) and beam-``beam_size`` outputs for every model (beam size 1: greedy only),
-    the beam with ``length_penalty`` (one value, or one per (model, decoding)).
-
-    ``syntax_aware`` may list both settings (``[False, True]``) to decode with and without the constraint.
-    """
-    sizes = ([1] if greedy else []) + ([beam_size] if beam_size > 1 or not greedy else [])
-    modes = [syntax_aware] if isinstance(syntax_aware, bool) else list(syntax_aware)
-    out = []
-    for name, lm in loaded.items():
-        for k, mode in ((k, m) for m in modes for k in sizes):
-            d = decode_split(lm, rows, beam_size=k, max_len=max_len, batch_size=batch_size, device=device,
-                             syntax_aware=mode, length_penalty=length_penalty)
-            alpha = "" if d.length_penalty is None else f" (length penalty {d.length_penalty:g})"
-            log(f"{name:>12} {d.decoding:>7}: {len(d)} outputs in {d.seconds:.1f} s{alpha}")
-            out.append(d)
-    return out
-
-
 # -- the beam's length penalty (chosen in utils.evaluation.length_penalty) ------------------------------------
 
 def penalty_for(length_penalty: LengthPenalties, model: str, decoding: str) -> float:
