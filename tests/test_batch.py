@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from utils.data.batch import (
+    SOURCE_BUCKET,
     Example,
     batch_indices,
     bucketed_batches,
@@ -146,6 +147,21 @@ def test_token_batches_hold_at_most_batch_tokens_target_positions(shuffle: bool)
     assert max(sizes) > 20 and min(sizes) <= 300 // 41  # short targets share a batch, long ones sit few to one
     assert [b.indices for b in batches] == [list(c) for c in batch_indices(examples, 1, shuffle, seed=2,
                                                                              batch_tokens=300)]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batches_by_source_pad_long_sources_less_and_keep_the_target_budget(shuffle: bool) -> None:
+    """The reviewer's batching: long sources (code) and short targets (docstrings). Sorted by source
+    bucket, the padded source shrinks; every example once, every batch within the target budget."""
+    examples = _examples(600, seed=10, max_src=160, max_trg=30)
+    by_target = list(bucketed_batches(examples, 1, shuffle=shuffle, seed=3, batch_tokens=400))
+    by_source = list(bucketed_batches(examples, 1, shuffle=shuffle, seed=3, batch_tokens=400, by_source=True))
+    assert sorted(i for b in by_source for i in b.indices) == list(range(len(examples)))
+    assert all(b.trg_out.numel() <= 400 for b in by_source)
+    assert sum(b.src.numel() for b in by_source) < 0.7 * sum(b.src.numel() for b in by_target)
+    if not shuffle:
+        keys = [(len(examples[i].src) // SOURCE_BUCKET, len(examples[i].trg)) for b in by_source for i in b.indices]
+        assert keys == sorted(keys)
 
 
 def test_token_batches_smaller_than_the_longest_target_are_refused() -> None:

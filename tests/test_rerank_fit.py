@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from utils.bleu import corpus_scores
+from utils.data.retrieval import TfidfRetriever
 from utils.decoding.rerank import FEATURES, RETRIEVED, Candidate, Reranker
 from utils.evaluation.rerank import (
     CandidatePool,
     arms,
+    candidate_pools,
     choose_reranker,
     combined_system,
     decoding_name,
@@ -98,12 +100,27 @@ def test_fitting_never_reads_the_rows_it_answers(ckpt_dir, loaded, rows) -> None
     answers = []
     for test in (rows[3:], list(reversed(rows))):
         reranker, table, outputs = combined_system(train, valid, test, loaded, reviewer, {"attention": 2.0},
-                                                   log=lambda _: None)
+                                                   workers=1, log=lambda _: None)
         assert len(outputs) == len(test) and {"test_bleu", "valid_cv_bleu"} <= set(table.columns)
         answers.append(reranker)
     assert answers[0] == answers[1]
     assert answers[0].beam_models in ([], ["attention"]) and answers[0].length_penalty == {"attention": 2.0}
     assert load_reviewer(ckpt_dir.parent) is None
+
+
+def test_two_processes_build_the_same_candidate_pools_as_one(rows, loaded, ckpt_dir) -> None:
+    """Validation and test candidates built side by side (one thread each) are those built one after the other."""
+    train = rows * 3
+    build = dict(train_rows=train, retriever=TfidfRetriever([r["docstring_tokens"] for r in train]), k=2,
+                 forward=loaded["transformer"], reviewer=load_reviewer(ckpt_dir), generic=["return", "the", "value"],
+                 beams={"attention": (loaded["attention"], 2.0)}, beam_size=2, guide={"attention": 1.0})
+    splits = [rows[:3], rows[3:]]
+    alone, together = candidate_pools(splits, 1, **build), candidate_pools(splits, 2, **build)
+    for a, b in zip(alone, together, strict=True):
+        assert a.candidates == b.candidates
+        for name in ("features", "stats", "crystal"):
+            for x, y in zip(getattr(a, name), getattr(b, name), strict=True):
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
 def test_a_subset_computes_the_agreement_among_the_candidates_it_keeps() -> None:

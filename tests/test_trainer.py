@@ -206,11 +206,11 @@ def stopped():
 if stop.startswith("batch:"):
     _, stop_epoch, stop_after = stop.split(":")
     real_batches, calls = training.bucketed_batches, []
-    def batches(examples, batch_size, shuffle=True, seed=0, batch_tokens=0):
+    def batches(examples, batch_size, shuffle=True, seed=0, batch_tokens=0, by_source=False):
         if shuffle:
             calls.append(seed)
         for i, batch in enumerate(real_batches(examples, batch_size, shuffle=shuffle, seed=seed,
-                                               batch_tokens=batch_tokens)):
+                                               batch_tokens=batch_tokens, by_source=by_source)):
             if shuffle and len(calls) == int(stop_epoch) and i == int(stop_after):
                 stopped()
             yield batch

@@ -3,7 +3,10 @@
 A ``Batch`` shifts the target into decoder input and loss target, builds the source mask and
 counts real target tokens. ``bucketed_batches`` sorts examples by length inside large shuffled
 pools so that a batch carries little padding (the main speed lever on a CPU), and cuts them into
-batches of a number of sequences or, as fairseq and JoeyNMT do, of a number of target pieces.
+batches of a number of sequences or, as fairseq and JoeyNMT do, of a number of target pieces. A
+model whose source is the long side (the reviewer reads code, up to 160 pieces, and writes a
+docstring) sorts ``by_source``: by the source's length in steps of ``SOURCE_BUCKET`` pieces, then the
+target's. Sorted by the target alone, its batches were 44% source pieces and 56% padding.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from typing import Iterator, Sequence
 import torch
 
 from utils.data.vocabulary import EOS, PAD, SOS, UNK, Vocabulary
+
+SOURCE_BUCKET = 32  # sorted ``by_source``: sources within 32 pieces of each other share a bucket, sorted by target
 
 
 @dataclass
@@ -107,10 +112,14 @@ def _cut(order: list[int], examples: Sequence[Example], batch_size: int, batch_t
     if batch_tokens <= 0:
         return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
     chunks: list[list[int]] = [[]]
-    for i in order:  # ascending target length: the newest pair is the longest of its batch
-        if chunks[-1] and (len(chunks[-1]) + 1) * target_positions(examples[i]) > batch_tokens:
+    longest = 0  # the current batch's longest target (the newest pair's, when sorted by target)
+    for i in order:
+        width = max(longest, target_positions(examples[i]))
+        if chunks[-1] and (len(chunks[-1]) + 1) * width > batch_tokens:
             chunks.append([])
+            width = target_positions(examples[i])
         chunks[-1].append(i)
+        longest = width
     return chunks if chunks[0] else []
 
 
@@ -121,13 +130,17 @@ def batch_indices(
     pool_batches: int = 50,
     seed: int = 0,
     batch_tokens: int = 0,
+    by_source: bool = False,
 ) -> list[list[int]]:
     """The examples' indices, batch by batch, as ``bucketed_batches`` cuts them."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     check_batch_tokens(examples, batch_tokens)
     idx = list(range(len(examples)))
-    key = lambda i: (len(examples[i].trg), len(examples[i].src))  # noqa: E731
+    if by_source:
+        key = lambda i: (len(examples[i].src) // SOURCE_BUCKET, len(examples[i].trg))  # noqa: E731
+    else:
+        key = lambda i: (len(examples[i].trg), len(examples[i].src))  # noqa: E731
     if not shuffle:
         return _cut(sorted(idx, key=key), examples, batch_size, batch_tokens)
     rng = random.Random(seed)
@@ -148,15 +161,17 @@ def bucketed_batches(
     pool_batches: int = 50,
     seed: int = 0,
     batch_tokens: int = 0,
+    by_source: bool = False,
 ) -> Iterator[Batch]:
     """Yield batches of similar lengths: shuffle, cut into pools of ``pool_batches`` batches,
-    sort each pool by (target, source) length, cut into batches, shuffle the batch order.
+    sort each pool by (target, source) length (``by_source``: source bucket, target), cut into
+    batches, shuffle the batch order.
 
     A batch holds ``batch_size`` sequences, or with ``batch_tokens`` > 0 at most that many target
     positions, padding included (``check_batch_tokens`` first: every target must fit).
     Without ``shuffle`` the order is a plain length sort of the whole split (evaluation).
     """
-    for chunk in batch_indices(examples, batch_size, shuffle, pool_batches, seed, batch_tokens):
+    for chunk in batch_indices(examples, batch_size, shuffle, pool_batches, seed, batch_tokens, by_source):
         yield make_batch([examples[i] for i in chunk])
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from utils.bleu import ORDERS, ngram_counts
 from utils.checkpoint import LoadedModel
-from utils.data.batch import Example, encode_source, make_batch
+from utils.data.batch import SOURCE_BUCKET, Example, encode_source, make_batch
 from utils.data.retrieval import TfidfRetriever
 from utils.data.subwords import join_pieces
 from utils.data.vocabulary import PAD
@@ -182,10 +182,14 @@ def log_probs_per_piece(loaded: LoadedModel, sources: Sequence[Sequence[str]], t
                         trg_v.encode(trg_v.symbols(t))[:trg_limit], i)
                 for i, (s, t) in enumerate(zip(sources, targets, strict=True))]
     out = np.zeros(len(examples))
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].trg), len(examples[i].src)))
+    if model.config.reviews:  # its sources (code) are the long side: batched as in its training
+        key = lambda i: (len(examples[i].src) // SOURCE_BUCKET, len(examples[i].trg))  # noqa: E731
+    else:
+        key = lambda i: (len(examples[i].trg), len(examples[i].src))  # noqa: E731
+    order = sorted(range(len(examples)), key=key)
     start = 0
     while start < len(order):
-        width = len(examples[order[min(start + 63, len(order) - 1)]].trg) + 1
+        width = max(len(examples[i].trg) for i in order[start:start + 64]) + 1
         stop = min(len(order), start + max(1, batch_pieces // max(width, 1)))
         batch = make_batch([examples[i] for i in order[start:stop]]).to(device)
         with autocast(loaded.precision, device):

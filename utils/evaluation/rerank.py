@@ -12,8 +12,11 @@ the winner is fitted again on the whole split. The test split is never read here
 """
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -40,6 +43,7 @@ from utils.decoding.rerank import (
 from utils.evaluation.baselines import shared_ngrams
 from utils.metrics import bleu_statistics
 from utils.paths import project_path
+from utils.training.parallel import resolve_workers
 
 K_CHOICES = (1, 5, 10)
 STEPS = (-2.0, -1.0, -0.5, -0.2, -0.1, 0.1, 0.2, 0.5, 1.0, 2.0)  # coordinate ascent's moves
@@ -91,6 +95,18 @@ def candidate_pool(rows: Sequence[dict], train_rows: Sequence[dict], retriever: 
     docs = [r["docstring_tokens"] for r in rows]
     candidates = gather_candidates(retriever, train_rows, docs, k, beams, beam_size, syntax_aware, guide)
     return scored_pool(rows, candidates, candidate_features(candidates, docs, forward, reviewer, generic), shared)
+
+
+def candidate_pools(splits: Sequence[Sequence[dict]], workers: int = 1, **build) -> list[CandidatePool]:
+    """:func:`candidate_pool` of each split of rows (``build``: its other arguments). With ``workers`` > 1
+    the splits are built side by side, one process of one thread each: on a 2-core CPU two such processes
+    score the same candidates in about 0.83 of the time of one process on both cores (docs/benchmarks.md)."""
+    if workers < 2 or len(splits) < 2:
+        return [candidate_pool(rows, **build) for rows in splits]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(splits)), mp_context=context,
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return list(pool.map(partial(candidate_pool, **build), splits))
 
 
 def scored_pool(rows: Sequence[dict], candidates: list[list[Candidate]], features: list[np.ndarray],
@@ -276,7 +292,7 @@ def combined_system(train_rows: Sequence[dict], valid_rows: Sequence[dict], rows
                     loaded: Mapping[str, LoadedModel], reviewer: LoadedModel, penalties: Mapping[str, float], *,
                     k_max: int = max(K_CHOICES), forward_model: str = "transformer", beam_size: int = 5,
                     syntax_aware: bool = True, shared: frozenset | None = None,
-                    guide: Mapping[str, float] | None = None,
+                    guide: Mapping[str, float] | None = None, workers: int = 0,
                     log: Callable[[str], None] = print) -> tuple[Reranker, pd.DataFrame, list[list[str]]]:
     """Fit the combined system on ``valid_rows`` and answer ``rows`` with it: the reranker, the table
     of every candidate set (fitted and chosen on validation; each also scored on ``rows``, for the
@@ -284,7 +300,8 @@ def combined_system(train_rows: Sequence[dict], valid_rows: Sequence[dict], rows
     length penalty of each model whose beams are candidates (those of ``loaded`` but ``forward_model``'s
     own likelihood scores every candidate). ``shared``: CrystalBLEU's ignored n-grams (default: those
     of ``train_rows``). ``guide``: the beam models searched with retrieval-guided beam search, and
-    their bonus (``utils.decoding.rerank.gather_candidates``)."""
+    their bonus (``utils.decoding.rerank.gather_candidates``). ``workers``: processes building the
+    validation and test candidates (0: one per core on a CPU, at most 2; 1 on CUDA)."""
     docs = [r["docstring_tokens"] for r in train_rows]
     shared = shared_ngrams(train_rows) if shared is None else shared
     retriever = TfidfRetriever(docs)
@@ -294,16 +311,15 @@ def combined_system(train_rows: Sequence[dict], valid_rows: Sequence[dict], rows
     build = dict(train_rows=train_rows, retriever=retriever, k=k_max, forward=loaded[forward_model], reviewer=reviewer,
                  generic=generic, beams=beams, beam_size=beam_size, syntax_aware=syntax_aware, shared=shared,
                  guide=guide)
+    workers = resolve_workers(workers, loaded[forward_model].device, 2)
     start = time.perf_counter()
-    valid = candidate_pool(valid_rows, **build)
-    log(f"validation candidates: {sum(map(len, valid.candidates)):,} ({time.perf_counter() - start:.0f} s)")
+    valid, test = candidate_pools([valid_rows, rows], workers, **build)  # the test pool waits unread until the fit
+    log(f"candidates scored: validation {sum(map(len, valid.candidates)):,}, the {len(rows):,} rows "
+        f"{sum(map(len, test.candidates)):,} ({time.perf_counter() - start:.0f} s, "
+        f"{'side by side in 2 processes' if workers > 1 else 'one process'})")
     settings = dict(forward_model=forward_model, beam_size=beam_size, syntax_aware=syntax_aware,
                     length_penalty={m: p for m, (_, p) in beams.items()}, guide=guide)
     reranker, table = choose_reranker(valid, list(beams), generic, settings, k_max)
-    start = time.perf_counter()
-    test = candidate_pool(rows, **build)
-    log(f"candidates of the {len(rows):,} rows scored: {sum(map(len, test.candidates)):,} "
-        f"({time.perf_counter() - start:.0f} s)")
     outputs: list[list[str]] = []
     for i, arm in table.iterrows():
         sub = test.subset(int(arm["k"]), [] if arm["beams"] == "none" else str(arm["beams"]).split("+"))

@@ -27,8 +27,10 @@ from utils.training.trainer import TrainResult, train_model
 
 # relative cost of an epoch on one core beside another model, from make main at 64/128 with 4,000-piece
 # batches in bf16 (docs/benchmarks.md: rnn 127 s, lstm 179, transformer 275, attention 415, copy 435),
-# and of reading retrieved code ("+retrieval": 2.9-3.3x their plain epochs, an earlier run's training seconds)
-EPOCH_COST = {"rnn": 1.0, "lstm": 1.4, "transformer": 2.2, "attention": 3.3, "copy": 3.4, REVIEWER: 2.5}
+# and of reading retrieved code ("+retrieval": 2.9-3.3x their plain epochs, an earlier run's training seconds);
+# the reviewer's batches sorted by its code's length (utils.data.batch) took 113-122 s an epoch alone on two
+# threads where the target-sorted ones took 203-232 s, so its 2.5 (364 s beside another model) becomes 1.4
+EPOCH_COST = {"rnn": 1.0, "lstm": 1.4, "transformer": 2.2, "attention": 3.3, "copy": 3.4, REVIEWER: 1.4}
 RETRIEVAL_COST = 3.0
 
 

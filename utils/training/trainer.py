@@ -82,13 +82,13 @@ def training_loss(model: Seq2SeqModel, batch: Batch, teacher_forcing: float, gen
 @torch.no_grad()
 def evaluate_loss(model: Seq2SeqModel, examples: Sequence[Example], batch_size: int,
                   device: torch.device, precision: str = "fp32", fast_path: str = "auto",
-                  batch_tokens: int = 0) -> float:
+                  batch_tokens: int = 0, by_source: bool = False) -> float:
     """Teacher-forced mean cross-entropy per target token (dropout off), in a resolved ``precision``,
     on the loss path ``fast_path`` chooses (``resolve_fast_path``), batched as in training."""
     model.eval()
     fast = resolve_fast_path(fast_path, device)
     total, tokens = 0.0, 0
-    for batch in bucketed_batches(examples, batch_size, shuffle=False, batch_tokens=batch_tokens):
+    for batch in bucketed_batches(examples, batch_size, shuffle=False, batch_tokens=batch_tokens, by_source=by_source):
         with autocast(precision, device):
             loss, n = training_loss(model, batch.to(device), 1.0, None, 0.0, fast)
         total += float(loss)
@@ -128,7 +128,7 @@ def schedule_steps(examples: Sequence[Example], config: Seq2SeqConfig) -> int:
     """The optimizer steps of ``config.epochs`` epochs over ``examples`` (each epoch's batches, as
     ``train_epoch`` makes them): the horizon of the "linear" schedule."""
     return sum(len(batch_indices(examples, config.batch_size, shuffle=True, seed=config.seed + epoch,
-                                 batch_tokens=config.batch_tokens))
+                                 batch_tokens=config.batch_tokens, by_source=config.reviews))
                for epoch in range(1, config.epochs + 1))
 
 
@@ -232,7 +232,7 @@ def train_epoch(model: Seq2SeqModel, examples: Sequence[Example], config: Seq2Se
     """One pass over the training pairs (``epoch`` counts from 1): the record's training figures."""
     model.train()
     fast = resolve_fast_path(config.fast_path, device)
-    batching = dict(shuffle=True, seed=config.seed + epoch, batch_tokens=config.batch_tokens)
+    batching = dict(shuffle=True, seed=config.seed + epoch, batch_tokens=config.batch_tokens, by_source=config.reviews)
     n_batches = len(batch_indices(examples, config.batch_size, **batching))
     bar = tqdm(bucketed_batches(examples, config.batch_size, **batching), total=n_batches,
                desc=f"{config.name} epoch {epoch}", disable=not progress,
@@ -266,7 +266,7 @@ def _validate(model: Seq2SeqModel, valid_examples: Sequence[Example], config: Se
     """The epoch's record: its training figures, the teacher-forced validation loss and perplexity,
     and the free-running greedy token accuracy."""
     val_loss = evaluate_loss(model, valid_examples, config.batch_size, device, precision, config.fast_path,
-                             config.batch_tokens)
+                             config.batch_tokens, config.reviews)
     return {
         "epoch": epoch,
         "train_loss": trained["train_loss"],
