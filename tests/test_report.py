@@ -208,3 +208,18 @@ def test_budget_markdown_gives_one_row_per_arm() -> None:
     assert lines[0].startswith("| model | arm | seed | budget | embed / hidden | pairs | epochs | peak lr |")
     assert lines[2] == ("| attention | e64-all-3ep | 42 | main | 64 / 128 | 24,906 | 3 | 0.006 | 3.036 | 13.26 | 0.49 "
                         "| 11.60 | 71.8 | 0.30 | 1,244 | schedule |")
+
+
+def test_reviewer_batching_markdown_joins_the_epochs_it_ran_and_leaves_missing_scores_blank() -> None:
+    from utils.report.tables import reviewer_batching_markdown
+
+    base = {"batches_sorted_by": "target length", "timed": "alone, two threads", "commit": "abc1234",
+            "epoch3_seconds": float("nan"), "epoch3_val_loss": float("nan")}
+    rows = [{**base, "epochs": 2, "epoch1_seconds": 203.4, "epoch2_seconds": 232.0, "epoch1_val_loss": 4.5731,
+             "epoch2_val_loss": 4.04, "cv_5_none": float("nan"), "cv_5_both": float("nan")},
+            {**base, "epochs": 3, "epoch1_seconds": 122, "epoch2_seconds": 116, "epoch3_seconds": 113,
+             "epoch1_val_loss": 4.678, "epoch2_val_loss": 4.046, "epoch3_val_loss": 3.799,
+             "cv_5_none": 22.3, "cv_5_both": 23.34}]
+    lines = reviewer_batching_markdown(pd.DataFrame(rows)).splitlines()
+    assert lines[2] == "| target length | 2 | alone, two threads | 203 / 232 | 4.573 / 4.040 |  |  | abc1234 |"
+    assert lines[3].endswith("| 122 / 116 / 113 | 4.678 / 4.046 / 3.799 | 22.30 | 23.34 | abc1234 |")

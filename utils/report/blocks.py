@@ -33,6 +33,7 @@ from utils.report.tables import (
     recipe_markdown,
     rerank_study_markdown,
     results_markdown,
+    reviewer_batching_markdown,
     stopping_markdown,
     timings_markdown,
 )
@@ -287,6 +288,7 @@ BLOCKS: dict[str, Callable[[Files], str]] = {
     "rerank-study-k10": _plots_csv("rerank_study_k10.csv", rerank_study_markdown),
     "rerank-study": lambda files: (rerank_study_markdown(table) if (table := files.optional_csv("rerank_study.csv"))
                                    is not None else "Not run yet: notebook 03 of the main job writes it."),
+    "reviewer-batching": _plots_csv("reviewer_batching.csv", reviewer_batching_markdown),
     "vocabulary-comparison": _plots_csv("vocabulary_comparison.csv", comparison_markdown),
     "study-settings": _plots_csv("study_settings.csv", results_markdown),
     "study-settings-stopping": _plots_csv("study_settings_epochs.csv", lambda t: stopping_markdown(epoch_times(t))),

@@ -254,3 +254,15 @@ def guided_study_markdown(table: pd.DataFrame) -> str:
             for r in table.to_dict("records")]
     return markdown_table(rows, ["model", "bonus (nats)", "k nearest", "beam's own BLEU",
                                  f"combined, validation BLEU ({FOLDS}-fold CV)"])
+
+
+def reviewer_batching_markdown(table: pd.DataFrame) -> str:
+    """``plots/reviewer_batching.csv``: the reviewer's batches sorted by target or by source length, its
+    epochs' seconds (how they were timed), validation losses, and the combined system's validation BLEU
+    (cross-validated) with it, with retrieval's candidates alone (5 nearest) and with both beams."""
+    def joined(r: dict, what: str, digits: int) -> str:
+        return " / ".join(cell(r[f"epoch{e}_{what}"], digits) for e in (1, 2, 3) if pd.notna(r[f"epoch{e}_{what}"]))
+    rows = [[r["batches_sorted_by"], int(r["epochs"]), r["timed"], joined(r, "seconds", 0), joined(r, "val_loss", 3),
+             cell(r["cv_5_none"], 2), cell(r["cv_5_both"], 2), r["commit"]] for r in table.to_dict("records")]
+    return markdown_table(rows, ["batches sorted by", "epochs", "timed", "epoch seconds", "validation loss",
+                                 f"5 nearest, CV BLEU ({FOLDS} folds)", "5 nearest + both beams, CV BLEU", "commit"])
