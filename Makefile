@@ -18,7 +18,7 @@ export PYTHONHASHSEED := 0
 
 # What there is to run (before the environment exists too: the list of studies needs only Python).
 help:
-	@echo "make main            the whole pipeline: every notebook with params/full.yaml (runs/full/), a little over an hour on 2 cores"
+	@echo "make main            the whole pipeline: every notebook with params/full.yaml (runs/full/), under an hour on 2 cores"
 	@echo "make main PARAMS=params/large.yaml   the same at the original study's sizes, to early stopping (a GPU or a long CPU run)"
 	@echo "make evaluate        the README's table from the shipped weights (checkpoints/): notebooks 03-05, no training"
 	@echo "make release         copy the main job's checkpoints into checkpoints/ with a new manifest"
