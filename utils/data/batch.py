@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -123,6 +123,14 @@ def _cut(order: list[int], examples: Sequence[Example], batch_size: int, batch_t
     return chunks if chunks[0] else []
 
 
+def length_key(examples: Sequence[Example], by_source: bool = False) -> Callable[[int], tuple[int, int]]:
+    """The bucketing sort key of example ``i``: its (target, source) lengths, or ``by_source`` its
+    source's ``SOURCE_BUCKET`` and then its target's length."""
+    if by_source:
+        return lambda i: (len(examples[i].src) // SOURCE_BUCKET, len(examples[i].trg))
+    return lambda i: (len(examples[i].trg), len(examples[i].src))
+
+
 def batch_indices(
     examples: Sequence[Example],
     batch_size: int,
@@ -137,10 +145,7 @@ def batch_indices(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     check_batch_tokens(examples, batch_tokens)
     idx = list(range(len(examples)))
-    if by_source:
-        key = lambda i: (len(examples[i].src) // SOURCE_BUCKET, len(examples[i].trg))  # noqa: E731
-    else:
-        key = lambda i: (len(examples[i].trg), len(examples[i].src))  # noqa: E731
+    key = length_key(examples, by_source)
     if not shuffle:
         return _cut(sorted(idx, key=key), examples, batch_size, batch_tokens)
     rng = random.Random(seed)

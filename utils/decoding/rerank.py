@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from utils.bleu import ORDERS, ngram_counts
 from utils.checkpoint import LoadedModel
-from utils.data.batch import SOURCE_BUCKET, Example, encode_source, make_batch
+from utils.data.batch import Example, encode_source, length_key, make_batch
 from utils.data.retrieval import TfidfRetriever
 from utils.data.subwords import join_pieces
 from utils.data.vocabulary import PAD
@@ -182,11 +182,8 @@ def log_probs_per_piece(loaded: LoadedModel, sources: Sequence[Sequence[str]], t
                         trg_v.encode(trg_v.symbols(t))[:trg_limit], i)
                 for i, (s, t) in enumerate(zip(sources, targets, strict=True))]
     out = np.zeros(len(examples))
-    if model.config.reviews:  # its sources (code) are the long side: batched as in its training
-        key = lambda i: (len(examples[i].src) // SOURCE_BUCKET, len(examples[i].trg))  # noqa: E731
-    else:
-        key = lambda i: (len(examples[i].trg), len(examples[i].src))  # noqa: E731
-    order = sorted(range(len(examples)), key=key)
+    # in the order of its training's batches (the reviewer's sources, code, are the long side)
+    order = sorted(range(len(examples)), key=length_key(examples, model.config.reviews))
     start = 0
     while start < len(order):
         width = max(len(examples[i].trg) for i in order[start:start + 64]) + 1
